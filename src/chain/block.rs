@@ -1,0 +1,1 @@
+//! AuxPoW-aware Dogecoin block decoder (being written).

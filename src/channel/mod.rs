@@ -1,0 +1,2 @@
+//! The channel domain: redeem-script templates, PSBT rules, signatures,
+//! finalization and signing.

@@ -1,0 +1,15 @@
+//! dogetower: a watchtower for one-way CLTV Dogecoin payment channels.
+//!
+//! The module layout follows `docs/ARCHITECTURE.md`:
+//! - [`chain`]: Dogecoin network parameters, address and key encodings, the
+//!   AuxPoW-aware block decoder.
+//! - [`channel`]: the channel domain — redeem-script templates, PSBT rules,
+//!   signatures, finalization and signing. Pure functions over `bitcoin` types.
+//! - [`config`] and [`logging`]: the service's configuration file and logs.
+//! - [`cli`]: the command-line front end (`dogetower ...`).
+
+pub mod chain;
+pub mod channel;
+pub mod cli;
+pub mod config;
+pub mod logging;
