@@ -52,8 +52,7 @@ impl Address {
 
     /// Parses an address and insists it belongs to `network`.
     pub fn parse(s: &str, network: Network) -> Result<Self, AddressError> {
-        let data =
-            bitcoin::base58::decode_check(s).map_err(|e| AddressError::Base58(e.to_string()))?;
+        let data = bitcoin::base58::decode_check(s).map_err(|e| AddressError::Base58(e.to_string()))?;
         if data.len() != 21 {
             return Err(AddressError::Length(data.len()));
         }
@@ -114,10 +113,8 @@ mod tests {
     // (tests/fixtures/node/rpc/decodescript.json).
     #[test]
     fn regtest_p2sh_matches_dogecoind() {
-        let fixture: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/node/rpc/decodescript.json"
-        ))
-        .unwrap();
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/node/rpc/decodescript.json")).unwrap();
         let script_hex = fixture["request"]["params"][0].as_str().unwrap();
         let expected = fixture["response"]["result"]["p2sh"].as_str().unwrap();
         let script = ScriptBuf::from_hex(script_hex).unwrap();
@@ -125,31 +122,36 @@ mod tests {
         assert_eq!(addr.to_string(), expected);
         let parsed = Address::parse(expected, Network::Regtest).unwrap();
         assert_eq!(parsed, addr);
-        assert_eq!(Address::from_script(&addr.script_pubkey(), Network::Regtest).unwrap(), addr);
+        assert_eq!(
+            Address::from_script(&addr.script_pubkey(), Network::Regtest).unwrap(),
+            addr
+        );
     }
 
     #[test]
     fn prefixes_give_the_documented_leading_characters() {
         let key = PublicKey::from_slice(
-            &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
-                .unwrap(),
+            &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap(),
         )
         .unwrap();
-        assert!(Address::p2pkh(Network::Mainnet, &key).to_string().starts_with('D'));
+        assert!(Address::p2pkh(Network::Mainnet, &key)
+            .to_string()
+            .starts_with('D'));
         let t = Address::p2pkh(Network::Testnet, &key).to_string();
         assert!(t.starts_with('n'), "{t}");
         let r = Address::p2pkh(Network::Regtest, &key).to_string();
         assert!(r.starts_with('m') || r.starts_with('n'), "{r}");
         let s = Address::p2sh(Network::Mainnet, Script::new()).to_string();
         assert!(s.starts_with('9') || s.starts_with('A'), "{s}");
-        assert!(Address::p2sh(Network::Regtest, Script::new()).to_string().starts_with('2'));
+        assert!(Address::p2sh(Network::Regtest, Script::new())
+            .to_string()
+            .starts_with('2'));
     }
 
     #[test]
     fn wrong_network_is_rejected() {
         let key = PublicKey::from_slice(
-            &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
-                .unwrap(),
+            &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap(),
         )
         .unwrap();
         let main = Address::p2pkh(Network::Mainnet, &key).to_string();
@@ -157,6 +159,9 @@ mod tests {
             Address::parse(&main, Network::Regtest),
             Err(AddressError::WrongNetwork { version: 0x1e, .. })
         ));
-        assert!(matches!(Address::parse("Dxyz", Network::Mainnet), Err(AddressError::Base58(_))));
+        assert!(matches!(
+            Address::parse("Dxyz", Network::Mainnet),
+            Err(AddressError::Base58(_))
+        ));
     }
 }

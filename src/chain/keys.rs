@@ -42,9 +42,10 @@ fn btc_versions(network: Network) -> ([u8; 4], [u8; 4]) {
 
 fn decode_78(s: &str, what: &'static str) -> Result<[u8; 78], KeyError> {
     let data = bitcoin::base58::decode_check(s).map_err(|e| KeyError::Base58(e.to_string()))?;
-    data.as_slice()
-        .try_into()
-        .map_err(|_| KeyError::Length { what, len: data.len() })
+    data.as_slice().try_into().map_err(|_| KeyError::Length {
+        what,
+        len: data.len(),
+    })
 }
 
 /// Decodes a Dogecoin extended private key of `network`.
@@ -91,8 +92,7 @@ pub fn encode_xpub(key: &Xpub, network: Network) -> String {
 
 /// Decodes a WIF private key of `network` (compressed or not).
 pub fn decode_wif(s: &str, network: Network) -> Result<PrivateKey, KeyError> {
-    let data =
-        bitcoin::base58::decode_check(s.trim()).map_err(|e| KeyError::Base58(e.to_string()))?;
+    let data = bitcoin::base58::decode_check(s.trim()).map_err(|e| KeyError::Base58(e.to_string()))?;
     let compressed = match data.len() {
         33 => false,
         34 if data[33] == 1 => true,
@@ -105,8 +105,8 @@ pub fn decode_wif(s: &str, network: Network) -> Result<PrivateKey, KeyError> {
             network,
         });
     }
-    let inner = secp256k1::SecretKey::from_slice(&data[1..33])
-        .map_err(|e| KeyError::Invalid(e.to_string()))?;
+    let inner =
+        secp256k1::SecretKey::from_slice(&data[1..33]).map_err(|e| KeyError::Invalid(e.to_string()))?;
     Ok(PrivateKey {
         compressed,
         network: network.bitcoin_kind(),

@@ -134,9 +134,7 @@ impl Network {
 
     /// Maps dogecoind's `getblockchaininfo.chain` ("main", "test", "regtest").
     pub fn from_chain_name(name: &str) -> Option<Network> {
-        Network::ALL
-            .into_iter()
-            .find(|n| n.params().chain_name == name)
+        Network::ALL.into_iter().find(|n| n.params().chain_name == name)
     }
 }
 

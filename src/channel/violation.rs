@@ -1,0 +1,100 @@
+//! Why an announcement or a payment was refused. Each kind has the stable
+//! error code of API.md; the message says what to fix.
+
+use serde::Serialize;
+
+use super::script::ScriptMismatch;
+
+/// Whose signature a rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signer {
+    Payer,
+    Merchant,
+}
+
+impl std::fmt::Display for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signer::Payer => "payer",
+            Signer::Merchant => "merchant",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("not a usable PSBT: {0}")]
+    InvalidPsbt(String),
+    #[error("unsupported redeem script: {0}")]
+    UnsupportedScript(ScriptMismatch),
+    #[error("the merchant key is not ours: {0}")]
+    UnknownMerchantKey(String),
+    #[error("input {input}: {reason}")]
+    FundingMismatch { input: usize, reason: String },
+    #[error("the deadline is {blocks_left} blocks away; channels need at least {required}")]
+    LocktimeTooSoon { blocks_left: u32, required: u32 },
+    #[error("the payment must spend exactly the channel's funding outpoints: {0}")]
+    WrongInputs(String),
+    #[error("the merchant would get {offered} koinu, less than the {stored} koinu of the latest state")]
+    AmountDecreased { stored: u64, offered: u64 },
+    #[error("input {input} has no {signer} signature")]
+    MissingSignature { input: usize, signer: Signer },
+    #[error("input {input}: the {signer} signature is invalid: {reason}")]
+    BadSignature {
+        input: usize,
+        signer: Signer,
+        reason: String,
+    },
+    #[error("input {input}: the {signer} signature has a high S value (only low-S signatures are standard)")]
+    HighSSignature { input: usize, signer: Signer },
+    #[error("input {input} has nSequence 0x{sequence:08x}; only 0xffffffff is accepted (no replace-by-fee)")]
+    ReplaceableInput { input: usize, sequence: u32 },
+    #[error("the fee is {fee} koinu for {size} bytes; the relay policy needs at least {required} koinu")]
+    FeeTooLow { fee: i64, required: u64, size: usize },
+    #[error("output {output} pays {value} koinu, below the dust limit of {limit} koinu")]
+    DustOutput { output: usize, value: u64, limit: u64 },
+    #[error("the transaction is not final: nLockTime {locktime} has not passed")]
+    NotFinal { locktime: u32 },
+    #[error("the deadline is {blocks_left} blocks away; payments need at least {required}")]
+    TooCloseToDeadline { blocks_left: u32, required: u32 },
+}
+
+impl Violation {
+    /// The stable, snake_case error code of API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Violation::InvalidPsbt(_) => "invalid_psbt",
+            Violation::UnsupportedScript(_) => "unsupported_script",
+            Violation::UnknownMerchantKey(_) => "unknown_merchant_key",
+            Violation::FundingMismatch { .. } => "funding_mismatch",
+            Violation::LocktimeTooSoon { .. } => "locktime_too_soon",
+            Violation::WrongInputs(_) => "wrong_inputs",
+            Violation::AmountDecreased { .. } => "amount_decreased",
+            Violation::MissingSignature { .. } => "missing_signature",
+            Violation::BadSignature { .. } => "bad_signature",
+            Violation::HighSSignature { .. } => "high_s_signature",
+            Violation::ReplaceableInput { .. } => "replaceable_input",
+            Violation::FeeTooLow { .. } => "fee_too_low",
+            Violation::DustOutput { .. } => "dust_output",
+            Violation::NotFinal { .. } => "not_final",
+            Violation::TooCloseToDeadline { .. } => "too_close_to_deadline",
+        }
+    }
+}
+
+/// A violation as JSON for tools and the API: `{"code": ..., "message": ...}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ViolationReport {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<&Violation> for ViolationReport {
+    fn from(v: &Violation) -> Self {
+        ViolationReport {
+            code: v.code(),
+            message: v.to_string(),
+        }
+    }
+}
