@@ -13,3 +13,4 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod store;

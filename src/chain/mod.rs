@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod block;
+pub mod headers;
 pub mod keys;
 pub mod params;
 

@@ -1,0 +1,274 @@
+//! The SQLite store: the only module that contains SQL.
+//!
+//! WAL journal with `synchronous=FULL`, so a committed write survives a power
+//! cut before anything is acknowledged. The schema is the files in `sql/`,
+//! applied in order at open and recorded in `schema_migrations`; tables are
+//! never changed by hand.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bitcoin::BlockHash;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::chain::headers::HeaderRecord;
+
+/// The schema migrations, in the order they apply. A released file is never edited.
+const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "header_chain", include_str!("../../sql/0001_header_chain.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("store schema version {found} is newer than this dogetower knows ({known}); upgrade dogetower")]
+    TooNew { found: u32, known: u32 },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: u32,
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store holds a corrupt value in {0}")]
+    Corrupt(&'static str),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Store::init(conn)
+    }
+
+    /// A private in-memory store (unit tests).
+    pub fn open_in_memory() -> Result<Store> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // WAL lets readers (API, CLI) run beside the one writer; FULL makes
+        // every commit durable before it returns.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The schema version now in the file.
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    INTEGER PRIMARY KEY,
+                 name       TEXT    NOT NULL,
+                 applied_at INTEGER NOT NULL
+             );",
+        )?;
+        let current = self.schema_version()?;
+        let known = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > known {
+            return Err(StoreError::TooNew {
+                found: current,
+                known,
+            });
+        }
+        for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            let tx = self.conn.transaction()?;
+            let applied = tx.execute_batch(sql).and_then(|_| {
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",
+                    params![version, name],
+                )
+            });
+            applied.map_err(|source| StoreError::Migration {
+                version,
+                name,
+                source,
+            })?;
+            tx.commit()?;
+            tracing::info!(version, name, "applied store migration");
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in one transaction: everything it writes commits together or not at all.
+    pub fn write<T>(&mut self, f: impl FnOnce(&WriteTx<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction()?;
+        let value = f(&WriteTx { tx: &tx })?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// The `limit` highest headers, lowest first.
+    pub fn recent_headers(&self, limit: usize) -> Result<Vec<HeaderRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT height, hash, prev_hash, time, median_time_past FROM headers ORDER BY height DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], header_from_row)?;
+        let mut headers = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        headers.reverse();
+        headers.into_iter().collect()
+    }
+
+    /// The processed header at `height`, if any.
+    pub fn header_at(&self, height: u32) -> Result<Option<HeaderRecord>> {
+        self.conn
+            .query_row(
+                "SELECT height, hash, prev_hash, time, median_time_past FROM headers WHERE height = ?1",
+                [height],
+                header_from_row,
+            )
+            .optional()?
+            .transpose()
+    }
+}
+
+/// A write transaction handed to [`Store::write`].
+pub struct WriteTx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+impl WriteTx<'_> {
+    /// Records `record` as the new tip of the processed chain.
+    pub fn connect_header(&self, record: &HeaderRecord) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO headers (height, hash, prev_hash, time, median_time_past) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                record.height,
+                record.hash.to_byte_array().as_slice(),
+                record.prev.to_byte_array().as_slice(),
+                record.time,
+                record.median_time_past,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes the processed header at `height` (the tip, when a block is disconnected).
+    pub fn disconnect_header(&self, height: u32) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM headers WHERE height >= ?1", [height])?;
+        Ok(())
+    }
+}
+
+type Row = (u32, Vec<u8>, Vec<u8>, u32, u32);
+
+fn header_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HeaderRecord>> {
+    let (height, hash, prev, time, median_time_past): Row =
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
+    let to_hash = |bytes: Vec<u8>| -> Result<BlockHash> {
+        let array: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("headers.hash"))?;
+        Ok(BlockHash::from_byte_array(array))
+    };
+    Ok((|| {
+        Ok(HeaderRecord {
+            height,
+            hash: to_hash(hash)?,
+            prev: to_hash(prev)?,
+            time,
+            median_time_past,
+        })
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(height: u32) -> HeaderRecord {
+        HeaderRecord {
+            height,
+            hash: BlockHash::from_byte_array([height as u8 + 1; 32]),
+            prev: BlockHash::from_byte_array([height as u8; 32]),
+            time: 1000 + height,
+            median_time_past: 900 + height,
+        }
+    }
+
+    #[test]
+    fn migrations_apply_once_and_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.last().unwrap().0);
+        drop(store);
+        // Reopening applies nothing new and keeps the data.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.last().unwrap().0);
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)", [])
+            .unwrap();
+        drop(store);
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 999, .. })
+        ));
+    }
+
+    #[test]
+    fn headers_connect_disconnect_and_reload() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .write(|tx| {
+                for h in 0..5 {
+                    tx.connect_header(&rec(h))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.recent_headers(3).unwrap(), vec![rec(2), rec(3), rec(4)]);
+        store.write(|tx| tx.disconnect_header(4)).unwrap();
+        assert_eq!(store.header_at(4).unwrap(), None);
+        assert_eq!(store.header_at(3).unwrap(), Some(rec(3)));
+        // A failed write leaves nothing behind.
+        let failed = store.write(|tx| {
+            tx.connect_header(&rec(4))?;
+            tx.connect_header(&rec(4))
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.header_at(4).unwrap(), None);
+    }
+}
