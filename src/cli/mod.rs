@@ -1,11 +1,14 @@
 //! The `dogetower` command line.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_LOG_LEVEL};
+use crate::logging::{self, LogFormat};
 
 pub mod psbt;
 
@@ -16,6 +19,20 @@ pub mod psbt;
     about = "Watchtower for Dogecoin payment channels"
 )]
 pub struct Cli {
+    /// Configuration file (TOML). Needed by the commands that talk to the
+    /// node or the store; the offline tools run without it.
+    #[arg(long, global = true, env = "DOGETOWER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log line format on stderr [default: the config's log.format, else human].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter directive, e.g. `info` or `warn,dogetower=debug`
+    /// [default: the config's log.level, else info].
+    #[arg(long, global = true, env = "DOGETOWER_LOG", value_name = "DIRECTIVE")]
+    pub log_level: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -27,17 +44,67 @@ pub enum Command {
     Psbt(psbt::PsbtCommand),
 }
 
+/// What every command gets: the configuration, when one was given.
+#[derive(Debug)]
+pub struct Context {
+    config: Option<Config>,
+}
+
+impl Context {
+    /// The configuration, for commands that cannot run without one.
+    pub fn config(&self) -> anyhow::Result<&Config> {
+        self.config
+            .as_ref()
+            .context("this command needs a configuration file: pass --config FILE or set DOGETOWER_CONFIG")
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Psbt(command) => psbt::run(command),
-    };
-    match result {
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dogetower: {e:#}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A config that was named must load, even for a command that does not
+    // need it: a broken file should not go unnoticed until the tower starts.
+    // An empty value (typically `DOGETOWER_CONFIG=` or `DOGETOWER_LOG=` left
+    // blank by a template) counts as unset, as in the config's own overrides.
+    let config = cli
+        .config
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Config::load)
+        .transpose()?;
+    let (format, level) = log_settings(cli.log_format, cli.log_level.as_deref(), config.as_ref());
+    logging::init(format, level)?;
+    let ctx = Context { config };
+    dispatch(cli.command, &ctx)
+}
+
+/// The command line wins, then the config (which has already applied
+/// `DOGETOWER_LOG`), then the defaults.
+fn log_settings<'a>(
+    format: Option<LogFormat>,
+    level: Option<&'a str>,
+    config: Option<&'a Config>,
+) -> (LogFormat, &'a str) {
+    let format = format.or(config.map(|c| c.log.format)).unwrap_or_default();
+    let level = level
+        .filter(|l| !l.trim().is_empty())
+        .or(config.map(|c| c.log.level.as_str()))
+        .unwrap_or(DEFAULT_LOG_LEVEL);
+    (format, level)
+}
+
+fn dispatch(command: Command, _ctx: &Context) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Psbt(command) => psbt::run(command),
     }
 }
 
@@ -49,5 +116,48 @@ pub(crate) fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
         Ok(buf)
     } else {
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn log_settings_prefer_flags_then_config_then_defaults() {
+        let text = "network = \"regtest\"\n[node]\nrpc_cookie_file = \"/c\"\n\
+                    [log]\nformat = \"json\"\nlevel = \"warn\"\n";
+        let config = Config::from_toml(text, Path::new("/t.toml"), |_| None).unwrap();
+
+        assert_eq!(log_settings(None, None, None), (LogFormat::Human, "info"));
+        assert_eq!(log_settings(None, None, Some(&config)), (LogFormat::Json, "warn"));
+        assert_eq!(
+            log_settings(Some(LogFormat::Human), Some("debug"), Some(&config)),
+            (LogFormat::Human, "debug")
+        );
+        // An empty DOGETOWER_LOG reaches clap as an empty value.
+        assert_eq!(
+            log_settings(None, Some(""), Some(&config)),
+            (LogFormat::Json, "warn")
+        );
+        assert_eq!(log_settings(None, Some(" "), None), (LogFormat::Human, "info"));
+    }
+
+    #[test]
+    fn commands_needing_a_config_fail_clearly_without_one() {
+        let err = Context { config: None }.config().unwrap_err();
+        assert!(err.to_string().contains("--config FILE"), "{err}");
+        assert!(err.to_string().contains("DOGETOWER_CONFIG"), "{err}");
+
+        let text = "network = \"testnet\"\n[node]\nrpc_cookie_file = \"/c\"\n";
+        let config = Config::from_toml(text, Path::new("/t.toml"), |_| None).unwrap();
+        let ctx = Context { config: Some(config) };
+        assert_eq!(ctx.config().unwrap().network, crate::chain::Network::Testnet);
     }
 }
