@@ -429,3 +429,313 @@ fn encode_error(error: encode::Error, stopped_at: usize, input_len: usize) -> De
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK_371337: &[u8] =
+        include_bytes!("../../tests/fixtures/mainnet/block_371337_auxpow.bin");
+    const BLOCK_028092_HEX: &str = include_str!("../../tests/fixtures/mainnet/block_028092.hex");
+    const BLOCK_250000: &[u8] = include_bytes!("../../tests/fixtures/mainnet/block_250000.bin");
+    const GENESIS_HEX: &str = include_str!("../../tests/fixtures/mainnet/genesis_mainnet.hex");
+    const TESTNET_1_HEX: &str = include_str!("../../tests/fixtures/testnet/block_000001.hex");
+
+    fn block_028092() -> Vec<u8> {
+        hex::decode(BLOCK_028092_HEX).unwrap()
+    }
+
+    fn err(element: Element, offset: usize, kind: DecodeErrorKind) -> BlockDecodeError {
+        BlockDecodeError {
+            offset,
+            element,
+            kind,
+        }
+    }
+
+    #[test]
+    fn auxpow_block_371337_decodes_and_round_trips() {
+        let block = decode_block(BLOCK_371337).unwrap();
+        assert_eq!(
+            block.block_hash().to_string(),
+            "60323982f9c5ff1b5a954eac9dc1269352835f47c2c5222691d80f0d50dcf053"
+        );
+        assert!(block.is_auxpow());
+        assert!(block.auxpow.is_some());
+        assert_eq!(block.txdata.len(), 6);
+        assert!(block.check_merkle_root());
+        assert_eq!(block.bip34_height(), Some(371_337));
+        assert_eq!(block.size(), BLOCK_371337.len());
+        assert_eq!(block.serialize(), BLOCK_371337);
+        // Header plus AuxPoW end where the tx count starts.
+        assert_eq!(block.header_bytes(), BLOCK_371337[..535]);
+    }
+
+    #[test]
+    fn header_decodes_with_and_without_its_auxpow() {
+        let block = decode_block(BLOCK_371337).unwrap();
+        let (header, auxpow) = decode_header(&BLOCK_371337[..535]).unwrap();
+        assert_eq!(header, block.header);
+        assert_eq!(auxpow, block.auxpow);
+        // Header lists carry bare 80-byte headers even for AuxPoW blocks.
+        let (header, auxpow) = decode_header(&BLOCK_371337[..80]).unwrap();
+        assert_eq!(header, block.header);
+        assert_eq!(auxpow, None);
+        // A cut AuxPoW is an error, not a bare header.
+        assert_eq!(
+            decode_header(&BLOCK_371337[..534]),
+            Err(err(
+                Element::ParentHeader,
+                455,
+                DecodeErrorKind::Truncated { input_len: 534 }
+            ))
+        );
+        // The full block is more than a header.
+        assert_eq!(
+            decode_header(BLOCK_371337).unwrap_err().kind,
+            DecodeErrorKind::TrailingBytes { count: 1704 - 535 }
+        );
+    }
+
+    #[test]
+    fn plain_header_with_extra_bytes_is_refused() {
+        let bytes = block_028092();
+        assert_eq!(
+            decode_header(&bytes[..81]),
+            Err(err(
+                Element::End,
+                80,
+                DecodeErrorKind::TrailingBytes { count: 1 }
+            ))
+        );
+    }
+
+    #[test]
+    fn truncated_block_names_the_transaction_and_offset() {
+        let bytes = block_028092();
+        assert_eq!(bytes.len(), 429);
+        let full = decode_block(&bytes).unwrap();
+        assert_eq!(full.txdata.len(), 2);
+        let second_tx_at = 81 + full.txdata[0].total_size();
+        let error = decode_block(&bytes[..425]).unwrap_err();
+        assert_eq!(
+            error,
+            err(
+                Element::Transaction(1),
+                second_tx_at,
+                DecodeErrorKind::Truncated { input_len: 425 }
+            )
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "at byte {second_tx_at} (transaction #1): input ends at byte 425, before this element is complete"
+            )
+        );
+    }
+
+    #[test]
+    fn truncation_inside_header_and_auxpow() {
+        assert_eq!(
+            decode_block(&BLOCK_371337[..50]),
+            Err(err(
+                Element::Header,
+                0,
+                DecodeErrorKind::Truncated { input_len: 50 }
+            ))
+        );
+        assert_eq!(
+            decode_block(&BLOCK_371337[..150]).unwrap_err().element,
+            Element::ParentCoinbaseTx
+        );
+        // Coinbase branch [253,354): the 3 hashes are cut.
+        assert_eq!(
+            decode_block(&BLOCK_371337[..300]),
+            Err(err(
+                Element::CoinbaseBranch,
+                253,
+                DecodeErrorKind::Truncated { input_len: 300 }
+            ))
+        );
+        assert_eq!(
+            decode_block(&BLOCK_371337[..535]),
+            Err(err(
+                Element::TxCount,
+                535,
+                DecodeErrorKind::Truncated { input_len: 535 }
+            ))
+        );
+        assert_eq!(decode_block(&[]).unwrap_err().offset, 0);
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        let mut bytes = block_028092();
+        bytes.extend_from_slice(&[0xde, 0xad]);
+        assert_eq!(
+            decode_block(&bytes),
+            Err(err(
+                Element::End,
+                429,
+                DecodeErrorKind::TrailingBytes { count: 2 }
+            ))
+        );
+    }
+
+    #[test]
+    fn compact_sizes_must_be_canonical_and_bounded() {
+        let bytes = block_028092();
+        // Tx count 2 written in three bytes.
+        let long_form = [&bytes[..80], &[0xfd, 0x02, 0x00], &bytes[81..]].concat();
+        assert_eq!(
+            decode_block(&long_form),
+            Err(err(
+                Element::TxCount,
+                80,
+                DecodeErrorKind::NonCanonicalCompactSize
+            ))
+        );
+        let huge = [&bytes[..80], &[0xfe, 0xff, 0xff, 0xff, 0xff], &bytes[81..]].concat();
+        assert_eq!(
+            decode_block(&huge),
+            Err(err(
+                Element::TxCount,
+                80,
+                DecodeErrorKind::CompactSizeTooLarge { value: 0xffff_ffff }
+            ))
+        );
+        // At the limit, the claim runs into the end of the input, no more.
+        let at_limit = [&bytes[..80], &[0xfe, 0x00, 0x00, 0x00, 0x02], &bytes[81..]].concat();
+        assert_eq!(
+            decode_block(&at_limit).unwrap_err().kind,
+            DecodeErrorKind::Truncated {
+                input_len: at_limit.len()
+            }
+        );
+        // A branch count past the end of the input.
+        let mut branch = BLOCK_371337.to_vec();
+        branch[253] = 0xfc;
+        assert_eq!(
+            decode_block(&branch),
+            Err(err(
+                Element::CoinbaseBranch,
+                253,
+                DecodeErrorKind::Truncated { input_len: 1704 }
+            ))
+        );
+    }
+
+    #[test]
+    fn segwit_serialization_is_refused() {
+        let genesis = hex::decode(GENESIS_HEX).unwrap();
+        // version, marker 00, flag 01, one input, one output, a witness.
+        let segwit_tx = hex::decode(concat!(
+            "01000000",
+            "0001",
+            "01",
+            "0000000000000000000000000000000000000000000000000000000000000000ffffffff00ffffffff",
+            "01",
+            "000000000000000000",
+            "0101aa",
+            "00000000"
+        ))
+        .unwrap();
+        let block = [&genesis[..80], &[0x01], &segwit_tx[..]].concat();
+        assert_eq!(
+            decode_block(&block),
+            Err(err(
+                Element::Transaction(0),
+                81,
+                DecodeErrorKind::WitnessSerialization
+            ))
+        );
+    }
+
+    #[test]
+    fn invalid_transaction_reports_where_the_reader_stopped() {
+        let genesis = hex::decode(GENESIS_HEX).unwrap();
+        // Marker 00 followed by flag 02, which no serialization defines.
+        let block = [
+            &genesis[..80],
+            &[0x01],
+            &hex::decode("010000000002").unwrap()[..],
+        ]
+        .concat();
+        let error = decode_block(&block).unwrap_err();
+        assert_eq!((error.element, error.offset), (Element::Transaction(0), 81));
+        assert!(
+            matches!(
+                error.kind,
+                DecodeErrorKind::InvalidTransaction { stopped_at: 87, .. }
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bip34_height_only_for_version_2_and_later() {
+        assert_eq!(
+            decode_block(BLOCK_250000).unwrap().bip34_height(),
+            Some(250_000)
+        );
+        // Version 1: the genesis coinbase starts with a 4-byte push of nBits,
+        // block 28092's with its height, neither is a BIP34 commitment.
+        let genesis = decode_block(&hex::decode(GENESIS_HEX).unwrap()).unwrap();
+        assert_eq!(genesis.bip34_height(), None);
+        assert_eq!(decode_block(&block_028092()).unwrap().bip34_height(), None);
+        // Heights 1..=16 are small-number opcodes.
+        let testnet_1 = decode_block(&hex::decode(TESTNET_1_HEX).unwrap()).unwrap();
+        assert_eq!(testnet_1.bip34_height(), Some(1));
+    }
+
+    #[test]
+    fn bip34_height_needs_the_canonical_push() {
+        let mut block = decode_block(BLOCK_250000).unwrap();
+        let script = &mut block.txdata[0].input[0].script_sig;
+        // 250000 = 0x03d090: canonical `03 90d003`; pad it to four bytes.
+        let mut bytes = script.to_bytes();
+        assert_eq!(bytes[..4], [0x03, 0x90, 0xd0, 0x03]);
+        bytes.splice(0..4, [0x04, 0x90, 0xd0, 0x03, 0x00]);
+        *script = bitcoin::ScriptBuf::from_bytes(bytes);
+        assert_eq!(block.bip34_height(), None);
+    }
+
+    #[test]
+    fn empty_block_has_no_merkle_root() {
+        let genesis = hex::decode(GENESIS_HEX).unwrap();
+        let block = decode_block(&[&genesis[..80], &[0x00]].concat()).unwrap();
+        assert!(block.txdata.is_empty());
+        assert_eq!(block.compute_merkle_root(), None);
+        assert!(!block.check_merkle_root());
+        assert_eq!(block.bip34_height(), None);
+    }
+
+    #[test]
+    fn block_input_accepts_hex_text_and_raw_bytes() {
+        let hex_line = format!("{BLOCK_028092_HEX}\n");
+        assert_eq!(
+            parse_block_input(hex_line.as_bytes()).unwrap(),
+            block_028092()
+        );
+        assert_eq!(
+            parse_block_input(BLOCK_028092_HEX.as_bytes()).unwrap(),
+            block_028092()
+        );
+        assert_eq!(parse_block_input(BLOCK_371337).unwrap(), BLOCK_371337);
+        // Raw bytes are kept whole, trailing 0x20/0x0a included.
+        let raw = [BLOCK_371337, b" \n"].concat();
+        assert_eq!(parse_block_input(&raw).unwrap(), raw);
+        assert_eq!(parse_block_input(b""), Err(BlockInputError::Empty));
+        assert_eq!(parse_block_input(b" \r\n"), Err(BlockInputError::Empty));
+        assert!(matches!(
+            parse_block_input(b"0100zz"),
+            Err(BlockInputError::Hex(
+                hex::FromHexError::InvalidHexCharacter { c: 'z', index: 4 }
+            ))
+        ));
+        assert!(matches!(
+            parse_block_input(b"010"),
+            Err(BlockInputError::Hex(hex::FromHexError::OddLength))
+        ));
+    }
+}
