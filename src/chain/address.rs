@@ -125,10 +125,7 @@ mod tests {
         assert_eq!(addr.to_string(), expected);
         let parsed = Address::parse(expected, Network::Regtest).unwrap();
         assert_eq!(parsed, addr);
-        assert_eq!(
-            Address::from_script(&addr.script_pubkey(), Network::Regtest).unwrap(),
-            addr
-        );
+        assert_eq!(Address::from_script(&addr.script_pubkey(), Network::Regtest).unwrap(), addr);
     }
 
     #[test]
@@ -138,18 +135,14 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        assert!(Address::p2pkh(Network::Mainnet, &key)
-            .to_string()
-            .starts_with('D'));
+        assert!(Address::p2pkh(Network::Mainnet, &key).to_string().starts_with('D'));
         let t = Address::p2pkh(Network::Testnet, &key).to_string();
         assert!(t.starts_with('n'), "{t}");
         let r = Address::p2pkh(Network::Regtest, &key).to_string();
         assert!(r.starts_with('m') || r.starts_with('n'), "{r}");
         let s = Address::p2sh(Network::Mainnet, Script::new()).to_string();
         assert!(s.starts_with('9') || s.starts_with('A'), "{s}");
-        assert!(Address::p2sh(Network::Regtest, Script::new())
-            .to_string()
-            .starts_with('2'));
+        assert!(Address::p2sh(Network::Regtest, Script::new()).to_string().starts_with('2'));
     }
 
     #[test]
@@ -164,9 +157,6 @@ mod tests {
             Address::parse(&main, Network::Regtest),
             Err(AddressError::WrongNetwork { version: 0x1e, .. })
         ));
-        assert!(matches!(
-            Address::parse("Dxyz", Network::Mainnet),
-            Err(AddressError::Base58(_))
-        ));
+        assert!(matches!(Address::parse("Dxyz", Network::Mainnet), Err(AddressError::Base58(_))));
     }
 }

@@ -42,10 +42,9 @@ fn btc_versions(network: Network) -> ([u8; 4], [u8; 4]) {
 
 fn decode_78(s: &str, what: &'static str) -> Result<[u8; 78], KeyError> {
     let data = bitcoin::base58::decode_check(s).map_err(|e| KeyError::Base58(e.to_string()))?;
-    data.as_slice().try_into().map_err(|_| KeyError::Length {
-        what,
-        len: data.len(),
-    })
+    data.as_slice()
+        .try_into()
+        .map_err(|_| KeyError::Length { what, len: data.len() })
 }
 
 /// Decodes a Dogecoin extended private key of `network`.
