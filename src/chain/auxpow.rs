@@ -74,9 +74,7 @@ pub enum AuxPowError {
     LegacyRootTooLate { position: usize },
     #[error("AuxPoW parent coinbase lacks the merkle size and nonce after the chain root")]
     MissingSizeAndNonce,
-    #[error(
-        "AuxPoW merkle size is {found}, expected {expected} for a chain branch of that length"
-    )]
+    #[error("AuxPoW merkle size is {found}, expected {expected} for a chain branch of that length")]
     MerkleSizeMismatch { found: u32, expected: u32 },
     #[error("AuxPoW chain index is {found}, expected {expected} for this nonce and chain ID")]
     WrongChainIndex { found: i32, expected: u32 },
@@ -122,8 +120,7 @@ impl AuxPow {
                 index: self.coinbase_index,
             });
         }
-        if strict_chain_id && i64::from(parent_chain_id(&self.parent_header)) == i64::from(chain_id)
-        {
+        if strict_chain_id && i64::from(parent_chain_id(&self.parent_header)) == i64::from(chain_id) {
             return Err(AuxPowError::ParentHasOurChainId { chain_id });
         }
         let height = self.chain_branch.len();
@@ -131,11 +128,7 @@ impl AuxPow {
             return Err(AuxPowError::ChainBranchTooLong { len: height });
         }
 
-        let chain_root = merkle_branch_root(
-            child_hash.to_raw_hash(),
-            &self.chain_branch,
-            self.chain_index,
-        );
+        let chain_root = merkle_branch_root(child_hash.to_raw_hash(), &self.chain_branch, self.chain_index);
         let coinbase_root = merkle_branch_root(
             self.coinbase_tx.compute_txid().to_raw_hash(),
             &self.coinbase_branch,
@@ -236,11 +229,7 @@ pub(crate) fn read_auxpow(reader: &mut Reader<'_>) -> Result<AuxPow, BlockDecode
 /// `CAuxPow::CheckMerkleBranch`: folds `branch` onto `leaf`, the low bit of
 /// `index` telling on which side each sibling sits. Index -1 yields the zero
 /// hash, and a negative index shifts arithmetically, both as in Dogecoin Core.
-pub fn merkle_branch_root(
-    leaf: sha256d::Hash,
-    branch: &[sha256d::Hash],
-    index: i32,
-) -> sha256d::Hash {
+pub fn merkle_branch_root(leaf: sha256d::Hash, branch: &[sha256d::Hash], index: i32) -> sha256d::Hash {
     if index == -1 {
         return sha256d::Hash::all_zeros();
     }
@@ -287,10 +276,7 @@ fn branch_size(branch: &[sha256d::Hash]) -> usize {
     VarInt(branch.len() as u64).size() + 32 * branch.len()
 }
 
-fn encode_branch<W: io::Write + ?Sized>(
-    branch: &[sha256d::Hash],
-    w: &mut W,
-) -> Result<usize, io::Error> {
+fn encode_branch<W: io::Write + ?Sized>(branch: &[sha256d::Hash], w: &mut W) -> Result<usize, io::Error> {
     let mut len = VarInt(branch.len() as u64).consensus_encode(w)?;
     for hash in branch {
         len += hash.consensus_encode(w)?;
@@ -306,14 +292,10 @@ mod tests {
     use bitcoin::{ScriptBuf, TxMerkleNode, Txid};
     use std::str::FromStr;
 
-    const BLOCK_371337: &[u8] =
-        include_bytes!("../../tests/fixtures/mainnet/block_371337_auxpow.bin");
-    const BLOCK_372992_HEX: &str =
-        include_str!("../../tests/fixtures/mainnet/block_372992_auxpow.hex");
-    const AUXPOW_403931: &[u8] =
-        include_bytes!("../../tests/fixtures/mainnet/auxpow_only_block_403931.bin");
-    const REGTEST_AUXPOW_HEX: &str =
-        include_str!("../../tests/fixtures/node/regtest_auxpow_block.hex");
+    const BLOCK_371337: &[u8] = include_bytes!("../../tests/fixtures/mainnet/block_371337_auxpow.bin");
+    const BLOCK_372992_HEX: &str = include_str!("../../tests/fixtures/mainnet/block_372992_auxpow.hex");
+    const AUXPOW_403931: &[u8] = include_bytes!("../../tests/fixtures/mainnet/auxpow_only_block_403931.bin");
+    const REGTEST_AUXPOW_HEX: &str = include_str!("../../tests/fixtures/node/regtest_auxpow_block.hex");
     const CHILD_403931: &str = "0c836b86991631d34a8a68054e2f62db919b39d1ee43c27ab3344d6aa82fa609";
     const CHAIN_ID: u32 = 0x62;
 
@@ -363,8 +345,7 @@ mod tests {
         assert_eq!((auxpow.coinbase_index, auxpow.chain_index), (0, 0));
         assert_eq!(
             auxpow.coinbase_tx.compute_txid(),
-            Txid::from_str("e5422732b20e9e7ecc243427abbe296e9528d308bb111aae8d30c3465e442de8")
-                .unwrap()
+            Txid::from_str("e5422732b20e9e7ecc243427abbe296e9528d308bb111aae8d30c3465e442de8").unwrap()
         );
         assert_eq!(
             auxpow.parent_block_hash().to_string(),
@@ -447,10 +428,7 @@ mod tests {
     #[test]
     fn merkle_branch_index_minus_one_gives_zero_hash() {
         let leaf = sha256d::Hash::hash(b"leaf");
-        assert_eq!(
-            merkle_branch_root(leaf, &[leaf], -1),
-            sha256d::Hash::all_zeros()
-        );
+        assert_eq!(merkle_branch_root(leaf, &[leaf], -1), sha256d::Hash::all_zeros());
         assert_eq!(merkle_branch_root(leaf, &[], 0), leaf);
         let left = merkle_branch_root(leaf, &[leaf], 0);
         let other = sha256d::Hash::hash(b"other");
@@ -458,10 +436,7 @@ mod tests {
             merkle_branch_root(leaf, &[other], 0),
             merkle_branch_root(leaf, &[other], 1)
         );
-        assert_eq!(
-            left,
-            sha256d::Hash::hash(&[leaf.to_byte_array(); 2].concat())
-        );
+        assert_eq!(left, sha256d::Hash::hash(&[leaf.to_byte_array(); 2].concat()));
     }
 
     #[test]
@@ -470,10 +445,7 @@ mod tests {
         // Coinbase branch [253,354): its index is the last 4 bytes.
         bytes[350..354].copy_from_slice(&1i32.to_le_bytes());
         let (child, auxpow) = block(&bytes);
-        assert_eq!(
-            check(child, &auxpow),
-            Err(AuxPowError::NotGenerate { index: 1 })
-        );
+        assert_eq!(check(child, &auxpow), Err(AuxPowError::NotGenerate { index: 1 }));
     }
 
     #[test]
@@ -585,10 +557,7 @@ mod tests {
         };
         legacy(0).unwrap();
         legacy(16).unwrap();
-        assert_eq!(
-            legacy(17),
-            Err(AuxPowError::LegacyRootTooLate { position: 21 })
-        );
+        assert_eq!(legacy(17), Err(AuxPowError::LegacyRootTooLate { position: 21 }));
     }
 
     #[test]

@@ -75,9 +75,7 @@ impl DogeBlock {
         }
         let script_sig = &self.txdata.first()?.input.first()?.script_sig;
         let height = match script_sig.instructions().next()?.ok()? {
-            Instruction::PushBytes(bytes) => {
-                script::read_scriptint_non_minimal(bytes.as_bytes()).ok()?
-            }
+            Instruction::PushBytes(bytes) => script::read_scriptint_non_minimal(bytes.as_bytes()).ok()?,
             // OP_1 ..= OP_16
             Instruction::Op(op) => match op.to_u8() {
                 code @ 0x51..=0x60 => i64::from(code - 0x50),
@@ -96,11 +94,7 @@ impl DogeBlock {
         Header::SIZE
             + self.auxpow.as_ref().map_or(0, AuxPow::size)
             + VarInt(self.txdata.len() as u64).size()
-            + self
-                .txdata
-                .iter()
-                .map(Transaction::total_size)
-                .sum::<usize>()
+            + self.txdata.iter().map(Transaction::total_size).sum::<usize>()
     }
 
     /// The consensus serialization; reproduces decoded input byte for byte
@@ -316,10 +310,7 @@ impl<'a> Reader<'a> {
             u64::from(first)
         } else {
             // Little-endian payload after the marker byte.
-            bytes[1..]
-                .iter()
-                .rev()
-                .fold(0, |acc, b| acc << 8 | u64::from(*b))
+            bytes[1..].iter().rev().fold(0, |acc, b| acc << 8 | u64::from(*b))
         };
         if value < min {
             return Err(DecodeErrorKind::NonCanonicalCompactSize);
@@ -331,10 +322,7 @@ impl<'a> Reader<'a> {
         Ok(value as usize)
     }
 
-    pub(crate) fn array<const N: usize>(
-        &mut self,
-        element: Element,
-    ) -> Result<[u8; N], BlockDecodeError> {
+    pub(crate) fn array<const N: usize>(&mut self, element: Element) -> Result<[u8; N], BlockDecodeError> {
         self.element(element, |r| {
             let mut out = [0u8; N];
             out.copy_from_slice(r.bytes(N)?);
@@ -351,10 +339,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A merkle branch: compact size count, then that many 32-byte hashes.
-    pub(crate) fn hashes(
-        &mut self,
-        element: Element,
-    ) -> Result<Vec<sha256d::Hash>, BlockDecodeError> {
+    pub(crate) fn hashes(&mut self, element: Element) -> Result<Vec<sha256d::Hash>, BlockDecodeError> {
         self.element(element, |r| {
             let count = r.compact_size()?;
             let bytes = r.bytes(count * 32)?;
@@ -380,10 +365,7 @@ impl<'a> Reader<'a> {
 
     /// A transaction in legacy serialization, read with rust-bitcoin's
     /// decoder straight from the input.
-    pub(crate) fn transaction(
-        &mut self,
-        element: Element,
-    ) -> Result<Transaction, BlockDecodeError> {
+    pub(crate) fn transaction(&mut self, element: Element) -> Result<Transaction, BlockDecodeError> {
         self.element(element, |r| {
             let rest = r.rest();
             let mut cursor = rest;
@@ -417,9 +399,7 @@ impl<'a> Reader<'a> {
 
 fn encode_error(error: encode::Error, stopped_at: usize, input_len: usize) -> DecodeErrorKind {
     match error {
-        encode::Error::Io(e)
-            if e.kind() == io::ErrorKind::UnexpectedEof && stopped_at >= input_len =>
-        {
+        encode::Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof && stopped_at >= input_len => {
             DecodeErrorKind::Truncated { input_len }
         }
         encode::Error::NonMinimalVarInt => DecodeErrorKind::NonCanonicalCompactSize,
@@ -434,8 +414,7 @@ fn encode_error(error: encode::Error, stopped_at: usize, input_len: usize) -> De
 mod tests {
     use super::*;
 
-    const BLOCK_371337: &[u8] =
-        include_bytes!("../../tests/fixtures/mainnet/block_371337_auxpow.bin");
+    const BLOCK_371337: &[u8] = include_bytes!("../../tests/fixtures/mainnet/block_371337_auxpow.bin");
     const BLOCK_028092_HEX: &str = include_str!("../../tests/fixtures/mainnet/block_028092.hex");
     const BLOCK_250000: &[u8] = include_bytes!("../../tests/fixtures/mainnet/block_250000.bin");
     const GENESIS_HEX: &str = include_str!("../../tests/fixtures/mainnet/genesis_mainnet.hex");
@@ -502,11 +481,7 @@ mod tests {
         let bytes = block_028092();
         assert_eq!(
             decode_header(&bytes[..81]),
-            Err(err(
-                Element::End,
-                80,
-                DecodeErrorKind::TrailingBytes { count: 1 }
-            ))
+            Err(err(Element::End, 80, DecodeErrorKind::TrailingBytes { count: 1 }))
         );
     }
 
@@ -655,12 +630,7 @@ mod tests {
     fn invalid_transaction_reports_where_the_reader_stopped() {
         let genesis = hex::decode(GENESIS_HEX).unwrap();
         // Marker 00 followed by flag 02, which no serialization defines.
-        let block = [
-            &genesis[..80],
-            &[0x01],
-            &hex::decode("010000000002").unwrap()[..],
-        ]
-        .concat();
+        let block = [&genesis[..80], &[0x01], &hex::decode("010000000002").unwrap()[..]].concat();
         let error = decode_block(&block).unwrap_err();
         assert_eq!((error.element, error.offset), (Element::Transaction(0), 81));
         assert!(
@@ -674,10 +644,7 @@ mod tests {
 
     #[test]
     fn bip34_height_only_for_version_2_and_later() {
-        assert_eq!(
-            decode_block(BLOCK_250000).unwrap().bip34_height(),
-            Some(250_000)
-        );
+        assert_eq!(decode_block(BLOCK_250000).unwrap().bip34_height(), Some(250_000));
         // Version 1: the genesis coinbase starts with a 4-byte push of nBits,
         // block 28092's with its height, neither is a BIP34 commitment.
         let genesis = decode_block(&hex::decode(GENESIS_HEX).unwrap()).unwrap();
@@ -713,10 +680,7 @@ mod tests {
     #[test]
     fn block_input_accepts_hex_text_and_raw_bytes() {
         let hex_line = format!("{BLOCK_028092_HEX}\n");
-        assert_eq!(
-            parse_block_input(hex_line.as_bytes()).unwrap(),
-            block_028092()
-        );
+        assert_eq!(parse_block_input(hex_line.as_bytes()).unwrap(), block_028092());
         assert_eq!(
             parse_block_input(BLOCK_028092_HEX.as_bytes()).unwrap(),
             block_028092()
@@ -729,9 +693,10 @@ mod tests {
         assert_eq!(parse_block_input(b" \r\n"), Err(BlockInputError::Empty));
         assert!(matches!(
             parse_block_input(b"0100zz"),
-            Err(BlockInputError::Hex(
-                hex::FromHexError::InvalidHexCharacter { c: 'z', index: 4 }
-            ))
+            Err(BlockInputError::Hex(hex::FromHexError::InvalidHexCharacter {
+                c: 'z',
+                index: 4
+            }))
         ));
         assert!(matches!(
             parse_block_input(b"010"),
