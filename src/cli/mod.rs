@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_LOG_LEVEL};
 use crate::logging::{self, LogFormat};
 
+pub mod block;
 pub mod psbt;
 
 #[derive(Debug, Parser)]
@@ -39,6 +40,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Inspect raw Dogecoin blocks.
+    #[command(subcommand)]
+    Block(block::BlockCommand),
     /// Inspect channel PSBTs.
     #[command(subcommand)]
     Psbt(psbt::PsbtCommand),
@@ -104,6 +108,7 @@ fn log_settings<'a>(
 
 fn dispatch(command: Command, _ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Block(command) => block::run(command),
         Command::Psbt(command) => psbt::run(command),
     }
 }
