@@ -13,4 +13,5 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod node;
 pub mod store;
