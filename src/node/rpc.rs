@@ -261,6 +261,9 @@ pub struct NetworkInfo {
     pub relayfee: f64,
 }
 
+/// Told about every call: (method, latency, error label or `None` on success). Feeds metrics.
+pub type CallObserver = Box<dyn Fn(&str, Duration, Option<&'static str>) + Send + Sync>;
+
 /// The node's client: cheap to clone, safe to share between tasks.
 #[derive(Clone)]
 pub struct RpcClient {
@@ -269,8 +272,7 @@ pub struct RpcClient {
 
 struct Inner {
     client: jsonrpc::Client,
-    /// Called after every call with (method, duration, outcome label) for metrics.
-    observer: Option<Box<dyn Fn(&str, Duration, Option<&'static str>) + Send + Sync>>,
+    observer: Option<CallObserver>,
 }
 
 impl RpcClient {
@@ -279,11 +281,7 @@ impl RpcClient {
     }
 
     /// A client that reports each call's method, latency and error label.
-    #[allow(clippy::type_complexity)]
-    pub fn with_observer(
-        settings: &RpcSettings,
-        observer: Option<Box<dyn Fn(&str, Duration, Option<&'static str>) + Send + Sync>>,
-    ) -> Result<Self, RpcError> {
+    pub fn with_observer(settings: &RpcSettings, observer: Option<CallObserver>) -> Result<Self, RpcError> {
         let mut builder = jsonrpc::simple_http::SimpleHttpTransport::builder()
             .timeout(settings.timeout)
             .url(&settings.url)
