@@ -4,6 +4,7 @@
 pub mod address;
 pub mod auxpow;
 pub mod block;
+pub mod follower;
 pub mod headers;
 pub mod keys;
 pub mod params;

@@ -354,6 +354,12 @@ impl RpcClient {
         self.call("getblockheader", vec![json!(hash), json!(true)]).await
     }
 
+    /// Several verbose headers in one batch, in the order asked.
+    pub async fn get_block_headers(&self, hashes: &[BlockHash]) -> Result<Vec<HeaderInfo>, RpcError> {
+        let params = hashes.iter().map(|h| vec![json!(h), json!(true)]).collect();
+        self.batch("getblockheader", params).await?.into_iter().collect()
+    }
+
     /// A whole block, raw (`getblock <hash> false`: AuxPoW included) and decoded.
     pub async fn get_block(&self, hash: &BlockHash) -> Result<DogeBlock, RpcError> {
         let hex: String = self.call("getblock", vec![json!(hash), json!(false)]).await?;
@@ -387,6 +393,20 @@ impl RpcClient {
         let params = txids.iter().map(|t| vec![json!(t)]).collect();
         let answers: Vec<Result<String, RpcError>> = self.batch("getrawtransaction", params).await?;
         Ok(answers.into_iter().map(|hex| decode_tx_hex(&hex?)).collect())
+    }
+
+    /// Which of `txids` are in the mempool now (one `getmempoolentry` batch).
+    pub async fn mempool_presence(&self, txids: &[Txid]) -> Result<Vec<bool>, RpcError> {
+        let params = txids.iter().map(|t| vec![json!(t)]).collect();
+        let answers: Vec<Result<Value, RpcError>> = self.batch("getmempoolentry", params).await?;
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            })
+            .collect()
     }
 
     /// `gettxout`: `None` when the output is spent or does not exist.
