@@ -142,6 +142,43 @@ pub struct PolicyConfig {
     pub soft_dust_fee: u64,
 }
 
+impl NodeConfig {
+    /// What the RPC client needs.
+    pub fn rpc_settings(&self) -> crate::node::RpcSettings {
+        let auth = match &self.auth {
+            RpcAuth::UserPass { user, password } => crate::node::RpcCredentials::UserPass {
+                user: user.clone(),
+                password: password.expose().to_string(),
+            },
+            RpcAuth::CookieFile(path) => crate::node::RpcCredentials::CookieFile(path.clone()),
+        };
+        crate::node::RpcSettings {
+            url: self.rpc_url.to_string(),
+            auth,
+            timeout: std::time::Duration::from_secs(self.rpc_timeout_secs),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The channel rules' view of the policy on `network`.
+    pub fn channel_policy(&self, network: Network) -> crate::channel::ChannelPolicy {
+        crate::channel::ChannelPolicy {
+            broadcast_margin_blocks: self.broadcast_margin_blocks,
+            payment_margin_blocks: self.payment_margin_blocks,
+            min_channel_lifetime_blocks: self.min_channel_lifetime_blocks,
+            time_lock_drift_secs: u32::try_from(self.time_lock_drift_secs).unwrap_or(u32::MAX),
+            target_spacing_secs: network.params().target_spacing_secs,
+            relay: crate::channel::RelayPolicy {
+                min_relay_fee_per_kb: self.min_relay_fee_per_kb,
+                hard_dust_limit: self.hard_dust_limit,
+                soft_dust_limit: self.soft_dust_limit,
+                soft_dust_fee: self.soft_dust_fee,
+            },
+        }
+    }
+}
+
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {

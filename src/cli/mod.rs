@@ -11,6 +11,7 @@ use crate::config::{Config, DEFAULT_LOG_LEVEL};
 use crate::logging::{self, LogFormat};
 
 pub mod block;
+pub mod chain;
 pub mod psbt;
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,9 @@ pub enum Command {
     /// Inspect channel PSBTs.
     #[command(subcommand)]
     Psbt(psbt::PsbtCommand),
+    /// Follow the node's chain on its own (needs --config).
+    #[command(subcommand)]
+    Chain(chain::ChainCommand),
 }
 
 /// What every command gets: the configuration, when one was given.
@@ -106,11 +110,52 @@ fn log_settings<'a>(
     (format, level)
 }
 
-fn dispatch(command: Command, _ctx: &Context) -> anyhow::Result<ExitCode> {
+fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         Command::Block(command) => block::run(command),
         Command::Psbt(command) => psbt::run(command),
+        Command::Chain(command) => chain::run(command, ctx),
     }
+}
+
+/// Runs an async command on a multi-threaded runtime.
+pub(crate) fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The follower's hints. Without ZMQ configured the channel closes at once
+/// and the follower relies on its backstop poll alone.
+pub(crate) fn spawn_hints(
+    _config: &Config,
+    _shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<crate::chain::follower::Hint>> {
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    Ok(rx)
 }
 
 /// Reads a whole input file, or stdin for `-`.

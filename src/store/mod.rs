@@ -12,11 +12,14 @@ use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::chain::follower::ChainEvent;
 use crate::chain::headers::HeaderRecord;
 
 /// The schema migrations, in the order they apply. A released file is never edited.
-const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "header_chain", include_str!("../../sql/0001_header_chain.sql"))];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "header_chain", include_str!("../../sql/0001_header_chain.sql")),
+    (2, "chain_log", include_str!("../../sql/0002_chain_log.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,6 +148,47 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Chain log entries after `after_seq`, oldest first.
+    pub fn chain_log(&self, after_seq: i64, limit: usize) -> Result<Vec<ChainLogEntry>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, kind, height, hash, logged_at FROM chain_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after_seq, limit as i64], |row| {
+            let hash: Vec<u8> = row.get(3)?;
+            let kind: String = row.get(1)?;
+            Ok((row.get(0)?, kind, row.get(2)?, hash, row.get(4)?))
+        })?;
+        rows.map(|row| {
+            let (seq, kind, height, hash, logged_at) = row?;
+            let connected = match kind.as_str() {
+                "connected" => true,
+                "disconnected" => false,
+                _ => return Err(StoreError::Corrupt("chain_log.kind")),
+            };
+            Ok(ChainLogEntry {
+                seq,
+                connected,
+                height,
+                hash: block_hash(hash, "chain_log.hash")?,
+                logged_at,
+            })
+        })
+        .collect()
+    }
+}
+
+/// One row of the chain log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChainLogEntry {
+    pub seq: i64,
+    /// True for a connected block, false for a disconnected one.
+    pub connected: bool,
+    pub height: u32,
+    pub hash: BlockHash,
+    pub logged_at: i64,
+}
+
 /// A write transaction handed to [`Store::write`].
 pub struct WriteTx<'a> {
     tx: &'a rusqlite::Transaction<'a>,
@@ -172,6 +216,26 @@ impl WriteTx<'_> {
             .execute("DELETE FROM headers WHERE height >= ?1", [height])?;
         Ok(())
     }
+
+    /// Records a block event of the follower: the header change and its log line.
+    pub fn apply_block_event(&self, event: &ChainEvent) -> Result<()> {
+        let (kind, header) = match event {
+            ChainEvent::BlockConnected { header, .. } => {
+                self.connect_header(header)?;
+                ("connected", header)
+            }
+            ChainEvent::BlockDisconnected { header } => {
+                self.disconnect_header(header.height)?;
+                ("disconnected", header)
+            }
+            ChainEvent::MempoolTx { .. } => return Ok(()),
+        };
+        self.tx.execute(
+            "INSERT INTO chain_log (kind, height, hash, logged_at) VALUES (?1, ?2, ?3, strftime('%s','now'))",
+            params![kind, header.height, header.hash.to_byte_array().as_slice()],
+        )?;
+        Ok(())
+    }
 }
 
 type Row = (u32, Vec<u8>, Vec<u8>, u32, u32);
@@ -179,21 +243,20 @@ type Row = (u32, Vec<u8>, Vec<u8>, u32, u32);
 fn header_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HeaderRecord>> {
     let (height, hash, prev, time, median_time_past): Row =
         (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
-    let to_hash = |bytes: Vec<u8>| -> Result<BlockHash> {
-        let array: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("headers.hash"))?;
-        Ok(BlockHash::from_byte_array(array))
-    };
     Ok((|| {
         Ok(HeaderRecord {
             height,
-            hash: to_hash(hash)?,
-            prev: to_hash(prev)?,
+            hash: block_hash(hash, "headers.hash")?,
+            prev: block_hash(prev, "headers.prev_hash")?,
             time,
             median_time_past,
         })
     })())
+}
+
+fn block_hash(bytes: Vec<u8>, column: &'static str) -> Result<BlockHash> {
+    let array: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt(column))?;
+    Ok(BlockHash::from_byte_array(array))
 }
 
 #[cfg(test)]
@@ -270,5 +333,37 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(store.header_at(4).unwrap(), None);
+    }
+
+    #[test]
+    fn block_events_move_the_header_chain_and_are_logged() {
+        use crate::chain::block::DogeBlock;
+        let mut store = Store::open_in_memory().unwrap();
+        let block = std::sync::Arc::new(DogeBlock {
+            header: bitcoin::block::Header {
+                version: bitcoin::block::Version::ONE,
+                prev_blockhash: BlockHash::all_zeros(),
+                merkle_root: bitcoin::TxMerkleNode::all_zeros(),
+                time: 0,
+                bits: bitcoin::CompactTarget::from_consensus(0),
+                nonce: 0,
+            },
+            auxpow: None,
+            txdata: vec![],
+        });
+        let connected = ChainEvent::BlockConnected {
+            header: rec(7),
+            block,
+        };
+        let disconnected = ChainEvent::BlockDisconnected { header: rec(7) };
+        store.write(|tx| tx.apply_block_event(&connected)).unwrap();
+        assert_eq!(store.header_at(7).unwrap(), Some(rec(7)));
+        store.write(|tx| tx.apply_block_event(&disconnected)).unwrap();
+        assert_eq!(store.header_at(7).unwrap(), None);
+        let log = store.chain_log(0, 10).unwrap();
+        assert_eq!(log.len(), 2);
+        assert!(log[0].connected && !log[1].connected);
+        assert_eq!((log[1].height, log[1].hash), (7, rec(7).hash));
+        assert_eq!(store.chain_log(log[0].seq, 10).unwrap().len(), 1);
     }
 }
