@@ -2,5 +2,6 @@
 //! types and errors sorted into kinds the tower acts on.
 
 pub mod rpc;
+pub mod zmq;
 
 pub use rpc::{ErrorKind, RpcClient, RpcCredentials, RpcError, RpcSettings};
