@@ -9,8 +9,11 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::Context;
-use crate::chain::follower::{ChainEvent, Follower, FollowerSettings, StartPoint};
+use std::sync::Arc;
+
+use crate::chain::follower::{spawn_zmq_hints, ChainEvent, Follower, FollowerSettings, StartPoint};
 use crate::chain::headers::WINDOW;
+use crate::node::zmq::ZmqStats;
 use crate::node::RpcClient;
 use crate::store::Store;
 
@@ -75,7 +78,13 @@ async fn follow(args: FollowArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (events_tx, mut events) = mpsc::channel(256);
-    let hints = super::spawn_hints(config, shutdown_rx.clone())?;
+    let node = &config.node;
+    let (hints, zmq) = spawn_zmq_hints(
+        node.zmq_rawtx.as_deref(),
+        node.zmq_rawblock.as_deref(),
+        node.zmq_hashblock.as_deref(),
+        Arc::new(ZmqStats::new()),
+    )?;
     let follower_task = tokio::spawn(follower.run(hints, events_tx, shutdown_rx));
     let mut stop = std::pin::pin!(super::shutdown_signal());
     loop {
@@ -94,6 +103,9 @@ async fn follow(args: FollowArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     follower_task.await?.context("following the chain")?;
+    if let Some(zmq) = zmq {
+        tokio::task::spawn_blocking(move || zmq.shutdown()).await??;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -148,16 +148,6 @@ pub(crate) async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The follower's hints. Without ZMQ configured the channel closes at once
-/// and the follower relies on its backstop poll alone.
-pub(crate) fn spawn_hints(
-    _config: &Config,
-    _shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<tokio::sync::mpsc::Receiver<crate::chain::follower::Hint>> {
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
-    Ok(rx)
-}
-
 /// Reads a whole input file, or stdin for `-`.
 pub(crate) fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path.as_os_str() == "-" {

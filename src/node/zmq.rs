@@ -143,6 +143,11 @@ impl Topic {
         matches!(self, Topic::HashTx | Topic::HashBlock)
     }
 
+    /// True for the block topics (`hashblock`, `rawblock`).
+    pub fn is_block(self) -> bool {
+        matches!(self, Topic::HashBlock | Topic::RawBlock)
+    }
+
     fn index(self) -> usize {
         match self {
             Topic::HashTx => 0,

@@ -534,3 +534,58 @@ async fn run_stops_on_shutdown_and_polls_without_hints() {
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn zmq_events_become_hints() {
+    use crate::node::zmq::{Topic, ZmqEvent, ZmqMessage};
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("../../../tests/fixtures/node/zmq/rawblock.json")).unwrap();
+    let frames = &fixture["messages"][2]["frames_hex"];
+    let body = hex::decode(frames[1].as_str().unwrap()).unwrap();
+    let message = |topic, body: Vec<u8>| ZmqEvent::Message(ZmqMessage { topic, body, seq: 1 });
+    match hints_from_zmq(message(Topic::RawBlock, body)).as_slice() {
+        [Hint::Block(Some(block))] => assert!(block.is_auxpow(), "the recorded AuxPoW block"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        hints_from_zmq(message(Topic::RawBlock, vec![1, 2, 3])).as_slice(),
+        [Hint::Block(None)]
+    ));
+    assert!(matches!(
+        hints_from_zmq(message(Topic::HashBlock, vec![0; 32])).as_slice(),
+        [Hint::Block(None)]
+    ));
+    assert!(hints_from_zmq(message(Topic::HashTx, vec![0; 32])).is_empty());
+    let tx = bitcoin::consensus::serialize(&coinbase(5, 1));
+    assert!(matches!(
+        hints_from_zmq(message(Topic::RawTx, tx)).as_slice(),
+        [Hint::Tx(_)]
+    ));
+    let gap = |topic| ZmqEvent::Gap {
+        topic,
+        expected: 3,
+        got: 5,
+    };
+    assert!(matches!(
+        hints_from_zmq(gap(Topic::RawBlock)).as_slice(),
+        [Hint::BlocksLost]
+    ));
+    assert!(matches!(
+        hints_from_zmq(gap(Topic::RawTx)).as_slice(),
+        [Hint::TxsLost]
+    ));
+    let reset = ZmqEvent::Reset {
+        topic: Topic::RawTx,
+        last: 9,
+        got: 0,
+    };
+    assert!(matches!(
+        hints_from_zmq(reset).as_slice(),
+        [Hint::BlocksLost, Hint::TxsLost]
+    ));
+    assert!(hints_from_zmq(ZmqEvent::Duplicate {
+        topic: Topic::RawTx,
+        seq: 1
+    })
+    .is_empty());
+}
