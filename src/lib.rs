@@ -12,6 +12,7 @@ pub mod chain;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod logging;
 pub mod node;
 pub mod store;
