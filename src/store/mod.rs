@@ -12,6 +12,10 @@ use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub mod channels;
+
+pub use channels::{ChannelRecord, CustodyMode, Merchant, NewChannel, PaymentRecord};
+
 use crate::chain::follower::ChainEvent;
 use crate::chain::headers::HeaderRecord;
 
@@ -19,6 +23,7 @@ use crate::chain::headers::HeaderRecord;
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "header_chain", include_str!("../../sql/0001_header_chain.sql")),
     (2, "chain_log", include_str!("../../sql/0002_chain_log.sql")),
+    (3, "channels", include_str!("../../sql/0003_channels.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +298,21 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    #[test]
+    fn every_sql_file_is_a_listed_migration() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(v, name, _)| format!("{v:04}_{name}.sql"))
+            .collect();
+        assert_eq!(files, listed);
     }
 
     #[test]

@@ -1,0 +1,689 @@
+//! Merchants, channels, payments, transitions, broadcasts and the outbox.
+
+use std::str::FromStr;
+
+use bitcoin::bip32::{DerivationPath, Fingerprint, KeySource};
+use bitcoin::hashes::Hash;
+use bitcoin::{OutPoint, ScriptBuf, Txid};
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{Result, Store, StoreError, WriteTx};
+use crate::channel::ChannelScript;
+use crate::engine::{ChannelState, CloseState, Event, FundingOutputState, FundingStatus, TrackedChannel};
+
+/// How the merchant's side of its channels is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustodyMode {
+    Presigned,
+    Signer,
+}
+
+impl CustodyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CustodyMode::Presigned => "presigned",
+            CustodyMode::Signer => "signer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merchant {
+    pub id: i64,
+    pub name: String,
+    pub payout_address: Option<String>,
+    pub custody: CustodyMode,
+    pub xprv_file: Option<String>,
+}
+
+/// A channel as first stored at registration.
+#[derive(Debug, Clone)]
+pub struct NewChannel<'a> {
+    pub address: &'a str,
+    pub merchant_id: i64,
+    pub script: &'a ChannelScript,
+    pub merchant_key_origin: Option<&'a KeySource>,
+    pub payout_script: &'a ScriptBuf,
+    pub announcement: &'a [u8],
+    pub capacity: u64,
+    pub broadcast_height: u32,
+    pub warning_height: u32,
+}
+
+/// The stored facts about a channel that the engine does not keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub key: i64,
+    pub address: String,
+    pub merchant_id: i64,
+    pub payout_script: ScriptBuf,
+    pub announcement: Vec<u8>,
+    pub merchant_key_origin: Option<KeySource>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One stored payment state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    pub sequence: u64,
+    pub psbt: Vec<u8>,
+    pub merchant_amount: u64,
+    pub fee: i64,
+    pub unsigned_txid: Txid,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn origin_to_string((fingerprint, path): &KeySource) -> String {
+    format!("{fingerprint}:{path}")
+}
+
+pub fn origin_from_string(s: &str) -> Option<KeySource> {
+    let (fingerprint, path) = s.split_once(':')?;
+    Some((
+        Fingerprint::from_str(fingerprint).ok()?,
+        DerivationPath::from_str(path).ok()?,
+    ))
+}
+
+fn txid_bytes(txid: &Txid) -> Vec<u8> {
+    txid.to_byte_array().to_vec()
+}
+
+fn txid_from(bytes: Vec<u8>, column: &'static str) -> Result<Txid> {
+    let array: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt(column))?;
+    Ok(Txid::from_byte_array(array))
+}
+
+fn opt_txid(bytes: Option<Vec<u8>>, column: &'static str) -> Result<Option<Txid>> {
+    bytes.map(|b| txid_from(b, column)).transpose()
+}
+
+impl WriteTx<'_> {
+    pub fn insert_merchant(
+        &self,
+        name: &str,
+        payout_address: Option<&str>,
+        custody: CustodyMode,
+        xprv_file: Option<&str>,
+    ) -> Result<i64> {
+        self.tx.execute(
+            "INSERT INTO merchants (name, payout_address, custody, xprv_file, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, payout_address, custody.as_str(), xprv_file, now()],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Stores a newly registered channel; returns its key.
+    pub fn insert_channel(&self, c: &NewChannel<'_>, funding: &TrackedChannel) -> Result<i64> {
+        let at = now();
+        self.tx.execute(
+            "INSERT INTO channels (address, merchant_id, state, redeem_script, merchant_key_origin, payout_script,
+                 announcement, capacity, broadcast_height, warning_height, created_at, updated_at)
+             VALUES (?1, ?2, 'pending_funding', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+            params![
+                c.address,
+                c.merchant_id,
+                c.script.redeem_script().as_bytes(),
+                c.merchant_key_origin.map(origin_to_string),
+                c.payout_script.as_bytes(),
+                c.announcement,
+                c.capacity as i64,
+                c.broadcast_height,
+                c.warning_height,
+                at,
+            ],
+        )?;
+        let key = self.tx.last_insert_rowid();
+        for (funding_txid, inputs) in &funding.funding_inputs {
+            for input in inputs {
+                self.tx.execute(
+                    "INSERT OR IGNORE INTO funding_inputs (channel_id, funding_txid, txid, vout) VALUES (?1, ?2, ?3, ?4)",
+                    params![key, txid_bytes(funding_txid), txid_bytes(&input.txid), input.vout],
+                )?;
+            }
+        }
+        let mut channel = funding.clone();
+        channel.key = key;
+        self.save_channel(&channel)?;
+        Ok(key)
+    }
+
+    /// Writes the engine's view of a channel.
+    pub fn save_channel(&self, c: &TrackedChannel) -> Result<()> {
+        self.tx.execute(
+            "UPDATE channels SET state = ?2, sequence = ?3, merchant_amount = ?4, latest_unsigned_txid = ?5,
+                 broadcast_height = ?6, warning_height = ?7, deadline_warned = ?8, close_txid = ?9,
+                 close_mined_height = ?10, close_first_broadcast = ?11, close_broadcasts = ?12,
+                 close_reported = ?13, undo_state = ?14, undo_height = ?15, updated_at = ?16
+             WHERE id = ?1",
+            params![
+                c.key,
+                c.state.as_str(),
+                c.sequence as i64,
+                c.merchant_amount as i64,
+                c.latest_unsigned_txid.as_ref().map(txid_bytes),
+                c.broadcast_height,
+                c.warning_height,
+                c.deadline_warned,
+                c.close.txid.as_ref().map(txid_bytes),
+                c.close.mined_height,
+                c.close.first_broadcast_height,
+                c.close.broadcasts,
+                c.close.broadcast_reported,
+                c.undo.map(|(s, _)| s.as_str()),
+                c.undo.map(|(_, h)| h),
+                now(),
+            ],
+        )?;
+        for (position, f) in c.funding.iter().enumerate() {
+            self.tx.execute(
+                "INSERT INTO funding_outputs (channel_id, txid, vout, position, value, status, confirmed_height,
+                     confirmed_reported, spent_by, spent_height)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (txid, vout) DO UPDATE SET status = excluded.status,
+                     confirmed_height = excluded.confirmed_height, confirmed_reported = excluded.confirmed_reported,
+                     spent_by = excluded.spent_by, spent_height = excluded.spent_height",
+                params![
+                    c.key,
+                    txid_bytes(&f.outpoint.txid),
+                    f.outpoint.vout,
+                    position as i64,
+                    f.value as i64,
+                    f.status.as_str(),
+                    f.confirmed_height,
+                    f.confirmed_reported,
+                    f.spent_by.as_ref().map(txid_bytes),
+                    f.spent_height,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn insert_payment(&self, key: i64, p: &PaymentRecord) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO payments (channel_id, sequence, psbt, merchant_amount, fee, unsigned_txid, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                key,
+                p.sequence as i64,
+                p.psbt,
+                p.merchant_amount as i64,
+                p.fee,
+                txid_bytes(&p.unsigned_txid),
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn record_transition(
+        &self,
+        key: i64,
+        from: ChannelState,
+        to: ChannelState,
+        cause: &str,
+        height: Option<u32>,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO transitions (channel_id, from_state, to_state, cause, height, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![key, from.as_str(), to.as_str(), cause, height, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn record_broadcast(
+        &self,
+        key: i64,
+        txid: Option<&Txid>,
+        height: Option<u32>,
+        result: &str,
+        message: Option<&str>,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO broadcasts (channel_id, txid, height, result, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![key, txid.map(txid_bytes), height, result, message, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Puts an event into the outbox. False when an event with this id is
+    /// already there (the same cause processed again after a restart).
+    pub fn enqueue_event(&self, event: &Event, merchant_id: Option<i64>) -> Result<bool> {
+        let created_at = now();
+        let payload = serde_json::json!({
+            "id": event.id,
+            "type": event.kind.as_str(),
+            "created_at": rfc3339(created_at),
+            "channel_id": event.channel_id,
+            "data": event.data,
+        });
+        let inserted = self.tx.execute(
+            "INSERT OR IGNORE INTO outbox (event_id, type, channel_id, merchant_id, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                event.id,
+                event.kind.as_str(),
+                event.channel_id,
+                merchant_id,
+                payload.to_string(),
+                created_at
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+}
+
+/// RFC 3339 in UTC, second precision (`1970-01-01T00:00:00Z`).
+pub fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+impl Store {
+    pub fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>> {
+        self.conn
+            .query_row(
+                "SELECT id, name, payout_address, custody, xprv_file FROM merchants WHERE name = ?1",
+                [name],
+                merchant_from_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    pub fn merchants(&self) -> Result<Vec<Merchant>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, payout_address, custody, xprv_file FROM merchants ORDER BY id")?;
+        let rows = stmt.query_map([], merchant_from_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    pub fn channel_record(&self, address: &str) -> Result<Option<ChannelRecord>> {
+        self.conn
+            .query_row(
+                "SELECT id, address, merchant_id, payout_script, announcement, merchant_key_origin, created_at, updated_at
+                 FROM channels WHERE address = ?1",
+                [address],
+                |row| {
+                    Ok(ChannelRecord {
+                        key: row.get(0)?,
+                        address: row.get(1)?,
+                        merchant_id: row.get(2)?,
+                        payout_script: ScriptBuf::from_bytes(row.get(3)?),
+                        announcement: row.get(4)?,
+                        merchant_key_origin: row.get::<_, Option<String>>(5)?.as_deref().and_then(origin_from_string),
+                        created_at: row.get(6)?,
+                        updated_at: row.get(7)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    pub fn channel_record_by_key(&self, key: i64) -> Result<Option<ChannelRecord>> {
+        let address: Option<String> = self
+            .conn
+            .query_row("SELECT address FROM channels WHERE id = ?1", [key], |r| r.get(0))
+            .optional()?;
+        match address {
+            Some(a) => self.channel_record(&a),
+            None => Ok(None),
+        }
+    }
+
+    pub fn latest_payment(&self, key: i64) -> Result<Option<PaymentRecord>> {
+        self.conn
+            .query_row(
+                "SELECT sequence, psbt, merchant_amount, fee, unsigned_txid FROM payments
+                 WHERE channel_id = ?1 ORDER BY sequence DESC LIMIT 1",
+                [key],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
+            .optional()?
+            .map(|(sequence, psbt, amount, fee, unsigned)| {
+                Ok(PaymentRecord {
+                    sequence: sequence as u64,
+                    psbt,
+                    merchant_amount: amount as u64,
+                    fee,
+                    unsigned_txid: txid_from(unsigned, "payments.unsigned_txid")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Count of stored payment states of a channel.
+    pub fn payment_count(&self, key: i64) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM payments WHERE channel_id = ?1",
+            [key],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// The channels the engine must track: every non-terminal one, and the
+    /// terminal ones a reorg down to `undo_above` could still bring back.
+    pub fn tracked_channels(&self, undo_above: u32) -> Result<Vec<TrackedChannel>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, address, merchant_id, state, redeem_script, sequence, merchant_amount, latest_unsigned_txid,
+                 broadcast_height, warning_height, deadline_warned, close_txid, close_mined_height,
+                 close_first_broadcast, close_broadcasts, close_reported, undo_state, undo_height
+             FROM channels
+             WHERE state IN ('pending_funding', 'open', 'closing') OR undo_height >= ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([undo_above], |row| Ok(tracked_from_row(row)))?;
+        let mut channels = Vec::new();
+        for row in rows {
+            let mut channel = row??;
+            channel.funding = self.funding_outputs(channel.key)?;
+            channel.funding_inputs = self.funding_inputs(channel.key)?;
+            channels.push(channel);
+        }
+        Ok(channels)
+    }
+
+    /// One channel as the engine tracks it (any state).
+    pub fn tracked_channel(&self, key: i64) -> Result<Option<TrackedChannel>> {
+        let found = self
+            .conn
+            .query_row(
+                "SELECT id, address, merchant_id, state, redeem_script, sequence, merchant_amount, latest_unsigned_txid,
+                     broadcast_height, warning_height, deadline_warned, close_txid, close_mined_height,
+                     close_first_broadcast, close_broadcasts, close_reported, undo_state, undo_height
+                 FROM channels WHERE id = ?1",
+                [key],
+                |row| Ok(tracked_from_row(row)),
+            )
+            .optional()?;
+        let Some(channel) = found else { return Ok(None) };
+        let mut channel = channel?;
+        channel.funding = self.funding_outputs(key)?;
+        channel.funding_inputs = self.funding_inputs(key)?;
+        Ok(Some(channel))
+    }
+
+    fn funding_outputs(&self, key: i64) -> Result<Vec<FundingOutputState>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT txid, vout, value, status, confirmed_height, confirmed_reported, spent_by, spent_height
+             FROM funding_outputs WHERE channel_id = ?1 ORDER BY position",
+        )?;
+        let rows = stmt.query_map([key], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, u32>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Option<u32>>(4)?,
+                row.get::<_, bool>(5)?,
+                row.get::<_, Option<Vec<u8>>>(6)?,
+                row.get::<_, Option<u32>>(7)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (txid, vout, value, status, confirmed_height, confirmed_reported, spent_by, spent_height) =
+                row?;
+            Ok(FundingOutputState {
+                outpoint: OutPoint::new(txid_from(txid, "funding_outputs.txid")?, vout),
+                value: value as u64,
+                status: FundingStatus::parse(&status).ok_or(StoreError::Corrupt("funding_outputs.status"))?,
+                confirmed_height,
+                confirmed_reported,
+                spent_by: opt_txid(spent_by, "funding_outputs.spent_by")?,
+                spent_height,
+            })
+        })
+        .collect()
+    }
+
+    fn funding_inputs(&self, key: i64) -> Result<Vec<(Txid, Vec<OutPoint>)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT funding_txid, txid, vout FROM funding_inputs WHERE channel_id = ?1 ORDER BY funding_txid, txid, vout",
+        )?;
+        let rows = stmt.query_map([key], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, u32>(2)?,
+            ))
+        })?;
+        let mut out: Vec<(Txid, Vec<OutPoint>)> = Vec::new();
+        for row in rows {
+            let (funding, txid, vout) = row?;
+            let funding = txid_from(funding, "funding_inputs.funding_txid")?;
+            let outpoint = OutPoint::new(txid_from(txid, "funding_inputs.txid")?, vout);
+            match out.iter_mut().find(|(f, _)| *f == funding) {
+                Some((_, inputs)) => inputs.push(outpoint),
+                None => out.push((funding, vec![outpoint])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outbox events after `after_seq`, oldest first: (seq, event id, payload JSON).
+    pub fn outbox_after(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, event_id, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// The recorded transitions of a channel: (from, to, cause).
+    pub fn transitions(&self, key: i64) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT from_state, to_state, cause FROM transitions WHERE channel_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+}
+
+fn merchant_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Merchant>> {
+    let custody: String = row.get(3)?;
+    let custody = match custody.as_str() {
+        "presigned" => CustodyMode::Presigned,
+        "signer" => CustodyMode::Signer,
+        _ => return Ok(Err(StoreError::Corrupt("merchants.custody"))),
+    };
+    Ok(Ok(Merchant {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        payout_address: row.get(2)?,
+        custody,
+        xprv_file: row.get(4)?,
+    }))
+}
+
+fn tracked_from_row(row: &Row<'_>) -> Result<TrackedChannel> {
+    let state: String = row.get(3)?;
+    let redeem: Vec<u8> = row.get(4)?;
+    let script = ChannelScript::parse(bitcoin::Script::from_bytes(&redeem))
+        .map_err(|_| StoreError::Corrupt("channels.redeem_script"))?;
+    let undo_state: Option<String> = row.get(16)?;
+    let undo_height: Option<u32> = row.get(17)?;
+    let undo = match (undo_state, undo_height) {
+        (Some(s), Some(h)) => Some((
+            ChannelState::parse(&s).ok_or(StoreError::Corrupt("channels.undo_state"))?,
+            h,
+        )),
+        _ => None,
+    };
+    Ok(TrackedChannel {
+        key: row.get(0)?,
+        id: row.get(1)?,
+        merchant_id: row.get(2)?,
+        state: ChannelState::parse(&state).ok_or(StoreError::Corrupt("channels.state"))?,
+        script,
+        funding: Vec::new(),
+        funding_inputs: Vec::new(),
+        sequence: row.get::<_, i64>(5)? as u64,
+        merchant_amount: row.get::<_, i64>(6)? as u64,
+        latest_unsigned_txid: opt_txid(row.get(7)?, "channels.latest_unsigned_txid")?,
+        broadcast_height: row.get(8)?,
+        warning_height: row.get(9)?,
+        deadline_warned: row.get(10)?,
+        close: CloseState {
+            txid: opt_txid(row.get(11)?, "channels.close_txid")?,
+            mined_height: row.get(12)?,
+            first_broadcast_height: row.get(13)?,
+            broadcasts: row.get(14)?,
+            broadcast_reported: row.get(15)?,
+        },
+        undo,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::payer::{synthetic_funding, Payer};
+    use crate::channel::{ChannelTerms, FundingOutput, Locktime};
+    use crate::engine::EventKind;
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+
+    fn channel_fixture() -> (ChannelTerms, bitcoin::Transaction) {
+        let payer = Payer::new(SecretKey::from_slice(&[1; 32]).unwrap());
+        let merchant = bitcoin::PublicKey::new(
+            SecretKey::from_slice(&[2; 32])
+                .unwrap()
+                .public_key(&Secp256k1::new()),
+        );
+        let script = payer.channel_script(merchant, Locktime::Height(500));
+        let funding = synthetic_funding(&script, 50_000, 3);
+        let terms = ChannelTerms {
+            script,
+            funding: vec![FundingOutput {
+                outpoint: funding.outpoint(),
+                value: 50_000,
+            }],
+            merchant_key_origin: Some(origin_from_string("01020304:m/0/5").unwrap()),
+        };
+        (terms, funding.tx)
+    }
+
+    #[test]
+    fn a_channel_round_trips_through_the_store() {
+        let mut store = Store::open_in_memory().unwrap();
+        let (terms, funding_tx) = channel_fixture();
+        let payout = ScriptBuf::new_p2pkh(&terms.script.merchant.pubkey_hash());
+        let key = store
+            .write(|tx| {
+                let merchant = tx.insert_merchant("shop", Some("addr"), CustodyMode::Signer, Some("/k"))?;
+                let tracked = TrackedChannel::new_registered(
+                    0,
+                    "2Nx".into(),
+                    merchant,
+                    &terms,
+                    std::slice::from_ref(&funding_tx),
+                    (440, 380),
+                );
+                tx.insert_channel(
+                    &NewChannel {
+                        address: "2Nx",
+                        merchant_id: merchant,
+                        script: &terms.script,
+                        merchant_key_origin: terms.merchant_key_origin.as_ref(),
+                        payout_script: &payout,
+                        announcement: b"psbt",
+                        capacity: 50_000,
+                        broadcast_height: 440,
+                        warning_height: 380,
+                    },
+                    &tracked,
+                )
+            })
+            .unwrap();
+        let mut tracked = store.tracked_channel(key).unwrap().unwrap();
+        assert_eq!(tracked.funding_inputs.len(), 1);
+        assert_eq!(tracked.funding[0].status, FundingStatus::Unseen);
+        assert_eq!(tracked.script, terms.script);
+
+        tracked.state = ChannelState::Closing;
+        tracked.sequence = 3;
+        tracked.close.txid = Some(funding_tx.compute_txid());
+        tracked.funding[0].status = FundingStatus::Confirmed;
+        tracked.funding[0].confirmed_height = Some(120);
+        tracked.undo = Some((ChannelState::Open, 130));
+        store.write(|tx| tx.save_channel(&tracked)).unwrap();
+        assert_eq!(store.tracked_channel(key).unwrap().unwrap(), tracked);
+        assert_eq!(store.tracked_channels(0).unwrap(), vec![tracked.clone()]);
+
+        let record = store.channel_record("2Nx").unwrap().unwrap();
+        assert_eq!(record.merchant_key_origin, terms.merchant_key_origin);
+        assert_eq!(record.payout_script, payout);
+        assert_eq!(
+            store.merchant_by_name("shop").unwrap().unwrap().custody,
+            CustodyMode::Signer
+        );
+
+        let payment = PaymentRecord {
+            sequence: 1,
+            psbt: vec![1, 2, 3],
+            merchant_amount: 10,
+            fee: 5,
+            unsigned_txid: funding_tx.compute_txid(),
+        };
+        store.write(|tx| tx.insert_payment(key, &payment)).unwrap();
+        assert!(
+            store.write(|tx| tx.insert_payment(key, &payment)).is_err(),
+            "a sequence is stored once"
+        );
+        assert_eq!(store.latest_payment(key).unwrap(), Some(payment));
+    }
+
+    #[test]
+    fn the_outbox_keeps_one_copy_per_event_id() {
+        let mut store = Store::open_in_memory().unwrap();
+        let event = Event::new(EventKind::NodeDown, None, "5", serde_json::json!({"x": 1}));
+        assert!(store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
+        assert!(!store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
+        let rows = store.outbox_after(0, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        let body: serde_json::Value = serde_json::from_str(&rows[0].2).unwrap();
+        assert_eq!(body["type"], "node.down");
+        assert_eq!(body["id"], event.id);
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
