@@ -78,6 +78,9 @@ pub struct NodeConfig {
     /// How often `getbestblockhash` is polled as a backstop for lost ZMQ
     /// notifications.
     pub poll_interval_secs: u64,
+    /// On a first start (empty store), process blocks from this height;
+    /// `None`: from the node's tip.
+    pub start_height: Option<u32>,
 }
 
 /// RPC credentials: exactly one of the two forms.
@@ -610,6 +613,7 @@ struct RawNode {
     zmq_rawblock: Option<String>,
     zmq_hashblock: Option<String>,
     poll_interval_secs: u64,
+    start_height: Option<u32>,
 }
 
 impl Default for RawNode {
@@ -624,6 +628,7 @@ impl Default for RawNode {
             zmq_rawblock: None,
             zmq_hashblock: None,
             poll_interval_secs: 5,
+            start_height: None,
         }
     }
 }
@@ -737,6 +742,7 @@ impl RawConfig {
                 zmq_rawblock: self.node.zmq_rawblock,
                 zmq_hashblock: self.node.zmq_hashblock,
                 poll_interval_secs: self.node.poll_interval_secs,
+                start_height: self.node.start_height,
             },
             store: StoreConfig {
                 path: base.join(self.store.path),

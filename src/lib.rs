@@ -15,4 +15,5 @@ pub mod config;
 pub mod engine;
 pub mod logging;
 pub mod node;
+pub mod service;
 pub mod store;
