@@ -841,7 +841,7 @@ impl ZmqHandle {
     /// Whether the thread has ended (receiver dropped, socket error, or
     /// shutdown).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().map_or(true, |t| t.is_finished())
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     fn stop_and_join(&mut self) -> Result<(), ZmqError> {
