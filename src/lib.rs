@@ -8,6 +8,7 @@
 //! - [`config`] and [`logging`]: the service's configuration file and logs.
 //! - [`cli`]: the command-line front end (`dogetower ...`).
 
+pub mod api;
 pub mod chain;
 pub mod channel;
 pub mod cli;

@@ -10,9 +10,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_LOG_LEVEL};
 use crate::logging::{self, LogFormat};
 
+pub mod admin;
 pub mod block;
 pub mod chain;
 pub mod psbt;
+pub mod run;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +52,14 @@ pub enum Command {
     /// Follow the node's chain on its own (needs --config).
     #[command(subcommand)]
     Chain(chain::ChainCommand),
+    /// Run the tower: follow the chain, serve the API, broadcast closes (needs --config).
+    Run,
+    /// Manage merchants (needs --config).
+    #[command(subcommand)]
+    Merchant(admin::MerchantCommand),
+    /// Manage API tokens (needs --config).
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
 }
 
 /// What every command gets: the configuration, when one was given.
@@ -115,6 +125,9 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Block(command) => block::run(command),
         Command::Psbt(command) => psbt::run(command),
         Command::Chain(command) => chain::run(command, ctx),
+        Command::Run => run::run(ctx),
+        Command::Merchant(command) => admin::merchant(command, ctx),
+        Command::Token(command) => admin::token(command, ctx),
     }
 }
 

@@ -23,7 +23,8 @@ pub struct CloseJob {
 
 /// The finalized close, or why there is none.
 pub fn finalize(job: &CloseJob) -> Result<Transaction, String> {
-    let decoded = decode(&job.psbt).map_err(|e| format!("stored state {} does not decode: {e}", job.sequence))?;
+    let decoded =
+        decode(&job.psbt).map_err(|e| format!("stored state {} does not decode: {e}", job.sequence))?;
     finalize_close(&decoded.psbt, &job.terms, &job.custody).map_err(|e| e.to_string())
 }
 
@@ -40,9 +41,9 @@ pub async fn send(rpc: &RpcClient, job: &CloseJob) -> (Option<Transaction>, Broa
     let outcome = match rpc.send_raw_transaction(&tx).await {
         Ok(_) => BroadcastOutcome::Sent { txid },
         Err(e) if e.kind() == ErrorKind::AlreadyInChain => BroadcastOutcome::AlreadyInChain { txid },
-        Err(e @ (RpcError::Unreachable(_) | RpcError::WarmingUp(_))) => {
-            BroadcastOutcome::NodeUnreachable { reason: e.to_string() }
-        }
+        Err(e @ (RpcError::Unreachable(_) | RpcError::WarmingUp(_))) => BroadcastOutcome::NodeUnreachable {
+            reason: e.to_string(),
+        },
         Err(RpcError::Rpc { kind, message, .. }) => BroadcastOutcome::Rejected { kind, message },
         Err(other) => BroadcastOutcome::NodeUnreachable {
             reason: other.to_string(),

@@ -15,16 +15,20 @@ use bitcoin::{PublicKey, Txid};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::chain::follower::{spawn_zmq_hints, ChainEvent, Follower, FollowerSettings, FollowerStatus, StartPoint};
+use crate::chain::follower::{
+    spawn_zmq_hints, ChainEvent, Follower, FollowerSettings, FollowerStatus, StartPoint,
+};
 use crate::chain::headers::WINDOW;
 use crate::chain::{Address, Network};
 use crate::channel::psbt::{decode_base64, DecodedPsbt};
 use crate::channel::{
-    validate_announcement, validate_payment, AnnouncementCheck, ChannelTerms, Custody, FundingOutput, MerchantSigner,
-    PaymentCheck, Violation,
+    validate_announcement, validate_payment, AnnouncementCheck, ChannelTerms, Custody, FundingOutput,
+    MerchantSigner, PaymentCheck, Violation,
 };
 use crate::config::Config;
-use crate::engine::{Action, BroadcastOutcome, ChannelState, EngineSettings, FundingStatus, Input, TrackedChannel, Tower};
+use crate::engine::{
+    Action, BroadcastOutcome, ChannelState, EngineSettings, FundingStatus, Input, Tower, TrackedChannel,
+};
 use crate::node::zmq::ZmqStats;
 use crate::node::RpcClient;
 use crate::store::{CustodyMode, Merchant, NewChannel, PaymentRecord, Store, StoreError, WriteTx};
@@ -60,7 +64,11 @@ impl Refusal {
 
 impl From<Violation> for Refusal {
     fn from(v: Violation) -> Refusal {
-        Refusal::new(422, v.code(), v.to_string())
+        let status = match v {
+            Violation::InvalidPsbt(_) => 400,
+            _ => 422,
+        };
+        Refusal::new(status, v.code(), v.to_string())
     }
 }
 
@@ -105,7 +113,8 @@ pub enum Command {
         /// The page cursor: the last key of the previous page.
         after: Option<i64>,
         limit: usize,
-        reply: oneshot::Sender<Vec<ChannelView>>,
+        /// The page and the key of its last channel (the next cursor).
+        reply: oneshot::Sender<(Vec<ChannelView>, Option<i64>)>,
     },
 }
 
@@ -199,7 +208,10 @@ pub async fn run(
         rpc.clone(),
         headers,
         FollowerSettings {
-            start: config.node.start_height.map_or(StartPoint::Tip, StartPoint::Height),
+            start: config
+                .node
+                .start_height
+                .map_or(StartPoint::Tip, StartPoint::Height),
             poll_interval: Duration::from_secs(config.node.poll_interval_secs),
             ..FollowerSettings::default()
         },
@@ -223,7 +235,9 @@ pub async fn run(
     loop {
         match follower.ensure_anchored().await {
             Ok(Some(base)) => {
-                service.store.write(|tx| base.iter().try_for_each(|h| tx.connect_header(h)))?;
+                service
+                    .store
+                    .write(|tx| base.iter().try_for_each(|h| tx.connect_header(h)))?;
                 break;
             }
             Ok(None) => break,
@@ -306,14 +320,24 @@ impl Service {
                     }
                 }
                 Action::Transition { key, from, to, cause } => {
-                    tracing::info!(channel = *key, from = from.as_str(), to = to.as_str(), cause, "channel state");
+                    tracing::info!(
+                        channel = *key,
+                        from = from.as_str(),
+                        to = to.as_str(),
+                        cause,
+                        "channel state"
+                    );
                     tx.record_transition(*key, *from, *to, cause, height)?;
                 }
                 Action::Emit(event) => {
                     let merchant = event
                         .channel_id
                         .as_ref()
-                        .and_then(|_| tower.channels().find(|c| Some(&c.id) == event.channel_id.as_ref()))
+                        .and_then(|_| {
+                            tower
+                                .channels()
+                                .find(|c| Some(&c.id) == event.channel_id.as_ref())
+                        })
                         .map(|c| c.merchant_id);
                     if tx.enqueue_event(event, merchant)? {
                         tracing::info!(event = event.kind.as_str(), id = %event.id, channel = ?event.channel_id, "event");
@@ -497,7 +521,9 @@ impl Service {
                 merchant_pubkey,
                 reply,
             } => {
-                let result = self.register(merchant_id, &psbt, payout_address, merchant_pubkey).await;
+                let result = self
+                    .register(merchant_id, &psbt, payout_address, merchant_pubkey)
+                    .await;
                 let _ = reply.send(result);
             }
             Command::Pay {
@@ -522,7 +548,9 @@ impl Service {
                 channel,
                 reply,
             } => {
-                let result = self.owned(merchant_id, &channel).and_then(|r| self.view_of(r.key));
+                let result = self
+                    .owned(merchant_id, &channel)
+                    .and_then(|r| self.view_of(r.key));
                 let _ = reply.send(result);
             }
             Command::List {
@@ -538,12 +566,22 @@ impl Service {
         Ok(())
     }
 
-    fn list(&self, merchant_id: i64, state: Option<ChannelState>, after: Option<i64>, limit: usize) -> Vec<ChannelView> {
+    fn list(
+        &self,
+        merchant_id: i64,
+        state: Option<ChannelState>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> (Vec<ChannelView>, Option<i64>) {
         let keys = self
             .store
             .channel_keys(merchant_id, state.map(ChannelState::as_str), after, limit)
             .unwrap_or_default();
-        keys.into_iter().filter_map(|k| self.view_of(k).ok()).collect()
+        let last = keys.last().copied();
+        (
+            keys.into_iter().filter_map(|k| self.view_of(k).ok()).collect(),
+            last,
+        )
     }
 
     async fn register(
@@ -561,7 +599,9 @@ impl Service {
                 hex::decode(hex.trim())
                     .ok()
                     .and_then(|b| PublicKey::from_slice(&b).ok())
-                    .ok_or_else(|| Refusal::new(400, "invalid_request", "merchant_pubkey is not a hex public key"))
+                    .ok_or_else(|| {
+                        Refusal::new(400, "invalid_request", "merchant_pubkey is not a hex public key")
+                    })
             })
             .transpose()?;
         let custody = self.custody(merchant_id).map_err(Refusal::internal)?;
@@ -575,13 +615,15 @@ impl Service {
                 policy: &policy,
             },
         )?;
-        let payout_text = payout_address.or(merchant.payout_address.clone()).ok_or_else(|| {
-            Refusal::new(
-                422,
-                "payout_address_required",
-                "no payout_address given and the merchant has no default",
-            )
-        })?;
+        let payout_text = payout_address
+            .or(merchant.payout_address.clone())
+            .ok_or_else(|| {
+                Refusal::new(
+                    422,
+                    "payout_address_required",
+                    "no payout_address given and the merchant has no default",
+                )
+            })?;
         let payout = Address::parse(&payout_text, self.network)
             .map_err(|e| Refusal::new(422, "invalid_payout_address", format!("payout_address: {e}")))?
             .script_pubkey();
@@ -589,7 +631,9 @@ impl Service {
         let announcement = decoded.psbt.serialize();
 
         if let Some(existing) = self.store.channel_record(&id).map_err(Refusal::internal)? {
-            if existing.merchant_id == merchant_id && existing.announcement == announcement && existing.payout_script == payout
+            if existing.merchant_id == merchant_id
+                && existing.announcement == announcement
+                && existing.payout_script == payout
             {
                 return Ok((self.view_of(existing.key)?, false));
             }
@@ -600,11 +644,17 @@ impl Service {
             ));
         }
 
-        let funding_txs: Vec<bitcoin::Transaction> =
-            decoded.psbt.inputs.iter().filter_map(|i| i.non_witness_utxo.clone()).collect();
+        let funding_txs: Vec<bitcoin::Transaction> = decoded
+            .psbt
+            .inputs
+            .iter()
+            .filter_map(|i| i.non_witness_utxo.clone())
+            .collect();
         let heights = self.tower.deadline_heights(terms.script.locktime);
-        let mut tracked = TrackedChannel::new_registered(0, id.clone(), merchant_id, &terms, &funding_txs, heights);
-        self.initial_funding_status(&mut tracked).await;
+        let mut tracked =
+            TrackedChannel::new_registered(0, id.clone(), merchant_id, &terms, &funding_txs, heights);
+        let rpc = self.rpc.clone();
+        initial_funding_status(&rpc, self.tip_height(), &mut tracked).await;
         let new = NewChannel {
             address: &id,
             merchant_id,
@@ -634,22 +684,6 @@ impl Service {
         self.start_broadcasts(broadcasts);
         tracing::info!(channel = %id, merchant = %merchant.name, capacity = terms.capacity(), "channel registered");
         Ok((self.view_of(key)?, true))
-    }
-
-    /// Where the funding stands on the node right now (`gettxout`).
-    async fn initial_funding_status(&self, tracked: &mut TrackedChannel) {
-        let tip = self.tip_height();
-        for f in tracked.funding.iter_mut() {
-            match self.rpc.get_tx_out(&f.outpoint.txid, f.outpoint.vout, true).await {
-                Ok(Some(out)) if out.confirmations > 0 => {
-                    f.status = FundingStatus::Confirmed;
-                    f.confirmed_height = Some((tip + 1).saturating_sub(out.confirmations));
-                }
-                Ok(Some(_)) => f.status = FundingStatus::Mempool,
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "gettxout failed; funding starts as unseen"),
-            }
-        }
     }
 
     fn merchant(&mut self, merchant_id: i64) -> Result<Merchant, Refusal> {
@@ -768,7 +802,8 @@ impl Service {
     }
 
     fn publish_status(&self, follower: &FollowerStatus) {
-        let mut by_state: BTreeMap<&'static str, u64> = ChannelState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut by_state: BTreeMap<&'static str, u64> =
+            ChannelState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         let mut nearest: Option<(u32, String)> = None;
         for c in self.tower.channels() {
             *by_state.entry(c.state.as_str()).or_default() += 1;
@@ -790,6 +825,21 @@ impl Service {
             nearest_deadline_height: nearest.as_ref().map(|n| n.0),
             nearest_deadline_channel: nearest.map(|n| n.1),
         });
+    }
+}
+
+/// Where the funding stands on the node right now (`gettxout`).
+async fn initial_funding_status(rpc: &RpcClient, tip: u32, tracked: &mut TrackedChannel) {
+    for f in tracked.funding.iter_mut() {
+        match rpc.get_tx_out(&f.outpoint.txid, f.outpoint.vout, true).await {
+            Ok(Some(out)) if out.confirmations > 0 => {
+                f.status = FundingStatus::Confirmed;
+                f.confirmed_height = Some((tip + 1).saturating_sub(out.confirmations));
+            }
+            Ok(Some(_)) => f.status = FundingStatus::Mempool,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "gettxout failed; funding starts as unseen"),
+        }
     }
 }
 

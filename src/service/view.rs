@@ -60,7 +60,9 @@ impl ChannelView {
                     outpoint: f.outpoint.to_string(),
                     value: f.value,
                     confirmations: match f.status {
-                        FundingStatus::Confirmed | FundingStatus::Spent => confirmations(f.confirmed_height, tip),
+                        FundingStatus::Confirmed | FundingStatus::Spent => {
+                            confirmations(f.confirmed_height, tip)
+                        }
                         _ => 0,
                     },
                     status: f.status.as_str(),

@@ -495,12 +495,21 @@ impl Store {
 
     /// Keys of a merchant's channels (optionally in one state) after the
     /// key `after`, in key order: the API's pages.
-    pub fn channel_keys(&self, merchant_id: i64, state: Option<&str>, after: Option<i64>, limit: usize) -> Result<Vec<i64>> {
+    pub fn channel_keys(
+        &self,
+        merchant_id: i64,
+        state: Option<&str>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<i64>> {
         let mut stmt = self.conn.prepare(
             "SELECT id FROM channels WHERE merchant_id = ?1 AND (?2 IS NULL OR state = ?2) AND id > ?3
              ORDER BY id LIMIT ?4",
         )?;
-        let rows = stmt.query_map(params![merchant_id, state, after.unwrap_or(0), limit as i64], |r| r.get(0))?;
+        let rows = stmt.query_map(
+            params![merchant_id, state, after.unwrap_or(0), limit as i64],
+            |r| r.get(0),
+        )?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 

@@ -13,6 +13,7 @@ use bitcoin::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub mod channels;
+pub mod tokens;
 
 pub use channels::{ChannelRecord, CustodyMode, Merchant, NewChannel, PaymentRecord};
 
@@ -24,6 +25,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "header_chain", include_str!("../../sql/0001_header_chain.sql")),
     (2, "chain_log", include_str!("../../sql/0002_chain_log.sql")),
     (3, "channels", include_str!("../../sql/0003_channels.sql")),
+    (4, "api_tokens", include_str!("../../sql/0004_api_tokens.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

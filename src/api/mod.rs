@@ -1,0 +1,310 @@
+//! The merchant HTTP API of API.md, on axum. A thin adapter: it
+//! authenticates, parses, and hands commands to the service task, which
+//! validates and stores before answering.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::engine::ChannelState;
+use crate::service::{Command, Refusal, ServiceHandle};
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub service: ServiceHandle,
+    /// A read connection for token checks (the service owns the writer).
+    pub store: Arc<Mutex<Store>>,
+}
+
+/// An error answer: `{"error": {"code", "message"}}` with its status.
+pub struct ApiError(Refusal);
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError(r)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"error": {"code": self.0.code, "message": self.0.message}});
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(state: ApiState, body_limit: usize) -> Router {
+    Router::new()
+        .route("/v1/channels", post(register).get(list))
+        .route("/v1/channels/{id}", get(get_channel))
+        .route("/v1/channels/{id}/payments", post(pay))
+        .route("/v1/channels/{id}/close", post(close))
+        .route("/v1/status", get(status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+static REQUESTS: AtomicU64 = AtomicU64::new(1);
+
+/// Gives every request an id (echoed in `X-Request-Id`) and logs it with
+/// method, path, status and duration.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req-{}", REQUESTS.fetch_add(1, Ordering::Relaxed)));
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = {
+        let _guard = span.enter();
+        next.run(request).await
+    };
+    tracing::info!(request_id = %id, %method, %path, status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64, "api request");
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Refusal::new(404, "not_found", "no such endpoint"))
+}
+
+/// The merchant behind the bearer token.
+fn merchant(state: &ApiState, headers: &HeaderMap) -> Result<i64, ApiError> {
+    let unauthorized = || {
+        ApiError(Refusal::new(
+            401,
+            "unauthorized",
+            "missing or invalid bearer token",
+        ))
+    };
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    let store = state
+        .store
+        .lock()
+        .map_err(|_| ApiError(Refusal::new(500, "internal_error", "store lock poisoned")))?;
+    store
+        .merchant_for_token(token)
+        .map_err(|e| ApiError(Refusal::new(500, "internal_error", e.to_string())))?
+        .ok_or_else(unauthorized)
+}
+
+/// Parses a JSON body, answering 413 for an oversized one and 400 for
+/// anything that is not the expected object.
+fn body<T: for<'de> Deserialize<'de>>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = bytes.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError(Refusal::new(
+                413,
+                "body_too_large",
+                "the request body is over the configured limit",
+            ))
+        } else {
+            ApiError(Refusal::new(400, "invalid_request", rejection.body_text()))
+        }
+    })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError(Refusal::new(
+            400,
+            "invalid_json",
+            format!("the body is not JSON: {e}"),
+        ))
+    })?;
+    serde_json::from_value(value).map_err(|e| ApiError(Refusal::new(400, "invalid_request", e.to_string())))
+}
+
+async fn ask<T>(state: &ApiState, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || ApiError(Refusal::new(503, "unavailable", "the tower is not running"));
+    state
+        .service
+        .commands
+        .send(make(tx))
+        .await
+        .map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    psbt: String,
+    payout_address: Option<String>,
+    /// Extension: the key the merchant handed the payer for this channel.
+    merchant_pubkey: Option<String>,
+}
+
+async fn register(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let merchant_id = merchant(&state, &headers)?;
+    let b: RegisterBody = body(bytes)?;
+    let (channel, created) = ask(&state, |reply| Command::Register {
+        merchant_id,
+        psbt: b.psbt,
+        payout_address: b.payout_address,
+        merchant_pubkey: b.merchant_pubkey,
+        reply,
+    })
+    .await??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(channel)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentBody {
+    psbt: String,
+}
+
+async fn pay(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let merchant_id = merchant(&state, &headers)?;
+    let b: PaymentBody = body(bytes)?;
+    let reply = ask(&state, |reply| Command::Pay {
+        merchant_id,
+        channel: id,
+        psbt: b.psbt,
+        reply,
+    })
+    .await??;
+    Ok(Json(reply).into_response())
+}
+
+async fn close(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+    let merchant_id = merchant(&state, &headers)?;
+    let channel = ask(&state, |reply| Command::Close {
+        merchant_id,
+        channel: id,
+        reply,
+    })
+    .await??;
+    Ok((StatusCode::ACCEPTED, Json(channel)).into_response())
+}
+
+async fn get_channel(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+    let merchant_id = merchant(&state, &headers)?;
+    let channel = ask(&state, |reply| Command::Get {
+        merchant_id,
+        channel: id,
+        reply,
+    })
+    .await??;
+    Ok(Json(channel).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let merchant_id = merchant(&state, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError(Refusal::new(400, "invalid_request", e.body_text())))?;
+    let filter = q
+        .state
+        .as_deref()
+        .map(|s| {
+            ChannelState::parse(s).ok_or_else(|| {
+                ApiError(Refusal::new(
+                    400,
+                    "invalid_request",
+                    format!("unknown state {s:?}"),
+                ))
+            })
+        })
+        .transpose()?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError(Refusal::new(400, "invalid_request", "bad cursor")))
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (channels, last_key) = ask(&state, |reply| Command::List {
+        merchant_id,
+        state: filter,
+        after,
+        limit,
+        reply,
+    })
+    .await?;
+    let next_cursor = (channels.len() == limit)
+        .then(|| last_key.map(|k| k.to_string()))
+        .flatten();
+    Ok(Json(json!({"channels": channels, "next_cursor": next_cursor})).into_response())
+}
+
+async fn status(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    merchant(&state, &headers)?;
+    let status = state.service.status.borrow().clone();
+    Ok(Json(status).into_response())
+}
+
+async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let s = state.service.status.borrow().clone();
+    let ready = s.node_reachable && s.caught_up;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "ready": ready,
+        "node_reachable": s.node_reachable,
+        "caught_up": s.caught_up,
+        "node_height": s.node_height,
+        "processed_height": s.processed_height,
+    });
+    (code, Json(body)).into_response()
+}

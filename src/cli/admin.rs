@@ -1,0 +1,119 @@
+//! `dogetower merchant add` and `dogetower token create`: set-up that writes
+//! to the store directly (the running tower picks new merchants up).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::Context;
+use crate::chain::Address;
+use crate::channel::MerchantSigner;
+use crate::store::{CustodyMode, Store};
+
+#[derive(Debug, Subcommand)]
+pub enum MerchantCommand {
+    /// Add a merchant.
+    Add(MerchantAddArgs),
+    /// List merchants.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CustodyArg {
+    /// Every payment carries the merchant's signature; the tower holds no key.
+    Presigned,
+    /// The tower holds the merchant's xprv (a 0600 file) and signs closes.
+    Signer,
+}
+
+#[derive(Debug, Args)]
+pub struct MerchantAddArgs {
+    pub name: String,
+    /// Default payout address for channels registered without one.
+    #[arg(long)]
+    pub payout_address: Option<String>,
+    #[arg(long, value_enum, default_value = "presigned")]
+    pub custody: CustodyArg,
+    /// The merchant's extended private key file (signer custody; mode 0600).
+    #[arg(long)]
+    pub xprv_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a merchant; the token is printed once, alone on the last line.
+    Create { merchant: String },
+}
+
+pub fn merchant(command: MerchantCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let config = ctx.config()?;
+    let mut store = Store::open(&config.store.path)?;
+    match command {
+        MerchantCommand::Add(args) => {
+            if let Some(address) = &args.payout_address {
+                Address::parse(address, config.network)
+                    .with_context(|| format!("--payout-address {address}"))?;
+            }
+            let (custody, xprv_file) = match (args.custody, &args.xprv_file) {
+                (CustodyArg::Presigned, None) => (CustodyMode::Presigned, None),
+                (CustodyArg::Presigned, Some(_)) => anyhow::bail!("--xprv-file is for --custody signer"),
+                (CustodyArg::Signer, None) => anyhow::bail!("--custody signer needs --xprv-file"),
+                (CustodyArg::Signer, Some(path)) => {
+                    let path = std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
+                    // Refuse now what the tower would refuse at start.
+                    MerchantSigner::from_file(&path, config.network)?;
+                    (CustodyMode::Signer, Some(path.display().to_string()))
+                }
+            };
+            if store.merchant_by_name(&args.name)?.is_some() {
+                anyhow::bail!("merchant {} already exists", args.name);
+            }
+            let id = store.write(|tx| {
+                tx.insert_merchant(
+                    &args.name,
+                    args.payout_address.as_deref(),
+                    custody,
+                    xprv_file.as_deref(),
+                )
+            })?;
+            println!(
+                "merchant {} added (id {id}, {} custody)",
+                args.name,
+                custody.as_str()
+            );
+        }
+        MerchantCommand::List => {
+            for m in store.merchants()? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    m.id,
+                    m.name,
+                    m.custody.as_str(),
+                    m.payout_address.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn token(command: TokenCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let config = ctx.config()?;
+    let mut store = Store::open(&config.store.path)?;
+    match command {
+        TokenCommand::Create { merchant } => {
+            let m = store
+                .merchant_by_name(&merchant)?
+                .with_context(|| format!("no merchant named {merchant}"))?;
+            let token = store.write(|tx| tx.create_token(m.id))?;
+            eprintln!(
+                "API token for {merchant} (id {}); it is not shown again:",
+                token.id
+            );
+            println!("{}", token.token);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
