@@ -1,0 +1,3 @@
+//! A simulated Dogecoin Core 1.14.9 regtest node (being built up; see the final module docs).
+
+pub mod chain;
