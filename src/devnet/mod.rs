@@ -5,3 +5,5 @@ pub mod mempool;
 pub mod policy;
 pub mod script;
 pub mod verify;
+pub mod miner;
+pub mod wallet;
