@@ -7,3 +7,5 @@ pub mod script;
 pub mod verify;
 pub mod miner;
 pub mod wallet;
+pub mod publisher;
+pub mod node;
