@@ -11,6 +11,7 @@ use crate::config::{Config, DEFAULT_LOG_LEVEL};
 use crate::logging::{self, LogFormat};
 
 pub mod block;
+pub mod devnet;
 pub mod psbt;
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,9 @@ pub enum Command {
     /// Inspect channel PSBTs.
     #[command(subcommand)]
     Psbt(psbt::PsbtCommand),
+    /// Run a simulated dogecoind regtest node (JSON-RPC + ZMQ on loopback)
+    /// for demos and tests; prints its endpoints as one JSON line.
+    Devnet(devnet::DevnetArgs),
 }
 
 /// What every command gets: the configuration, when one was given.
@@ -110,6 +114,7 @@ fn dispatch(command: Command, _ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         Command::Block(command) => block::run(command),
         Command::Psbt(command) => psbt::run(command),
+        Command::Devnet(args) => devnet::run(args),
     }
 }
 
