@@ -76,6 +76,7 @@ pub(crate) const METHODS: &[Method] = &[
     m("estimatefee", &["nblocks"], estimatefee),
     m("estimatesmartfee", &["nblocks"], estimatesmartfee),
     m("validateaddress", &["address"], validateaddress),
+    m("getnewaddress", &["account"], getnewaddress),
     m("devnet_mine", &["nblocks", "address"], controls::mine),
     m(
         "devnet_reorg",
@@ -858,6 +859,20 @@ fn estimatesmartfee(_shared: &Shared, params: &Params<'_>) -> RpcResult {
     params.type_check(&["number"])?;
     params.int(0)?;
     Ok(obj! {"feerate" => -1, "blocks" => 25})
+}
+
+/// The wallet's P2PKH address. dogecoind hands out a new key each time; the
+/// devnet wallet has one key, so this is always the same address.
+fn getnewaddress(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(
+        0,
+        1,
+        "getnewaddress ( \"account\" )\nReturns a new Dogecoin address for receiving payments.",
+    )?;
+    if params.len() > 0 {
+        params.str(0)?;
+    }
+    Ok(Json::from(shared.node().wallet.address().to_string()))
 }
 
 fn validateaddress(shared: &Shared, params: &Params<'_>) -> RpcResult {
