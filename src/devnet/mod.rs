@@ -193,12 +193,17 @@ impl Devnet {
     }
 
     /// Calls a method in-process (no HTTP), answering what the HTTP
-    /// endpoint would put in `result`, or its error.
+    /// endpoint would put in `result`, or its error. While the RPC listener
+    /// is down (a pause or a restart), where an HTTP client would get
+    /// "connection refused", this answers -28 `RPC is down`.
     pub async fn call(
         &self,
         method: &str,
         params: Vec<serde_json::Value>,
     ) -> Result<serde_json::Value, RpcFault> {
+        if self.shared.is_down() {
+            return Err(RpcFault::new(node::codes::IN_WARMUP, "RPC is down"));
+        }
         let shared = self.shared.clone();
         let method = method.to_string();
         let result = tokio::task::spawn_blocking(move || {

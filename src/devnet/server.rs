@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     /// `user:password`.
     credentials: String,
     warmup_started: Mutex<Option<Instant>>,
+    /// True while the listener is closed by a pause or a restart.
+    down: AtomicBool,
     control: mpsc::UnboundedSender<Control>,
 }
 
@@ -73,6 +76,7 @@ impl Shared {
             node: Mutex::new(node),
             credentials,
             warmup_started: Mutex::new(None),
+            down: AtomicBool::new(false),
             control,
         }
     }
@@ -80,6 +84,11 @@ impl Shared {
     /// The node, even if a panicking request poisoned the lock.
     pub fn node(&self) -> std::sync::MutexGuard<'_, Node> {
         self.node.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True while the RPC listener is closed (`devnet_pause_rpc`, `devnet_restart`).
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
     }
 
     /// The -28 message while warming up after a restart.
@@ -261,6 +270,7 @@ pub(crate) async fn serve(
             control = controls.recv() => {
                 let Some(control) = control else { break };
                 listener = None;
+                shared.down.store(true, Ordering::SeqCst);
                 match control {
                     Control::Pause { down, ack } => {
                         let _ = ack.send(());
@@ -290,6 +300,7 @@ pub(crate) async fn serve(
                 if listener.is_none() {
                     break;
                 }
+                shared.down.store(false, Ordering::SeqCst);
             }
             _ = shutdown.changed() => break,
         }

@@ -133,19 +133,30 @@ impl Rpc {
         }
     }
 
-    /// POSTs `body` as it is.
+    /// POSTs `body` as it is; retries while the connection is refused (a
+    /// paused or restarting devnet), for at most [`WAIT`].
     pub async fn post(&self, body: &str, auth: Auth) -> Http {
-        let mut request = self
-            .client
-            .post(&self.url)
-            .header("Content-Type", "application/json")
-            .body(body.to_string());
-        request = match auth {
-            Auth::Good => request.basic_auth(&self.user, Some(&self.password)),
-            Auth::Wrong => request.basic_auth(&self.user, Some("wrong")),
-            Auth::Missing => request,
+        let started = Instant::now();
+        let response = loop {
+            let mut request = self
+                .client
+                .post(&self.url)
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+            request = match auth {
+                Auth::Good => request.basic_auth(&self.user, Some(&self.password)),
+                Auth::Wrong => request.basic_auth(&self.user, Some("wrong")),
+                Auth::Missing => request,
+            };
+            match request.send().await {
+                Ok(response) => break response,
+                // Refused, or a pooled keep-alive connection the devnet closed.
+                Err(e) if (e.is_connect() || e.is_request()) && started.elapsed() < WAIT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("HTTP request to {}: {e}", self.url),
+            }
         };
-        let response = request.send().await.expect("HTTP request");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.text().await.expect("HTTP body");
