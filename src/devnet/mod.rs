@@ -75,6 +75,9 @@ pub struct DevnetConfig {
     pub rpc_password: Option<String>,
     /// Wallet seed; random when unset.
     pub wallet_seed: Option<[u8; 32]>,
+    /// How long RPC answers -28 after `devnet_restart` (dogecoind took
+    /// about 75 ms on a small datadir; 200 ms by default).
+    pub warmup: Duration,
 }
 
 impl Default for DevnetConfig {
@@ -87,6 +90,7 @@ impl Default for DevnetConfig {
             rpc_user: None,
             rpc_password: None,
             wallet_seed: None,
+            warmup: Duration::from_millis(200),
         }
     }
 }
@@ -143,7 +147,12 @@ impl Devnet {
             .rpc_password
             .unwrap_or_else(|| hex::encode(random_bytes::<16>()));
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(node, format!("{user}:{password}"), control_tx));
+        let shared = Arc::new(Shared::new(
+            node,
+            format!("{user}:{password}"),
+            config.warmup,
+            control_tx,
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = tokio::spawn(server::serve(shared.clone(), listener, control_rx, shutdown_rx));
         tracing::info!(rpc = %rpc_addr, zmq = publisher.endpoint(), "devnet started");

@@ -34,13 +34,13 @@ use super::node::Node;
 const MAX_BODY: usize = 32 * 1024 * 1024;
 /// How long in-flight requests may take to finish when the listener closes.
 const DRAIN: Duration = Duration::from_secs(2);
-/// The warm-up answers after a restart, with when each one ends
-/// (milliseconds from the listener reopening), in the recorded order.
-const WARMUP: [(u64, &str); 4] = [
-    (20, "Verifying wallet..."),
-    (150, "Loading block index..."),
-    (180, "Verifying blocks..."),
-    (200, "Loading wallet..."),
+/// The warm-up answers after a restart in the recorded order, with when
+/// each one ends (per mille of the warm-up time, 200 ms by default).
+const WARMUP: [(u128, &str); 4] = [
+    (100, "Verifying wallet..."),
+    (750, "Loading block index..."),
+    (900, "Verifying blocks..."),
+    (1000, "Loading wallet..."),
 ];
 
 /// What a control method asks of the listener.
@@ -65,17 +65,24 @@ pub(crate) struct Shared {
     /// `user:password`.
     credentials: String,
     warmup_started: Mutex<Option<Instant>>,
+    warmup: Duration,
     /// True while the listener is closed by a pause or a restart.
     down: AtomicBool,
     control: mpsc::UnboundedSender<Control>,
 }
 
 impl Shared {
-    pub fn new(node: Node, credentials: String, control: mpsc::UnboundedSender<Control>) -> Shared {
+    pub fn new(
+        node: Node,
+        credentials: String,
+        warmup: Duration,
+        control: mpsc::UnboundedSender<Control>,
+    ) -> Shared {
         Shared {
             node: Mutex::new(node),
             credentials,
             warmup_started: Mutex::new(None),
+            warmup,
             down: AtomicBool::new(false),
             control,
         }
@@ -94,8 +101,9 @@ impl Shared {
     /// The -28 message while warming up after a restart.
     pub fn warmup_message(&self) -> Option<&'static str> {
         let mut started = self.warmup_started.lock().unwrap_or_else(|e| e.into_inner());
-        let elapsed = started.as_ref()?.elapsed().as_millis() as u64;
-        match WARMUP.iter().find(|(end, _)| elapsed < *end) {
+        let elapsed = started.as_ref()?.elapsed().as_micros();
+        let total = self.warmup.as_micros().max(1);
+        match WARMUP.iter().find(|(end, _)| elapsed * 1000 < end * total) {
             Some((_, message)) => Some(message),
             None => {
                 *started = None;
