@@ -495,6 +495,37 @@ async fn http_level_behaviour_matches_the_recording() {
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_ports_and_sigterm() {
+    let (rpc_port, zmq_port) = (free_port(), free_port());
+    let devnet = Spawned::start(&[
+        "--rpc-port",
+        &rpc_port.to_string(),
+        "--zmq-port",
+        &zmq_port.to_string(),
+        "--premine",
+        "3",
+        "--require-standard",
+    ]);
+    assert_eq!(devnet.rpc_url, format!("http://127.0.0.1:{rpc_port}"));
+    assert_eq!(devnet.zmq, format!("tcp://127.0.0.1:{zmq_port}"));
+    assert_eq!(devnet.rpc().height().await, 3);
+    let status = devnet.terminate();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", rpc_port)).is_err(),
+        "the port is released"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_towers_rpc_client_reads_the_devnet() {
     let devnet = Spawned::start(&[]);
