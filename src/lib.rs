@@ -7,12 +7,15 @@
 //!   signatures, finalization and signing. Pure functions over `bitcoin` types.
 //! - [`config`] and [`logging`]: the service's configuration file and logs.
 //! - [`cli`]: the command-line front end (`dogetower ...`).
+//! - [`devnet`]: a simulated dogecoind regtest node (JSON-RPC and ZMQ) for
+//!   the demo and the integration tests.
 
 pub mod api;
 pub mod chain;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod devnet;
 pub mod engine;
 pub mod logging;
 pub mod node;

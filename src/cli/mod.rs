@@ -13,6 +13,7 @@ use crate::logging::{self, LogFormat};
 pub mod admin;
 pub mod block;
 pub mod chain;
+pub mod devnet;
 pub mod psbt;
 pub mod run;
 
@@ -60,6 +61,9 @@ pub enum Command {
     /// Manage API tokens (needs --config).
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// Run a simulated dogecoind regtest node (JSON-RPC + ZMQ on loopback)
+    /// for demos and tests; prints its endpoints as one JSON line.
+    Devnet(devnet::DevnetArgs),
 }
 
 /// What every command gets: the configuration, when one was given.
@@ -128,6 +132,7 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Run => run::run(ctx),
         Command::Merchant(command) => admin::merchant(command, ctx),
         Command::Token(command) => admin::token(command, ctx),
+        Command::Devnet(args) => devnet::run(args),
     }
 }
 

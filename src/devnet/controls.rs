@@ -1,0 +1,197 @@
+//! The devnet's test controls: extra JSON-RPC methods a real dogecoind does
+//! not have (all named `devnet_*`). See the module docs of [`crate::devnet`]
+//! and `docs/DEVNET.md`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::json::{obj, Json};
+use super::methods::{parse_address, parse_txid, Params, RpcResult};
+use super::node::{codes, RpcFault};
+use super::publisher::FaultChange;
+use super::server::{Control, Shared};
+
+/// Longest pause or down time a control accepts.
+const MAX_DOWN_SECS: f64 = 3600.0;
+
+fn invalid(message: impl Into<String>) -> RpcFault {
+    RpcFault::new(codes::INVALID_PARAMETER, message)
+}
+
+fn count(params: &Params<'_>, index: usize, default: u32, name: &str) -> Result<u32, RpcFault> {
+    if matches!(params.get(index), None | Some(Value::Null)) {
+        return Ok(default);
+    }
+    u32::try_from(params.int(index)?).map_err(|_| invalid(format!("{name} must not be negative")))
+}
+
+fn flag(params: &Params<'_>, index: usize, default: bool) -> Result<bool, RpcFault> {
+    if matches!(params.get(index), None | Some(Value::Null)) {
+        return Ok(default);
+    }
+    params.bool(index)
+}
+
+fn seconds(params: &Params<'_>, index: usize, default: f64) -> Result<Duration, RpcFault> {
+    let secs = if matches!(params.get(index), None | Some(Value::Null)) {
+        default
+    } else {
+        params.real(index)?
+    };
+    if !(0.0..=MAX_DOWN_SECS).contains(&secs) {
+        return Err(invalid(format!("seconds must be between 0 and {MAX_DOWN_SECS}")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn hashes<T: ToString>(items: Vec<T>) -> Json {
+    Json::Arr(items.into_iter().map(|h| Json::from(h.to_string())).collect())
+}
+
+/// `devnet_mine [nblocks=1] [address]`: mines blocks (to the wallet's P2PK
+/// like `generate`, or to the address) and returns their hashes.
+pub(crate) fn mine(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(0, 2, "devnet_mine ( nblocks address )\nMines nblocks blocks (default 1) to the devnet wallet or to address.")?;
+    let n = count(params, 0, 1, "nblocks")?;
+    let script = match params.get(1) {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(parse_address(params.str(1)?)?.script_pubkey()),
+    };
+    let mut node = shared.node();
+    let script = script.unwrap_or_else(|| node.wallet.p2pk_script());
+    Ok(hashes(node.generate(n, script, false)?))
+}
+
+/// `devnet_reorg depth [new_blocks=depth+1] [drop_txs=false]`: replaces the
+/// top `depth` blocks with a longer fork; returns the fork's hashes.
+pub(crate) fn reorg(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(1, 3, "devnet_reorg depth ( new_blocks drop_txs )\nReplaces the top depth blocks with a longer fork of new_blocks blocks.")?;
+    let depth = count(params, 0, 1, "depth")?;
+    let new_blocks = count(params, 1, depth.saturating_add(1), "new_blocks")?;
+    let drop_txs = flag(params, 2, false)?;
+    Ok(hashes(shared.node().reorg(depth, new_blocks, drop_txs)?))
+}
+
+/// `devnet_fund address koinu [confirm=false]`: a signed wallet payment;
+/// returns `{"txid","vout","hex"}`.
+pub(crate) fn fund(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(
+        2,
+        3,
+        "devnet_fund \"address\" koinu ( confirm )\nPays koinu to address from the devnet wallet.",
+    )?;
+    let address = parse_address(params.str(0)?)?;
+    let koinu = params.int64(1)?;
+    let koinu = u64::try_from(koinu)
+        .ok()
+        .filter(|k| *k > 0)
+        .ok_or_else(|| RpcFault::new(codes::TYPE_ERROR, "Invalid amount"))?;
+    let confirm = flag(params, 2, false)?;
+    let (tx, vout) = shared.node().fund(address.script_pubkey(), koinu, confirm)?;
+    Ok(obj! {
+        "txid" => tx.compute_txid().to_string(),
+        "vout" => vout,
+        "hex" => bitcoin::consensus::encode::serialize_hex(&tx),
+    })
+}
+
+/// `devnet_zmq {"drop_next": n} | {"drop_all": bool} | {"duplicate_next": n}
+/// | {"reorder_next": n}` (several keys at once are fine).
+pub(crate) fn zmq(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(1, 1, "devnet_zmq {\"drop_next\":n|\"drop_all\":bool|\"duplicate_next\":n|\"reorder_next\":n}\nFault injection on the ZMQ publisher.")?;
+    let Some(Value::Object(options)) = params.get(0) else {
+        return Err(RpcFault::new(
+            codes::MISC_ERROR,
+            "JSON value is not an object as expected",
+        ));
+    };
+    let number = |value: &Value, key: &str| {
+        value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| invalid(format!("{key} must be a non-negative integer")))
+    };
+    let mut change = FaultChange::default();
+    for (key, value) in options {
+        match key.as_str() {
+            "drop_next" => change.drop_next = Some(number(value, key)?),
+            "duplicate_next" => change.duplicate_next = Some(number(value, key)?),
+            "reorder_next" => change.reorder_next = Some(number(value, key)?),
+            "drop_all" => {
+                change.drop_all = Some(
+                    value
+                        .as_bool()
+                        .ok_or_else(|| invalid("drop_all must be a boolean"))?,
+                )
+            }
+            other => return Err(invalid(format!("unknown devnet_zmq option {other}"))),
+        }
+    }
+    shared.node().zmq_faults(change);
+    Ok(Json::Null)
+}
+
+/// `devnet_pause_rpc seconds`: the listener closes (connections are
+/// refused) for that long, then reopens on the same port. Answers once closed.
+pub(crate) fn pause_rpc(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(
+        1,
+        1,
+        "devnet_pause_rpc seconds\nCloses the RPC listener for seconds, then reopens it on the same port.",
+    )?;
+    let down = seconds(params, 0, 0.0)?;
+    if !shared.control(|ack| Control::Pause { down, ack }) {
+        return Err(RpcFault::new(
+            codes::INTERNAL_ERROR,
+            "the RPC listener did not respond",
+        ));
+    }
+    Ok(Json::Null)
+}
+
+/// `devnet_restart [seconds_down=1] [keep_mempool=true] [catch_up_blocks=0]`.
+pub(crate) fn restart(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(
+        0,
+        3,
+        "devnet_restart ( seconds_down keep_mempool catch_up_blocks )\nSimulates a node restart.",
+    )?;
+    let down = seconds(params, 0, 1.0)?;
+    let keep_mempool = flag(params, 1, true)?;
+    let catch_up = count(params, 2, 0, "catch_up_blocks")?;
+    let sent = shared.control(|ack| Control::Restart {
+        down,
+        keep_mempool,
+        catch_up,
+        ack,
+    });
+    if !sent {
+        return Err(RpcFault::new(
+            codes::INTERNAL_ERROR,
+            "the RPC listener did not respond",
+        ));
+    }
+    Ok(Json::Null)
+}
+
+/// `devnet_evict txid`: drops the tx and its descendants from the mempool
+/// without any announcement, as expiry would; returns the dropped txids.
+pub(crate) fn evict(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(
+        1,
+        1,
+        "devnet_evict \"txid\"\nDrops a transaction (and its descendants) from the mempool.",
+    )?;
+    let txid = parse_txid(params, 0)?;
+    Ok(hashes(shared.node().evict(&txid)?))
+}
+
+/// `devnet_settime unix`: `setmocktime` (block times follow it; 0 = wall clock).
+pub(crate) fn settime(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(1, 1, "devnet_settime unix\nSets the node clock (0 = wall clock).")?;
+    params.type_check(&["number"])?;
+    let time = params.int64(0)?;
+    shared.node().set_mock_time(time);
+    Ok(Json::Null)
+}
