@@ -1,0 +1,311 @@
+//! Shared harness for the integration tests: the real `dogetower` binary as
+//! a devnet node and as the tower (or one of its tools), talking over
+//! loopback sockets.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::devnet_support::{Rpc, Spawned};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dogetower");
+
+/// A `dogetower devnet` process (see `devnet_support`) and calls on it.
+pub struct DevnetProcess {
+    spawned: Spawned,
+    rpc: Rpc,
+    pub rpc_url: String,
+    pub rpc_user: String,
+    pub rpc_password: String,
+    pub zmq: String,
+}
+
+impl DevnetProcess {
+    pub fn spawn(extra_args: &[&str]) -> DevnetProcess {
+        let spawned = Spawned::start(extra_args);
+        DevnetProcess {
+            rpc: spawned.rpc(),
+            rpc_url: spawned.rpc_url.clone(),
+            rpc_user: spawned.rpc_user.clone(),
+            rpc_password: spawned.rpc_password.clone(),
+            zmq: spawned.zmq.clone(),
+            spawned,
+        }
+    }
+
+    /// One JSON-RPC call that must succeed.
+    pub async fn call(&self, method: &str, params: Value) -> Value {
+        self.rpc.ok(method, params).await
+    }
+
+    /// One JSON-RPC call: the HTTP status and the parsed body (Null when not JSON).
+    pub async fn call_raw(&self, method: &str, params: Value) -> (u16, Value) {
+        let answer = self.rpc.request(method, params, json!(1)).await;
+        (
+            answer.status,
+            serde_json::from_str(&answer.body).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn height(&self) -> u32 {
+        self.rpc.height().await
+    }
+
+    pub async fn hash_at(&self, height: u32) -> String {
+        self.call("getblockhash", json!([height]))
+            .await
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The active chain's hashes from `from` to the tip.
+    pub async fn hashes_from(&self, from: u32) -> Vec<(u32, String)> {
+        let tip = self.height().await;
+        let mut out = Vec::new();
+        for h in from..=tip {
+            out.push((h, self.hash_at(h).await));
+        }
+        out
+    }
+
+    pub async fn mine(&self, blocks: u32) -> Vec<String> {
+        self.rpc.mine(blocks).await
+    }
+
+    /// The `[node]` part of a tower config pointing at this devnet.
+    pub fn node_config(&self, poll_interval_secs: u64, with_zmq: bool) -> String {
+        let mut s = format!(
+            "[node]\nrpc_url = \"{}\"\nrpc_user = \"{}\"\nrpc_password = \"{}\"\npoll_interval_secs = {}\n",
+            self.rpc_url, self.rpc_user, self.rpc_password, poll_interval_secs
+        );
+        if with_zmq {
+            s += &format!(
+                "zmq_rawtx = \"{z}\"\nzmq_rawblock = \"{z}\"\nzmq_hashblock = \"{z}\"\n",
+                z = self.zmq
+            );
+        }
+        s
+    }
+}
+
+/// A temporary directory with a tower config file in it.
+pub struct TowerDir {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl TowerDir {
+    pub fn new(node_config: &str) -> TowerDir {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("dogetower.toml");
+        let text = format!(
+            "network = \"regtest\"\n{node_config}\n[store]\npath = \"dogetower.sqlite\"\n[log]\nlevel = \"warn\"\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        TowerDir { dir, config }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs a dogetower command with this config to completion; returns stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run dogetower");
+        assert!(
+            out.status.success(),
+            "dogetower {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts a long-running dogetower command with this config.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dogetower")
+    }
+
+    /// The store's chain log as (+/-, height, hash) entries.
+    pub fn chain_log(&self) -> Vec<(char, u32, String)> {
+        self.run(&["chain", "log", "--limit", "100000"])
+            .lines()
+            .map(|line| {
+                let v: Value = serde_json::from_str(line).unwrap();
+                let kind = if v["connected"].as_bool().unwrap() {
+                    '+'
+                } else {
+                    '-'
+                };
+                (
+                    kind,
+                    v["height"].as_u64().unwrap() as u32,
+                    v["hash"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
+pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops a child the hard way (SIGKILL): no chance to clean up.
+pub fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A free loopback port (bound and released; the race is acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `dogetower run` on a devnet, with one presigned merchant
+/// ("shop") and its API token.
+pub struct TowerProcess {
+    pub dir: TowerDir,
+    pub child: Child,
+    pub base_url: String,
+    pub metrics_url: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+/// Small margins so the tests reach deadlines in a few dozen blocks.
+pub const TEST_POLICY: &str = "[policy]\nbroadcast_margin_blocks = 10\npayment_margin_blocks = 12\n\
+    min_channel_lifetime_blocks = 20\ndeadline_warning_blocks = 15\nfunding_confirmations = 1\nclose_confirmations = 3\n";
+
+impl TowerProcess {
+    pub async fn start(devnet: &DevnetProcess, payout_address: &str) -> TowerProcess {
+        Self::start_with(devnet, payout_address, "").await
+    }
+
+    /// `extra`: more config (e.g. `[[webhooks]]` tables), appended as is.
+    pub async fn start_with(devnet: &DevnetProcess, payout_address: &str, extra: &str) -> TowerProcess {
+        let (api, metrics) = (free_port(), free_port());
+        let node = devnet.node_config(1, true);
+        let dir = TowerDir::new(&format!(
+            "{node}\n[api]\nlisten = \"127.0.0.1:{api}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{TEST_POLICY}\n{extra}"
+        ));
+        dir.run(&["merchant", "add", "shop", "--payout-address", payout_address]);
+        let token = dir
+            .run(&["token", "create", "shop"])
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string();
+        let child = dir.spawn(&["run"]);
+        let tower = TowerProcess {
+            dir,
+            child,
+            base_url: format!("http://127.0.0.1:{api}"),
+            metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
+            token,
+            http: reqwest::Client::new(),
+        };
+        tower.wait_ready().await;
+        tower
+    }
+
+    pub async fn restart(&mut self) {
+        kill(&mut self.child);
+        self.child = self.dir.spawn(&["run"]);
+        self.wait_ready().await;
+    }
+
+    pub async fn wait_ready(&self) {
+        wait_for("the tower to be ready", Duration::from_secs(60), async || {
+            let r = self
+                .http
+                .get(format!("{}/readyz", self.base_url))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(body), Some(&self.token))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, None, Some(&self.token))
+            .await
+    }
+
+    /// Waits until the tower has processed the block at `height`.
+    pub async fn wait_processed(&self, height: u32) {
+        wait_for(
+            &format!("the tower to process height {height}"),
+            Duration::from_secs(60),
+            async || {
+                let (_, status) = self.get("/v1/status").await;
+                (status["processed_height"].as_u64()? >= u64::from(height)).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for TowerProcess {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}

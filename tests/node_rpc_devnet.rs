@@ -1,0 +1,126 @@
+//! The tower's RPC client against the devnet over a real socket: typed
+//! answers, batches, and every error kind the tower acts on.
+
+mod common;
+mod devnet_support;
+
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use common::{wait_for, DevnetProcess};
+use dogetower::node::{ErrorKind, RpcClient, RpcCredentials, RpcError, RpcSettings};
+use serde_json::json;
+
+fn client(devnet: &DevnetProcess, password: &str) -> RpcClient {
+    RpcClient::new(&RpcSettings {
+        url: devnet.rpc_url.clone(),
+        auth: RpcCredentials::UserPass {
+            user: devnet.rpc_user.clone(),
+            password: password.to_string(),
+        },
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn typed_answers_and_batches() {
+    let devnet = DevnetProcess::spawn(&[]);
+    let rpc = client(&devnet, &devnet.rpc_password);
+    let info = rpc.get_blockchain_info().await.unwrap();
+    assert_eq!(info.chain, "regtest");
+    let tip = rpc.get_best_block_hash().await.unwrap();
+    assert_eq!(info.bestblockhash, tip);
+    let header = rpc.get_block_header(&tip).await.unwrap();
+    assert_eq!(header.height, info.blocks);
+
+    let heights: Vec<u32> = (1..=info.blocks).collect();
+    let hashes = rpc.get_block_hashes(&heights).await.unwrap();
+    assert_eq!(hashes.last(), Some(&tip));
+    let blocks = rpc.get_blocks(&hashes[hashes.len() - 5..]).await.unwrap();
+    for (block, hash) in blocks.iter().zip(&hashes[hashes.len() - 5..]) {
+        assert_eq!(block.block_hash(), *hash);
+        assert!(block.check_merkle_root());
+    }
+    let headers = rpc.get_block_headers(&hashes[..3]).await.unwrap();
+    assert_eq!(
+        headers.iter().map(|h| h.height).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+
+    // An AuxPoW block from the devnet decodes like the recorded one.
+    let auxpow = devnet.call("generate", json!([1, 1000000, true])).await;
+    let hash = auxpow[0].as_str().unwrap().parse().unwrap();
+    let block = rpc.get_block(&hash).await.unwrap();
+    assert!(block.is_auxpow());
+    block.auxpow.as_ref().unwrap().check(hash, 0x62, true).unwrap();
+}
+
+#[tokio::test]
+async fn errors_are_sorted_into_kinds() {
+    let devnet = DevnetProcess::spawn(&[]);
+    let rpc = client(&devnet, &devnet.rpc_password);
+
+    let wrong = client(&devnet, "not the password");
+    assert_eq!(
+        wrong.get_best_block_hash().await.unwrap_err(),
+        RpcError::Unauthorized
+    );
+
+    let err = rpc
+        .call::<serde_json::Value>("testmempoolaccept", vec![json!([])])
+        .await
+        .unwrap_err();
+    assert_eq!(err, RpcError::MethodNotFound("testmempoolaccept".into()));
+
+    let err = rpc.get_block_hash(999_999).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidParameter);
+    let err = rpc
+        .get_block(&bitcoin::BlockHash::from_byte_array([7; 32]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    // A transaction spending an output that does not exist.
+    let tx: bitcoin::Transaction = bitcoin::consensus::deserialize(
+        &hex::decode(include_str!("fixtures/tx/mainnet_coinbase_250000_seq0_15aedd0a.hex").trim()).unwrap(),
+    )
+    .unwrap();
+    let mut spend = tx.clone();
+    spend.input[0].previous_output = bitcoin::OutPoint::new(tx.compute_txid(), 0);
+    let err = rpc.send_raw_transaction(&spend).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MissingInputs, "{err}");
+}
+
+#[tokio::test]
+async fn outages_are_transient() {
+    let devnet = DevnetProcess::spawn(&[]);
+    let rpc = client(&devnet, &devnet.rpc_password);
+    devnet.call("devnet_pause_rpc", json!([2])).await;
+    let err = rpc.get_best_block_hash().await.unwrap_err();
+    assert!(matches!(err, RpcError::Unreachable(_)), "{err:?}");
+    assert!(err.is_transient());
+    wait_for("RPC to come back", Duration::from_secs(20), async || {
+        rpc.get_best_block_hash().await.ok()
+    })
+    .await;
+
+    devnet.call("devnet_restart", json!([0])).await;
+    // Right after a restart the node answers -28 for a moment (200 ms on the devnet).
+    let started = std::time::Instant::now();
+    let message = loop {
+        match rpc.get_best_block_hash().await {
+            Err(RpcError::WarmingUp(message)) => break message,
+            Err(RpcError::Unreachable(_)) => {}
+            other => panic!("expected a warm-up answer first, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no warm-up answer");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(message.ends_with("..."), "{message}");
+    assert!(RpcError::WarmingUp(message).is_transient());
+    wait_for("RPC after the restart", Duration::from_secs(20), async || {
+        rpc.get_best_block_hash().await.ok()
+    })
+    .await;
+}
