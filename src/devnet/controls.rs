@@ -73,13 +73,13 @@ pub(crate) fn reorg(shared: &Shared, params: &Params<'_>) -> RpcResult {
     Ok(hashes(shared.node().reorg(depth, new_blocks, drop_txs)?))
 }
 
-/// `devnet_fund address koinu [confirm=false]`: a signed wallet payment;
-/// returns `{"txid","vout","hex"}`.
+/// `devnet_fund address koinu [confirm=false] [rbf=false]`: a signed wallet
+/// payment (BIP125-replaceable with `rbf`); returns `{"txid","vout","hex"}`.
 pub(crate) fn fund(shared: &Shared, params: &Params<'_>) -> RpcResult {
     params.arity(
         2,
-        3,
-        "devnet_fund \"address\" koinu ( confirm )\nPays koinu to address from the devnet wallet.",
+        4,
+        "devnet_fund \"address\" koinu ( confirm rbf )\nPays koinu to address from the devnet wallet.",
     )?;
     let address = parse_address(params.str(0)?)?;
     let koinu = params.int64(1)?;
@@ -88,7 +88,8 @@ pub(crate) fn fund(shared: &Shared, params: &Params<'_>) -> RpcResult {
         .filter(|k| *k > 0)
         .ok_or_else(|| RpcFault::new(codes::TYPE_ERROR, "Invalid amount"))?;
     let confirm = flag(params, 2, false)?;
-    let (tx, vout) = shared.node().fund(address.script_pubkey(), koinu, confirm)?;
+    let rbf = flag(params, 3, false)?;
+    let (tx, vout) = shared.node().fund(address.script_pubkey(), koinu, confirm, rbf)?;
     Ok(obj! {
         "txid" => tx.compute_txid().to_string(),
         "vout" => vout,
@@ -185,6 +186,22 @@ pub(crate) fn evict(shared: &Shared, params: &Params<'_>) -> RpcResult {
     )?;
     let txid = parse_txid(params, 0)?;
     Ok(hashes(shared.node().evict(&txid)?))
+}
+
+/// `devnet_double_spend txid`: replaces a replaceable wallet transaction in
+/// the mempool by a conflicting one paying the wallet; returns `{"txid","hex"}`.
+pub(crate) fn double_spend(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(
+        1,
+        1,
+        "devnet_double_spend \"txid\"\nReplaces a BIP125-replaceable wallet transaction by a conflicting one.",
+    )?;
+    let txid = parse_txid(params, 0)?;
+    let tx = shared.node().double_spend(&txid)?;
+    Ok(obj! {
+        "txid" => tx.compute_txid().to_string(),
+        "hex" => bitcoin::consensus::encode::serialize_hex(&tx),
+    })
 }
 
 /// `devnet_settime unix`: `setmocktime` (block times follow it; 0 = wall clock).

@@ -83,7 +83,12 @@ pub(crate) const METHODS: &[Method] = &[
         &["depth", "new_blocks", "drop_txs"],
         controls::reorg,
     ),
-    m("devnet_fund", &["address", "koinu", "confirm"], controls::fund),
+    m(
+        "devnet_fund",
+        &["address", "koinu", "confirm", "rbf"],
+        controls::fund,
+    ),
+    m("devnet_double_spend", &["txid"], controls::double_spend),
     m("devnet_zmq", &["options"], controls::zmq),
     m("devnet_pause_rpc", &["seconds"], controls::pause_rpc),
     m(

@@ -332,12 +332,19 @@ impl Node {
     }
 
     /// `devnet_fund`: a signed wallet payment of `koinu` to `to`, accepted
-    /// into the mempool (and announced); mined at once with `confirm`.
-    pub fn fund(&mut self, to: ScriptBuf, koinu: u64, confirm: bool) -> Result<(Transaction, u32), RpcFault> {
+    /// into the mempool (and announced); mined at once with `confirm`;
+    /// signalling BIP125 replaceability with `rbf`.
+    pub fn fund(
+        &mut self,
+        to: ScriptBuf,
+        koinu: u64,
+        confirm: bool,
+        rbf: bool,
+    ) -> Result<(Transaction, u32), RpcFault> {
         let coins = self.wallet_coins();
         let (tx, vout) = self
             .wallet
-            .pay(&coins, to, koinu, self.chain.height())
+            .pay(&coins, to, koinu, self.chain.height(), rbf)
             .map_err(|e| match e {
                 WalletError::InsufficientFunds => {
                     RpcFault::new(codes::WALLET_INSUFFICIENT_FUNDS, e.to_string())
@@ -351,6 +358,62 @@ impl Node {
             self.generate(1, script, false)?;
         }
         Ok((tx, vout))
+    }
+
+    /// `devnet_double_spend`: replaces a wallet transaction in the mempool by
+    /// one that spends the same inputs back to the wallet with 0.01 DOGE more
+    /// fee, through the ordinary acceptance rules (so the original must
+    /// signal BIP125 replaceability, as a payer's double spend would).
+    pub fn double_spend(&mut self, txid: &Txid) -> Result<Transaction, RpcFault> {
+        let original = self
+            .mempool
+            .get(txid)
+            .map(|e| e.tx.clone())
+            .ok_or_else(|| RpcFault::new(codes::INVALID_ADDRESS_OR_KEY, "Transaction not in mempool"))?;
+        let spent: Vec<bitcoin::TxOut> = original
+            .input
+            .iter()
+            .map(|i| {
+                self.chain.utxo(&i.previous_output).cloned().or_else(|| {
+                    self.mempool
+                        .get(&i.previous_output.txid)
+                        .and_then(|e| e.tx.output.get(i.previous_output.vout as usize).cloned())
+                })
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| RpcFault::new(codes::MISC_ERROR, "an input of the transaction is unknown"))?;
+        if !spent.iter().all(|o| self.wallet.owns(&o.script_pubkey)) {
+            return Err(RpcFault::new(
+                codes::WALLET_ERROR,
+                "not a devnet wallet transaction",
+            ));
+        }
+        let total: u64 = spent.iter().map(|o| o.value.to_sat()).sum();
+        let paid: u64 = original.output.iter().map(|o| o.value.to_sat()).sum();
+        let fee = total.saturating_sub(paid) + 1_000_000;
+        let mut tx = Transaction {
+            version: bitcoin::transaction::Version::ONE,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: original
+                .input
+                .iter()
+                .map(|i| bitcoin::TxIn {
+                    previous_output: i.previous_output,
+                    script_sig: ScriptBuf::new(),
+                    sequence: bitcoin::Sequence::MAX,
+                    witness: bitcoin::Witness::new(),
+                })
+                .collect(),
+            output: vec![bitcoin::TxOut {
+                value: bitcoin::Amount::from_sat(total.saturating_sub(fee)),
+                script_pubkey: self.wallet.p2pkh_script(),
+            }],
+        };
+        self.wallet
+            .sign(&mut tx, &spent)
+            .map_err(|e| RpcFault::new(codes::WALLET_ERROR, e.to_string()))?;
+        self.accept(&tx, Some(MAX_TX_FEE), true)?;
+        Ok(tx)
     }
 
     // ---- blocks ----
@@ -697,7 +760,7 @@ mod tests {
     use crate::devnet::publisher::Topic;
     use bitcoin::absolute::LockTime;
     use bitcoin::hashes::Hash;
-    use bitcoin::{Amount, OutPoint, Sequence, TxIn, TxOut, Witness};
+    use bitcoin::{Amount, OutPoint, Sequence, TxIn, Witness};
 
     type Log = crate::devnet::publisher::MessageLog;
 
@@ -762,7 +825,7 @@ mod tests {
                 sequence: Sequence(sequence),
                 witness: Witness::new(),
             }],
-            output: vec![TxOut {
+            output: vec![bitcoin::TxOut {
                 value: Amount::from_sat(coin.output.value.to_sat() - fee),
                 script_pubkey: script,
             }],
@@ -986,18 +1049,34 @@ mod tests {
     fn funding_pays_and_confirms() {
         let (mut node, _log) = node(70);
         let to = ScriptBuf::new_p2sh(&bitcoin::ScriptHash::all_zeros());
-        let (tx, vout) = node.fund(to.clone(), 5 * 100_000_000, false).unwrap();
+        let (tx, vout) = node.fund(to.clone(), 5 * 100_000_000, false, false).unwrap();
         assert_eq!(tx.output[vout as usize].script_pubkey, to);
         assert!(node.mempool.contains(&tx.compute_txid()));
-        let (tx2, _) = node.fund(to, 7 * 100_000_000, true).unwrap();
+        let (tx2, _) = node.fund(to, 7 * 100_000_000, true, false).unwrap();
         assert_eq!(node.chain.height(), 71);
         assert!(node.chain.coins(&tx.compute_txid()).is_some());
         assert!(node.chain.coins(&tx2.compute_txid()).is_some());
         assert_eq!(
-            node.fund(ScriptBuf::new(), 1_000_000_000 * 100_000_000, false)
+            node.fund(ScriptBuf::new(), 1_000_000_000 * 100_000_000, false, false)
                 .unwrap_err()
                 .code,
             codes::WALLET_INSUFFICIENT_FUNDS
         );
+    }
+
+    #[test]
+    fn double_spend_replaces_a_replaceable_wallet_payment() {
+        let (mut node, _log) = node(70);
+        let to = ScriptBuf::new_p2sh(&bitcoin::ScriptHash::all_zeros());
+        let (plain, _) = node.fund(to.clone(), 5 * 100_000_000, false, false).unwrap();
+        // Without the BIP125 signal the node refuses the conflict.
+        let err = node.double_spend(&plain.compute_txid()).unwrap_err();
+        assert!(err.message.contains("txn-mempool-conflict"), "{err:?}");
+        let (rbf, _) = node.fund(to, 5 * 100_000_000, false, true).unwrap();
+        assert!(rbf.input.iter().all(|i| i.sequence.0 == 0xffff_fffd));
+        let replacement = node.double_spend(&rbf.compute_txid()).unwrap();
+        assert!(!node.mempool.contains(&rbf.compute_txid()));
+        assert!(node.mempool.contains(&replacement.compute_txid()));
+        assert_eq!(replacement.input[0].previous_output, rbf.input[0].previous_output);
     }
 }

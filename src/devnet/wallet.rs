@@ -101,14 +101,21 @@ impl Wallet {
     /// A signed payment of `amount` koinu to `to`, from `coins` (confirmed
     /// ones first), change back to the wallet. nLockTime is the current
     /// height and nSequence 0xfffffffe, as dogecoind's wallet does
-    /// (anti-fee-sniping, no RBF). Returns the tx and the payment's vout.
+    /// (anti-fee-sniping, no RBF), or 0xfffffffd with `rbf` (BIP125 opt-in).
+    /// Returns the tx and the payment's vout.
     pub fn pay(
         &self,
         coins: &[WalletCoin],
         to: ScriptBuf,
         amount: u64,
         height: u32,
+        rbf: bool,
     ) -> Result<(Transaction, u32), WalletError> {
+        let sequence = if rbf {
+            Sequence::ENABLE_RBF_NO_LOCKTIME
+        } else {
+            Sequence::ENABLE_LOCKTIME_NO_RBF
+        };
         if amount == 0 {
             return Err(WalletError::InvalidAmount);
         }
@@ -158,7 +165,7 @@ impl Wallet {
                     .map(|c| TxIn {
                         previous_output: c.outpoint,
                         script_sig: ScriptBuf::new(),
-                        sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
+                        sequence,
                         witness: Witness::new(),
                     })
                     .collect(),
@@ -231,7 +238,9 @@ mod tests {
             coin(2, 500_000 * 100_000_000, wallet.p2pkh_script(), false),
         ];
         let to = ScriptBuf::new_p2sh(&bitcoin::ScriptHash::all_zeros());
-        let (tx, vout) = wallet.pay(&coins, to.clone(), 10 * 100_000_000, 77).unwrap();
+        let (tx, vout) = wallet
+            .pay(&coins, to.clone(), 10 * 100_000_000, 77, false)
+            .unwrap();
         assert_eq!(vout, 0);
         assert_eq!(tx.output[0].script_pubkey, to);
         assert_eq!(tx.lock_time.to_consensus_u32(), 77);
@@ -249,7 +258,7 @@ mod tests {
         )
         .unwrap();
 
-        let (big, _) = wallet.pay(&coins, to, 60 * 100_000_000, 77).unwrap();
+        let (big, _) = wallet.pay(&coins, to, 60 * 100_000_000, 77, false).unwrap();
         assert_eq!(big.input.len(), 2);
         let bytes = bitcoin::consensus::serialize(&big);
         for (i, c) in coins.iter().enumerate() {
@@ -268,7 +277,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("coin {i}: {e}"));
         }
         assert_eq!(
-            wallet.pay(&coins, ScriptBuf::new(), 10_000_000 * 100_000_000, 1),
+            wallet.pay(&coins, ScriptBuf::new(), 10_000_000 * 100_000_000, 1, false),
             Err(WalletError::InsufficientFunds)
         );
     }

@@ -69,14 +69,31 @@ impl Store {
 
     fn init(conn: Connection) -> Result<Store> {
         conn.busy_timeout(Duration::from_secs(10))?;
+        let mut store = Store { conn };
+        // Switching a new file to WAL needs an exclusive lock for which SQLite
+        // does not wait; when several processes create the store at once,
+        // the losers retry.
+        let mut attempts = 0;
+        loop {
+            match store.prepare() {
+                Err(StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 100 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other.map(|()| store),
+            }
+        }
+    }
+
+    fn prepare(&mut self) -> Result<()> {
         // WAL lets readers (API, CLI) run beside the one writer; FULL makes
         // every commit durable before it returns.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Store { conn };
-        store.migrate()?;
-        Ok(store)
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        self.migrate()
     }
 
     /// The schema version now in the file.

@@ -1,0 +1,379 @@
+//! The tower (`dogetower run`, the real binary) on the devnet over real
+//! sockets, driven through its HTTP API: the whole channel lifecycle, closes
+//! re-sent after a reorg or a mempool eviction, a funding double spend, a
+//! refund, a SIGKILL between broadcast and confirmation, and fifty channels
+//! closing in one block. Every close is checked with libbitcoinconsensus.
+
+mod common;
+mod devnet_support;
+
+use std::time::Duration;
+
+use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
+use bitcoin::{Amount, PublicKey, ScriptBuf, Transaction, TxOut};
+use common::{kill, wait_for, DevnetProcess, TowerProcess};
+use dogetower::chain::{Address, Network};
+use dogetower::channel::payer::{countersign, Funding, Payer};
+use dogetower::channel::psbt::encode_base64;
+use dogetower::channel::{verify_spend, ChannelScript, Locktime};
+use serde_json::{json, Value};
+
+const CAPACITY: u64 = 10 * 100_000_000;
+const FEE: u64 = 1_000_000;
+
+/// A payer with a funded channel to the test's merchant key.
+struct Channel {
+    payer: Payer,
+    merchant: SecretKey,
+    script: ChannelScript,
+    funding: Vec<Funding>,
+    payout: ScriptBuf,
+    id: String,
+}
+
+impl Channel {
+    async fn open(devnet: &DevnetProcess, merchant: &SecretKey, payout: &Address, locktime: u32) -> Channel {
+        let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
+        let merchant_pub = PublicKey::new(merchant.public_key(&Secp256k1::new()));
+        let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
+        let id = script.address(Network::Regtest).to_string();
+        let funded = devnet.call("devnet_fund", json!([id, CAPACITY])).await;
+        let tx: Transaction =
+            bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
+        let funding = vec![Funding {
+            tx,
+            vout: funded["vout"].as_u64().unwrap() as u32,
+        }];
+        Channel {
+            payer,
+            merchant: *merchant,
+            script,
+            funding,
+            payout: payout.script_pubkey(),
+            id,
+        }
+    }
+
+    fn announcement(&self) -> String {
+        encode_base64(&self.payer.announcement(&self.script, &self.funding, None))
+    }
+
+    fn payment(&self, amount: u64) -> String {
+        let outputs = vec![
+            TxOut {
+                value: Amount::from_sat(amount),
+                script_pubkey: self.payout.clone(),
+            },
+            TxOut {
+                value: Amount::from_sat(CAPACITY - amount - FEE),
+                script_pubkey: ScriptBuf::new_p2pkh(&self.payer.public_key().pubkey_hash()),
+            },
+        ];
+        let mut psbt = self.payer.payment(&self.script, &self.funding, outputs);
+        countersign(&mut psbt, &self.script, &self.merchant);
+        encode_base64(&psbt)
+    }
+
+    /// Checks `tx` spends this channel's funding and passes libbitcoinconsensus.
+    fn verify_close(&self, tx: &Transaction) {
+        let spent = |o: &bitcoin::OutPoint| {
+            self.funding
+                .iter()
+                .find(|f| f.outpoint() == *o)
+                .map(|f| f.output().clone())
+        };
+        verify_spend(tx, spent).expect("the close passes the script interpreter");
+    }
+}
+
+struct World {
+    devnet: DevnetProcess,
+    tower: TowerProcess,
+    merchant: SecretKey,
+    payout: Address,
+}
+
+impl World {
+    async fn start() -> World {
+        let devnet = DevnetProcess::spawn(&[]);
+        let merchant = SecretKey::new(&mut rand::thread_rng());
+        let payout = Address::p2pkh(
+            Network::Regtest,
+            &PublicKey::new(merchant.public_key(&Secp256k1::new())),
+        );
+        let tower = TowerProcess::start(&devnet, &payout.to_string()).await;
+        World {
+            devnet,
+            tower,
+            merchant,
+            payout,
+        }
+    }
+
+    async fn channel(&self, blocks_to_locktime: u32) -> Channel {
+        let locktime = self.devnet.height().await + blocks_to_locktime;
+        Channel::open(&self.devnet, &self.merchant, &self.payout, locktime).await
+    }
+
+    async fn register(&self, channel: &Channel) -> Value {
+        let (status, body) = self
+            .tower
+            .post("/v1/channels", json!({"psbt": channel.announcement()}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    async fn pay(&self, channel: &Channel, amount: u64) -> Value {
+        let (status, body) = self
+            .tower
+            .post(
+                &format!("/v1/channels/{}/payments", channel.id),
+                json!({"psbt": channel.payment(amount)}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn state(&self, channel: &Channel) -> Value {
+        let (status, body) = self.tower.get(&format!("/v1/channels/{}", channel.id)).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn wait_state(&self, channel: &Channel, state: &str) -> Value {
+        wait_for(
+            &format!("channel {} to be {state}", channel.id),
+            Duration::from_secs(60),
+            async || {
+                let body = self.state(channel).await;
+                (body["state"] == state).then_some(body)
+            },
+        )
+        .await
+    }
+
+    /// Mines until the tower has processed `height`.
+    async fn mine_to(&self, height: u32) {
+        let now = self.devnet.height().await;
+        if height > now {
+            self.devnet.mine(height - now).await;
+        }
+        self.tower.wait_processed(height).await;
+    }
+
+    /// The tower's close for `channel`, once the node has it in its mempool.
+    async fn close_in_mempool(&self, channel: &Channel) -> Transaction {
+        let funding = channel.funding[0].outpoint();
+        wait_for(
+            "the close in the node's mempool",
+            Duration::from_secs(60),
+            async || {
+                let txids = self.devnet.call("getrawmempool", json!([])).await;
+                for txid in txids.as_array().unwrap() {
+                    let hex = self.devnet.call("getrawtransaction", json!([txid])).await;
+                    let tx: Transaction =
+                        bitcoin::consensus::deserialize(&hex::decode(hex.as_str().unwrap()).unwrap())
+                            .unwrap();
+                    if tx.input.iter().any(|i| i.previous_output == funding) {
+                        return Some(tx);
+                    }
+                }
+                None
+            },
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn registered_paid_closed_at_the_broadcast_height() {
+    let w = World::start().await;
+    let ch = w.channel(60).await;
+    let registered = w.register(&ch).await;
+    assert_eq!(registered["state"], "pending_funding");
+    let broadcast_height = registered["deadline_height"].as_u64().unwrap() as u32;
+    w.devnet.mine(1).await;
+    w.wait_state(&ch, "open").await;
+    for (i, amount) in [100_000_000, 250_000_000, 400_000_000].into_iter().enumerate() {
+        let reply = w.pay(&ch, amount).await;
+        assert_eq!(reply["sequence"], i as u64 + 1);
+        assert_eq!(reply["merchant_amount"], amount);
+    }
+    w.mine_to(broadcast_height - 1).await;
+    assert_eq!(
+        w.state(&ch).await["state"],
+        "open",
+        "nothing sent before the broadcast height"
+    );
+    w.mine_to(broadcast_height).await;
+    let close = w.close_in_mempool(&ch).await;
+    ch.verify_close(&close);
+    assert_eq!(close.output[0].value.to_sat(), 400_000_000);
+    assert_eq!(close.output[0].script_pubkey, ch.payout);
+    w.devnet.mine(6).await;
+    let closed = w.wait_state(&ch, "closed").await;
+    assert_eq!(closed["close_txid"], close.compute_txid().to_string());
+}
+
+#[tokio::test]
+async fn close_resent_after_a_reorg_and_after_mempool_eviction() {
+    let w = World::start().await;
+    let ch = w.channel(40).await;
+    w.register(&ch).await;
+    w.devnet.mine(1).await;
+    w.wait_state(&ch, "open").await;
+    w.pay(&ch, 100_000_000).await;
+    let (_, body) = w
+        .tower
+        .post(&format!("/v1/channels/{}/close", ch.id), json!({}))
+        .await;
+    assert_eq!(body["state"], "closing");
+
+    // The node forgets it (mempool expiry): the next block sends it again.
+    let close = w.close_in_mempool(&ch).await;
+    w.devnet
+        .call("devnet_evict", json!([close.compute_txid().to_string()]))
+        .await;
+    w.devnet.mine(1).await;
+    let again = w.close_in_mempool(&ch).await;
+    assert_eq!(again.compute_txid(), close.compute_txid());
+
+    // Mined, then a reorg drops the block and its transactions: sent again.
+    w.devnet.mine(1).await;
+    let height = w.devnet.height().await;
+    w.tower.wait_processed(height).await;
+    w.devnet.call("devnet_reorg", json!([1, 2, true])).await;
+    // The new blocks do not hold it; the tower sends it again as they connect.
+    let resent = w.close_in_mempool(&ch).await;
+    ch.verify_close(&resent);
+    w.devnet.mine(6).await;
+    w.wait_state(&ch, "closed").await;
+}
+
+#[tokio::test]
+async fn tower_killed_between_broadcast_and_confirmation_still_closes() {
+    let mut w = World::start().await;
+    let ch = w.channel(40).await;
+    w.register(&ch).await;
+    w.devnet.mine(1).await;
+    w.wait_state(&ch, "open").await;
+    w.pay(&ch, 300_000_000).await;
+    w.tower
+        .post(&format!("/v1/channels/{}/close", ch.id), json!({}))
+        .await;
+    let close = w.close_in_mempool(&ch).await;
+    kill(&mut w.tower.child);
+    w.devnet
+        .call("devnet_evict", json!([close.compute_txid().to_string()]))
+        .await;
+    w.devnet.mine(2).await;
+    // Back up, the tower catches up on the two blocks and sends the close again.
+    w.tower.restart().await;
+    let again = w.close_in_mempool(&ch).await;
+    ch.verify_close(&again);
+    w.devnet.mine(6).await;
+    w.wait_state(&ch, "closed").await;
+}
+
+#[tokio::test]
+async fn refund_after_the_deadline_is_classified_refunded() {
+    let w = World::start().await;
+    let ch = w.channel(200).await;
+    w.register(&ch).await;
+    w.devnet.mine(1).await;
+    w.wait_state(&ch, "open").await;
+    // No payment: the tower has nothing to close with; the payer takes the coins back.
+    let locktime = ch.script.locktime.to_consensus();
+    w.mine_to(locktime).await;
+    let refund = ch.payer.refund(&ch.script, &ch.funding, ch.payout.clone(), FEE);
+    ch.verify_close(&refund);
+    w.devnet
+        .call(
+            "sendrawtransaction",
+            json!([bitcoin::consensus::encode::serialize_hex(&refund)]),
+        )
+        .await;
+    w.devnet.mine(1).await;
+    w.wait_state(&ch, "refunded").await;
+}
+
+#[tokio::test]
+async fn fifty_channels_with_one_deadline_close_in_one_block() {
+    let w = World::start().await;
+    let locktime = w.devnet.height().await + 80;
+    let mut channels = Vec::new();
+    for _ in 0..50 {
+        channels.push(Channel::open(&w.devnet, &w.merchant, &w.payout, locktime).await);
+    }
+    w.devnet.mine(1).await;
+    let mut broadcast_height = 0;
+    for ch in &channels {
+        broadcast_height = w.register(ch).await["deadline_height"].as_u64().unwrap() as u32;
+        w.pay(ch, 50_000_000).await;
+    }
+    w.mine_to(broadcast_height).await;
+    for ch in &channels {
+        ch.verify_close(&w.close_in_mempool(ch).await);
+    }
+    let block = w.devnet.mine(1).await.remove(0);
+    let mined = w.devnet.call("getblock", json!([block, 1])).await;
+    assert!(
+        mined["tx"].as_array().unwrap().len() > 50,
+        "all fifty closes in one block"
+    );
+    w.devnet.mine(6).await;
+    for ch in &channels {
+        w.wait_state(ch, "closed").await;
+    }
+}
+
+#[tokio::test]
+async fn funding_double_spend_is_detected_from_the_mempool() {
+    let w = World::start().await;
+    let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
+    let merchant_pub = PublicKey::new(w.merchant.public_key(&Secp256k1::new()));
+    let locktime = w.devnet.height().await + 60;
+    let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
+    let id = script.address(Network::Regtest).to_string();
+    // A replaceable funding, as a payer planning a double spend would make it.
+    let funded = w
+        .devnet
+        .call("devnet_fund", json!([id, CAPACITY, false, true]))
+        .await;
+    let tx: Transaction =
+        bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
+    let ch = Channel {
+        payer,
+        merchant: w.merchant,
+        script,
+        funding: vec![Funding {
+            tx: tx.clone(),
+            vout: funded["vout"].as_u64().unwrap() as u32,
+        }],
+        payout: w.payout.script_pubkey(),
+        id,
+    };
+    let registered = w.register(&ch).await;
+    assert_eq!(registered["funding"][0]["status"], "mempool");
+    w.devnet
+        .call("devnet_double_spend", json!([tx.compute_txid().to_string()]))
+        .await;
+    let body = wait_for(
+        "funding.double_spent to show",
+        Duration::from_secs(30),
+        async || {
+            let body = w.state(&ch).await;
+            (body["funding"][0]["status"] == "double_spent").then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(
+        body["state"], "pending_funding",
+        "a mempool double spend may still lose"
+    );
+    // Once the double spend is mined the channel can never be funded.
+    w.devnet.mine(1).await;
+    w.wait_state(&ch, "failed").await;
+}
