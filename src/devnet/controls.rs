@@ -176,6 +176,19 @@ pub(crate) fn restart(shared: &Shared, params: &Params<'_>) -> RpcResult {
     Ok(Json::Null)
 }
 
+/// `devnet_rpc_delay milliseconds`: every later RPC answer waits this long
+/// first (a slow or loaded node); 0 turns it off.
+pub(crate) fn rpc_delay(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(
+        1,
+        1,
+        "devnet_rpc_delay milliseconds\nDelays every RPC answer (0 = off).",
+    )?;
+    let ms = count(params, 0, 0, "milliseconds")?;
+    shared.set_delay(std::time::Duration::from_millis(u64::from(ms)));
+    Ok(Json::Null)
+}
+
 /// `devnet_evict txid`: drops the tx and its descendants from the mempool
 /// without any announcement, as expiry would; returns the dropped txids.
 pub(crate) fn evict(shared: &Shared, params: &Params<'_>) -> RpcResult {

@@ -97,6 +97,7 @@ pub(crate) const METHODS: &[Method] = &[
         controls::restart,
     ),
     m("devnet_evict", &["txid"], controls::evict),
+    m("devnet_rpc_delay", &["milliseconds"], controls::rpc_delay),
     m("devnet_settime", &["timestamp"], controls::settime),
 ];
 

@@ -784,7 +784,7 @@ mod tests {
         let out = log
             .iter()
             .filter(|(t, _)| matches!(t, Topic::HashTx | Topic::HashBlock))
-            .map(|(t, b)| (t.name(), hex::encode(b)))
+            .map(|(t, b)| (t.as_str(), hex::encode(b)))
             .collect();
         log.clear();
         out

@@ -19,37 +19,11 @@ use bitcoin::hashes::Hash;
 use bitcoin::Transaction;
 
 use crate::chain::block::DogeBlock;
+/// The topics are dogecoind's, the same the tower subscribes to.
+pub use crate::node::zmq::Topic;
 
 /// How long reordered messages wait for the rest of their batch.
 const REORDER_FLUSH: Duration = Duration::from_millis(500);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Topic {
-    HashTx,
-    RawTx,
-    HashBlock,
-    RawBlock,
-}
-
-impl Topic {
-    pub fn name(self) -> &'static str {
-        match self {
-            Topic::HashTx => "hashtx",
-            Topic::RawTx => "rawtx",
-            Topic::HashBlock => "hashblock",
-            Topic::RawBlock => "rawblock",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Topic::HashTx => 0,
-            Topic::RawTx => 1,
-            Topic::HashBlock => 2,
-            Topic::RawBlock => 3,
-        }
-    }
-}
 
 /// The fault injection in force (`devnet_zmq`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -253,12 +227,12 @@ struct State {
 impl State {
     fn send(&self, message: &Message) {
         let frames: [&[u8]; 3] = [
-            message.topic.name().as_bytes(),
+            message.topic.as_str().as_bytes(),
             &message.body,
             &message.seq.to_le_bytes(),
         ];
         if let Err(e) = self.socket.send_multipart(frames, 0) {
-            tracing::warn!(topic = message.topic.name(), error = %e, "devnet ZMQ send failed");
+            tracing::warn!(topic = message.topic.as_str(), error = %e, "devnet ZMQ send failed");
         }
     }
 

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     warmup: Duration,
     /// True while the listener is closed by a pause or a restart.
     down: AtomicBool,
+    /// Added to every answer (`devnet_rpc_delay`): a slow or loaded node.
+    delay_ms: std::sync::atomic::AtomicU64,
     control: mpsc::UnboundedSender<Control>,
 }
 
@@ -84,8 +86,18 @@ impl Shared {
             warmup_started: Mutex::new(None),
             warmup,
             down: AtomicBool::new(false),
+            delay_ms: std::sync::atomic::AtomicU64::new(0),
             control,
         }
+    }
+
+    /// Sets the latency added to every RPC answer.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))
     }
 
     /// The node, even if a panicking request poisoned the lock.
@@ -179,6 +191,10 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(response(StatusCode::BAD_REQUEST, HTML, Vec::new())),
     };
+    let delay = shared.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let answer = tokio::task::spawn_blocking(move || methods::handle_body(&shared, &body)).await;
     Ok(match answer {
         Ok((status, mut text)) => {

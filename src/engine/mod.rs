@@ -14,7 +14,6 @@ pub mod channel;
 pub mod event;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 use bitcoin::{OutPoint, Transaction, Txid};
 use serde_json::json;
@@ -23,6 +22,7 @@ pub use channel::{ChannelState, CloseState, FundingOutputState, FundingStatus, T
 pub use event::{Event, EventKind};
 
 use crate::chain::block::DogeBlock;
+use crate::chain::follower::ChainEvent;
 use crate::chain::headers::HeaderRecord;
 use crate::channel::{classify_spend, ChainView, ChannelPolicy, Locktime, SpendKind};
 use crate::node::ErrorKind;
@@ -50,17 +50,8 @@ impl Default for EngineSettings {
 /// What the engine reacts to.
 #[derive(Debug, Clone)]
 pub enum Input {
-    BlockConnected {
-        header: HeaderRecord,
-        block: Arc<DogeBlock>,
-    },
-    BlockDisconnected {
-        header: HeaderRecord,
-    },
-    MempoolTx {
-        txid: Txid,
-        tx: Arc<Transaction>,
-    },
+    /// What the chain follower saw.
+    Chain(ChainEvent),
     /// A channel the API validated and the runner stored.
     Registered(Box<TrackedChannel>),
     /// A newer payment state was validated and stored.
@@ -71,14 +62,9 @@ pub enum Input {
         unsigned_txid: Txid,
     },
     /// The merchant asked to close now.
-    CloseRequested {
-        key: i64,
-    },
+    CloseRequested { key: i64 },
     /// What came of a [`Action::Broadcast`].
-    BroadcastResult {
-        key: i64,
-        outcome: BroadcastOutcome,
-    },
+    BroadcastResult { key: i64, outcome: BroadcastOutcome },
     /// The node became reachable (true) or unreachable (false).
     NodeReachable(bool),
 }
@@ -229,9 +215,13 @@ impl Tower {
     pub fn handle(&mut self, input: Input) -> Result<Vec<Action>, CommandError> {
         let mut out = Out::default();
         match input {
-            Input::BlockConnected { header, block } => self.block_connected(header, &block, &mut out),
-            Input::BlockDisconnected { header } => self.block_disconnected(header, &mut out),
-            Input::MempoolTx { txid, tx } => self.mempool_tx(txid, &tx, &mut out),
+            Input::Chain(ChainEvent::BlockConnected { header, block }) => {
+                self.block_connected(header, &block, &mut out)
+            }
+            Input::Chain(ChainEvent::BlockDisconnected { header }) => {
+                self.block_disconnected(header, &mut out)
+            }
+            Input::Chain(ChainEvent::MempoolTx { txid, tx }) => self.mempool_tx(txid, &tx, &mut out),
             Input::Registered(channel) => self.registered(*channel, &mut out),
             Input::PaymentAccepted {
                 key,

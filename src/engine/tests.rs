@@ -6,6 +6,8 @@ use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::{Amount, BlockHash, CompactTarget, PublicKey, ScriptBuf, TxMerkleNode, TxOut};
 
+use std::sync::Arc;
+
 use super::*;
 use crate::channel::payer::{countersign, synthetic_funding, Funding, Payer};
 use crate::channel::{finalize_close, ChannelTerms, Custody, FundingOutput};
@@ -156,10 +158,10 @@ impl Scene {
         let h = header(self.height() + 1, self.chain.last().unwrap().hash, tag);
         self.chain.push(h);
         self.tower
-            .handle(Input::BlockConnected {
+            .handle(Input::Chain(ChainEvent::BlockConnected {
                 header: h,
                 block: block(txs),
-            })
+            }))
             .unwrap()
     }
 
@@ -174,15 +176,17 @@ impl Scene {
 
     fn disconnect(&mut self) -> Vec<Action> {
         let h = self.chain.pop().unwrap();
-        self.tower.handle(Input::BlockDisconnected { header: h }).unwrap()
+        self.tower
+            .handle(Input::Chain(ChainEvent::BlockDisconnected { header: h }))
+            .unwrap()
     }
 
     fn mempool(&mut self, tx: &Transaction) -> Vec<Action> {
         self.tower
-            .handle(Input::MempoolTx {
+            .handle(Input::Chain(ChainEvent::MempoolTx {
                 txid: tx.compute_txid(),
                 tx: Arc::new(tx.clone()),
-            })
+            }))
             .unwrap()
     }
 

@@ -148,7 +148,8 @@ impl Topic {
         matches!(self, Topic::HashBlock | Topic::RawBlock)
     }
 
-    fn index(self) -> usize {
+    /// A dense index (0..4) for per-topic arrays.
+    pub fn index(self) -> usize {
         match self {
             Topic::HashTx => 0,
             Topic::RawTx => 1,

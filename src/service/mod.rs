@@ -349,33 +349,32 @@ impl Service {
         Ok(broadcasts)
     }
 
-    fn chain_event(&mut self, event: ChainEvent) -> anyhow::Result<()> {
-        let input = match &event {
-            ChainEvent::BlockConnected { header, block } => Input::BlockConnected {
-                header: *header,
-                block: block.clone(),
-            },
-            ChainEvent::BlockDisconnected { header } => Input::BlockDisconnected { header: *header },
-            ChainEvent::MempoolTx { txid, tx } => Input::MempoolTx {
-                txid: *txid,
-                tx: tx.clone(),
-            },
-        };
-        let actions = self.tower.handle(input)?;
+    /// Writes `own` (the input's own change) and the engine's actions in one
+    /// store transaction, then starts the broadcasts they ask for.
+    fn commit(
+        &mut self,
+        actions: &[Action],
+        own: impl FnOnce(&WriteTx<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let tower = &self.tower;
         let broadcasts = self.store.write(|tx| {
-            tx.apply_block_event(&event)?;
-            Self::apply(tx, tower, &actions)
+            own(tx)?;
+            Self::apply(tx, tower, actions)
         })?;
         self.start_broadcasts(broadcasts);
+        Ok(())
+    }
+
+    fn chain_event(&mut self, event: ChainEvent) -> anyhow::Result<()> {
+        let actions = self.tower.handle(Input::Chain(event.clone()))?;
+        self.commit(&actions, |tx| tx.apply_block_event(&event))?;
         Ok(())
     }
 
     fn node_reachable(&mut self, up: bool) -> anyhow::Result<()> {
         let actions = self.tower.handle(Input::NodeReachable(up))?;
         if !actions.is_empty() {
-            let tower = &self.tower;
-            self.store.write(|tx| Self::apply(tx, tower, &actions))?;
+            self.commit(&actions, |_| Ok(()))?;
         }
         Ok(())
     }
@@ -395,13 +394,10 @@ impl Service {
             outcome: done.outcome,
         })?;
         let height = self.tower.tip().map(|t| t.height);
-        let tower = &self.tower;
-        let broadcasts = self.store.write(|tx| {
-            tx.record_broadcast(done.key, done.txid.as_ref(), height, &label, message.as_deref())?;
-            Self::apply(tx, tower, &actions)
+        self.commit(&actions, |tx| {
+            tx.record_broadcast(done.key, done.txid.as_ref(), height, &label, message.as_deref())
         })?;
         tracing::debug!(channel = done.key, sequence = done.sequence, result = %label, "broadcast recorded");
-        self.start_broadcasts(broadcasts);
         Ok(())
     }
 
@@ -676,12 +672,7 @@ impl Service {
             .tower
             .handle(Input::Registered(Box::new(tracked)))
             .map_err(Refusal::internal)?;
-        let tower = &self.tower;
-        let broadcasts = self
-            .store
-            .write(|tx| Self::apply(tx, tower, &actions))
-            .map_err(Refusal::internal)?;
-        self.start_broadcasts(broadcasts);
+        self.commit(&actions, |_| Ok(())).map_err(Refusal::internal)?;
         tracing::info!(channel = %id, merchant = %merchant.name, capacity = terms.capacity(), "channel registered");
         Ok((self.view_of(key)?, true))
     }
@@ -769,16 +760,9 @@ impl Service {
             fee: summary.fee,
             unsigned_txid,
         };
-        let tower = &self.tower;
         // Durable (synchronous=FULL commit) before the answer goes out.
-        let broadcasts = self
-            .store
-            .write(|tx| {
-                tx.insert_payment(record.key, &payment)?;
-                Self::apply(tx, tower, &actions)
-            })
+        self.commit(&actions, |tx| tx.insert_payment(record.key, &payment))
             .map_err(Refusal::internal)?;
-        self.start_broadcasts(broadcasts);
         Ok(PaymentReply {
             channel: self.view_of(record.key)?,
             sequence,
@@ -792,12 +776,7 @@ impl Service {
             .tower
             .handle(Input::CloseRequested { key: record.key })
             .map_err(|e| Refusal::new(409, e.code(), e.to_string()))?;
-        let tower = &self.tower;
-        let broadcasts = self
-            .store
-            .write(|tx| Self::apply(tx, tower, &actions))
-            .map_err(Refusal::internal)?;
-        self.start_broadcasts(broadcasts);
+        self.commit(&actions, |_| Ok(())).map_err(Refusal::internal)?;
         self.view_of(record.key)
     }
 
