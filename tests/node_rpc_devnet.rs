@@ -124,3 +124,30 @@ async fn outages_are_transient() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn cookie_file_auth() {
+    let devnet = DevnetProcess::spawn(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cookie = dir.path().join(".cookie");
+    // dogecoind's cookie is "user:password" on one line.
+    std::fs::write(&cookie, format!("{}:{}\n", devnet.rpc_user, devnet.rpc_password)).unwrap();
+    let rpc = RpcClient::new(&RpcSettings {
+        url: devnet.rpc_url.clone(),
+        auth: RpcCredentials::CookieFile(cookie.clone()),
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    assert_eq!(rpc.get_blockchain_info().await.unwrap().chain, "regtest");
+    std::fs::write(&cookie, "devnet:stale\n").unwrap();
+    let stale = RpcClient::new(&RpcSettings {
+        url: devnet.rpc_url.clone(),
+        auth: RpcCredentials::CookieFile(cookie),
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    assert_eq!(
+        stale.get_blockchain_info().await.unwrap_err(),
+        RpcError::Unauthorized
+    );
+}

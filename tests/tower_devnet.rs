@@ -385,3 +385,114 @@ async fn funding_double_spend_is_detected_from_the_mempool() {
     w.devnet.mine(1).await;
     w.wait_state(&ch, "failed").await;
 }
+
+#[tokio::test]
+async fn signer_custody_closes_with_the_towers_own_signature() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::str::FromStr;
+
+    use bitcoin::bip32::{DerivationPath, Xpriv};
+    use dogetower::chain::keys::encode_xprv;
+    use dogetower::channel::MerchantSigner;
+
+    let w = World::start().await;
+    // The merchant's key lives in a 0600 file the tower reads; payers are
+    // handed keys derived from it, with their origin in the announcement.
+    let xprv = Xpriv::new_master(bitcoin::NetworkKind::Test, &rand::random::<[u8; 32]>()).unwrap();
+    let key_file = w.tower.dir.path().join("vault.xprv");
+    std::fs::write(&key_file, encode_xprv(&xprv, Network::Regtest)).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    w.tower.dir.run(&[
+        "merchant",
+        "add",
+        "vault",
+        "--custody",
+        "signer",
+        "--xprv-file",
+        key_file.to_str().unwrap(),
+    ]);
+    let token = w
+        .tower
+        .dir
+        .run(&["token", "create", "vault"])
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let signer = MerchantSigner::new(xprv);
+    let (_, merchant_pub, origin) = signer
+        .derive(&DerivationPath::from_str("m/0/7").unwrap())
+        .unwrap();
+    let payout = Address::p2pkh(Network::Regtest, &merchant_pub);
+    let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
+    let locktime = w.devnet.height().await + 60;
+    let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
+    let id = script.address(Network::Regtest).to_string();
+    let funded = w.devnet.call("devnet_fund", json!([id, CAPACITY, true])).await;
+    let tx: Transaction =
+        bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
+    let funding = vec![Funding {
+        tx,
+        vout: funded["vout"].as_u64().unwrap() as u32,
+    }];
+    let announcement = encode_base64(&payer.announcement(&script, &funding, Some(&origin)));
+    let (status, body) = w
+        .tower
+        .request(
+            reqwest::Method::POST,
+            "/v1/channels",
+            Some(json!({"psbt": announcement, "payout_address": payout.to_string()})),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Payments carry only the payer's signature.
+    let outputs = vec![
+        TxOut {
+            value: Amount::from_sat(200_000_000),
+            script_pubkey: payout.script_pubkey(),
+        },
+        TxOut {
+            value: Amount::from_sat(CAPACITY - 200_000_000 - FEE),
+            script_pubkey: ScriptBuf::new_p2pkh(&payer.public_key().pubkey_hash()),
+        },
+    ];
+    let payment = encode_base64(&payer.payment(&script, &funding, outputs));
+    let (status, body) = w
+        .tower
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/channels/{id}/payments"),
+            Some(json!({"psbt": payment})),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The presigned merchant's token does not see this channel.
+    let (status, _) = w.tower.get(&format!("/v1/channels/{id}")).await;
+    assert_eq!(status, 404);
+
+    let (status, _) = w
+        .tower
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/channels/{id}/close"),
+            None,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let ch = Channel {
+        payer,
+        merchant: SecretKey::new(&mut rand::thread_rng()),
+        script,
+        funding,
+        payout: payout.script_pubkey(),
+        id,
+    };
+    let close = w.close_in_mempool(&ch).await;
+    ch.verify_close(&close);
+    assert_eq!(close.output[0].value.to_sat(), 200_000_000);
+}

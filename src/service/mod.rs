@@ -681,14 +681,28 @@ impl Service {
         if let Some(m) = self.merchants.get(&merchant_id) {
             return Ok(m.clone());
         }
-        // A merchant added while the tower runs.
+        // A merchant added while the tower runs (with `dogetower merchant add`).
         for m in self.store.merchants().map_err(Refusal::internal)? {
             self.merchants.entry(m.id).or_insert(m);
         }
-        self.merchants
+        let merchant = self
+            .merchants
             .get(&merchant_id)
             .cloned()
-            .ok_or_else(|| Refusal::new(401, "unauthorized", "unknown merchant"))
+            .ok_or_else(|| Refusal::new(401, "unauthorized", "unknown merchant"))?;
+        if merchant.custody == CustodyMode::Signer && !self.signers.contains_key(&merchant_id) {
+            let path = merchant.xprv_file.as_deref().unwrap_or_default();
+            let signer =
+                MerchantSigner::from_file(std::path::Path::new(path), self.network).map_err(|e| {
+                    Refusal::new(
+                        500,
+                        "signer_unavailable",
+                        format!("merchant {}: {e}", merchant.name),
+                    )
+                })?;
+            self.signers.insert(merchant_id, signer);
+        }
+        Ok(merchant)
     }
 
     fn pay(&mut self, merchant_id: i64, address: &str, psbt_text: &str) -> Result<PaymentReply, Refusal> {
