@@ -58,6 +58,10 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            refuse_large_bodies,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -87,6 +91,28 @@ async fn request_id(request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+/// Bodies announced as larger than the limit get 413 at once; the body is
+/// read and dropped first (up to a cap) so that the client, still sending,
+/// sees the answer instead of a reset connection.
+async fn refuse_large_bodies(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    const DRAIN_CAP: usize = 64 * 1024 * 1024;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        let _ = axum::body::to_bytes(request.into_body(), DRAIN_CAP).await;
+        return ApiError(Refusal::new(
+            413,
+            "body_too_large",
+            "the request body is over the configured limit",
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

@@ -159,6 +159,38 @@ impl Store {
         Ok(value)
     }
 
+    /// A summary of everything stored (row counts and the newest change per
+    /// table): equal before and after means a request wrote nothing.
+    pub fn fingerprint(&self) -> Result<String> {
+        let mut out = String::new();
+        for table in [
+            "merchants",
+            "channels",
+            "funding_outputs",
+            "funding_inputs",
+            "payments",
+            "transitions",
+            "broadcasts",
+            "outbox",
+            "api_tokens",
+            "headers",
+            "chain_log",
+        ] {
+            let count: i64 = self
+                .conn
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            out.push_str(&format!("{table}={count};"));
+        }
+        let updated: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(updated_at) FROM channels", [], |r| r.get(0))?;
+        let sequences: Option<i64> = self
+            .conn
+            .query_row("SELECT SUM(sequence) FROM channels", [], |r| r.get(0))?;
+        out.push_str(&format!("updated={updated:?};sequences={sequences:?}"));
+        Ok(out)
+    }
+
     /// The `limit` highest headers, lowest first.
     pub fn recent_headers(&self, limit: usize) -> Result<Vec<HeaderRecord>> {
         let mut stmt = self.conn.prepare(

@@ -1,0 +1,370 @@
+//! The merchant API through the real binary with a real HTTP client: every
+//! endpoint, the error codes of API.md, merchants isolated from each other,
+//! and for each bad request, proof that nothing in the store changed.
+
+mod common;
+mod devnet_support;
+
+use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
+use bitcoin::{Amount, PublicKey, ScriptBuf, Transaction, TxOut};
+use common::{DevnetProcess, TowerProcess};
+use dogetower::chain::{Address, Network};
+use dogetower::channel::payer::{countersign, Funding, Payer};
+use dogetower::channel::psbt::encode_base64;
+use dogetower::channel::{ChannelScript, Locktime};
+use dogetower::store::Store;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const CAPACITY: u64 = 10 * 100_000_000;
+
+struct Setup {
+    devnet: DevnetProcess,
+    tower: TowerProcess,
+    merchant: SecretKey,
+    payout: Address,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let devnet = DevnetProcess::spawn(&[]);
+        let merchant = SecretKey::new(&mut rand::thread_rng());
+        let payout = Address::p2pkh(
+            Network::Regtest,
+            &PublicKey::new(merchant.public_key(&Secp256k1::new())),
+        );
+        let tower = TowerProcess::start(&devnet, &payout.to_string()).await;
+        Setup {
+            devnet,
+            tower,
+            merchant,
+            payout,
+        }
+    }
+
+    async fn funded_channel(&self) -> (Payer, ChannelScript, Vec<Funding>) {
+        let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
+        let merchant_pub = PublicKey::new(self.merchant.public_key(&Secp256k1::new()));
+        let script = payer.channel_script(merchant_pub, Locktime::Height(self.devnet.height().await + 100));
+        let id = script.address(Network::Regtest).to_string();
+        let funded = self.devnet.call("devnet_fund", json!([id, CAPACITY, true])).await;
+        let tx: Transaction =
+            bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
+        let funding = vec![Funding {
+            tx,
+            vout: funded["vout"].as_u64().unwrap() as u32,
+        }];
+        (payer, script, funding)
+    }
+
+    fn payment(&self, payer: &Payer, script: &ChannelScript, funding: &[Funding], amount: u64) -> String {
+        let outputs = vec![
+            TxOut {
+                value: Amount::from_sat(amount),
+                script_pubkey: self.payout.script_pubkey(),
+            },
+            TxOut {
+                value: Amount::from_sat(CAPACITY - amount - 1_000_000),
+                script_pubkey: ScriptBuf::new_p2pkh(&payer.public_key().pubkey_hash()),
+            },
+        ];
+        let mut psbt = payer.payment(script, funding, outputs);
+        countersign(&mut psbt, script, &self.merchant);
+        encode_base64(&psbt)
+    }
+
+    /// Everything the store holds, summarised: unchanged means nothing was written.
+    fn store_state(&self) -> String {
+        let store = Store::open(&self.tower.dir.path().join("dogetower.sqlite")).unwrap();
+        store.fingerprint().unwrap()
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        self.tower.request(method, path, body, token).await
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+#[tokio::test]
+async fn every_endpoint_and_the_errors_that_change_nothing() {
+    let s = Setup::new().await;
+    let token = s.tower.token.clone();
+    let (payer, script, funding) = s.funded_channel().await;
+    let id = script.address(Network::Regtest).to_string();
+    let announcement = encode_base64(&payer.announcement(&script, &funding, None));
+
+    // Registration: 201, then 200 with the same object for an identical repeat.
+    let (status, created) = s.tower.post("/v1/channels", json!({"psbt": announcement})).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["id"], id);
+    for key in [
+        "state",
+        "redeem_script",
+        "locktime",
+        "locktime_kind",
+        "deadline_height",
+        "payer_pubkey",
+        "merchant_pubkey",
+        "funding",
+        "capacity",
+        "merchant_amount",
+        "sequence",
+        "close_txid",
+        "close_confirmations",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(
+            created.get(key).is_some(),
+            "channel object lacks {key}: {created}"
+        );
+    }
+    let (status, repeat) = s.tower.post("/v1/channels", json!({"psbt": announcement})).await;
+    assert_eq!(status, 200);
+    assert_eq!(repeat["id"], created["id"]);
+
+    let pay1 = s.payment(&payer, &script, &funding, 100_000_000);
+    let (status, paid) = s
+        .tower
+        .post(&format!("/v1/channels/{id}/payments"), json!({"psbt": pay1}))
+        .await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(
+        (paid["sequence"].as_u64(), paid["merchant_amount"].as_u64()),
+        (Some(1), Some(100_000_000))
+    );
+    // An identical repeat: the same answer, nothing new stored.
+    let before = s.store_state();
+    let (status, again) = s
+        .tower
+        .post(&format!("/v1/channels/{id}/payments"), json!({"psbt": pay1}))
+        .await;
+    assert_eq!((status, again["sequence"].as_u64()), (200, Some(1)));
+    assert_eq!(s.store_state(), before);
+
+    let (status, one) = s.tower.get(&format!("/v1/channels/{id}")).await;
+    assert_eq!((status, one["sequence"].as_u64()), (200, Some(1)));
+    let (status, page) = s.tower.get("/v1/channels?state=open&limit=10").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["channels"].as_array().unwrap().len(), 1);
+    let (status, status_body) = s.tower.get("/v1/status").await;
+    assert_eq!(status, 200);
+    assert_eq!(status_body["network"], "regtest");
+    assert!(status_body["processed_height"].is_u64());
+
+    // Every bad request answers its code and leaves the store as it was.
+    let (other_payer, other_script, other_funding) = s.funded_channel().await;
+    s.tower.wait_processed(s.devnet.height().await).await;
+    let before = s.store_state();
+    let lower = s.payment(&payer, &script, &funding, 50_000_000);
+    let foreign = s.payment(&other_payer, &other_script, &other_funding, 100_000_000);
+    let big = "A".repeat(2 * 1024 * 1024);
+    let path = format!("/v1/channels/{id}/payments");
+    let cases: Vec<(Method, String, Option<Value>, Option<&str>, u16, &str)> = vec![
+        (
+            Method::GET,
+            "/v1/channels".into(),
+            None,
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::GET,
+            "/v1/channels".into(),
+            None,
+            Some("dt_0000000000000000_nope"),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            path.clone(),
+            Some(json!({"psbt": "%%% not base64"})),
+            Some(&token),
+            400,
+            "invalid_psbt",
+        ),
+        (
+            Method::POST,
+            path.clone(),
+            Some(json!({"psbt": foreign})),
+            Some(&token),
+            422,
+            "wrong_inputs",
+        ),
+        (
+            Method::POST,
+            path.clone(),
+            Some(json!({"psbt": lower})),
+            Some(&token),
+            422,
+            "amount_decreased",
+        ),
+        (
+            Method::POST,
+            path.clone(),
+            Some(json!({"psbt": big})),
+            Some(&token),
+            413,
+            "body_too_large",
+        ),
+        (
+            Method::POST,
+            path.clone(),
+            Some(json!({"nope": 1})),
+            Some(&token),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/channels".into(),
+            Some(json!({"psbt": "cHNidP8="})),
+            Some(&token),
+            400,
+            "invalid_psbt",
+        ),
+        (
+            Method::GET,
+            "/v1/channels/2NnotAChannel".into(),
+            None,
+            Some(&token),
+            404,
+            "channel_not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/channels?state=sleeping".into(),
+            None,
+            Some(&token),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v2/anything".into(),
+            None,
+            Some(&token),
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, token, status, expected) in cases {
+        let (got, answer) = s.call(method.clone(), &path, body, token).await;
+        assert_eq!(
+            (got, code(&answer)),
+            (status, expected),
+            "{method} {path}: {answer}"
+        );
+        assert!(answer["error"]["message"].is_string());
+        assert_eq!(s.store_state(), before, "{method} {path} changed the store");
+    }
+    // Malformed JSON (not even an object).
+    let raw = reqwest::Client::new()
+        .post(format!("{}/v1/channels", s.tower.base_url))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    let answer: Value = raw.json().await.unwrap();
+    assert_eq!(code(&answer), "invalid_json");
+    assert_eq!(s.store_state(), before);
+
+    // Close: 202 with the channel, state closing.
+    let (status, closing) = s.tower.post(&format!("/v1/channels/{id}/close"), json!({})).await;
+    assert_eq!((status, closing["state"].as_str()), (202, Some("closing")));
+    let pay2 = s.payment(&payer, &script, &funding, 200_000_000);
+    let (status, answer) = s.tower.post(&path, json!({"psbt": pay2})).await;
+    assert_eq!((status, code(&answer)), (409, "channel_closed"));
+}
+
+#[tokio::test]
+async fn merchants_see_only_their_own_channels() {
+    let s = Setup::new().await;
+    s.tower.dir.run(&["merchant", "add", "other"]);
+    let other = s
+        .tower
+        .dir
+        .run(&["token", "create", "other"])
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let (payer, script, funding) = s.funded_channel().await;
+    let id = script.address(Network::Regtest).to_string();
+    let announcement = encode_base64(&payer.announcement(&script, &funding, None));
+    let (status, _) = s.tower.post("/v1/channels", json!({"psbt": announcement})).await;
+    assert_eq!(status, 201);
+    s.tower.wait_processed(s.devnet.height().await).await;
+    let before = s.store_state();
+    let pay = s.payment(&payer, &script, &funding, 100_000_000);
+    for (method, path, body) in [
+        (Method::GET, format!("/v1/channels/{id}"), None),
+        (
+            Method::POST,
+            format!("/v1/channels/{id}/payments"),
+            Some(json!({"psbt": pay})),
+        ),
+        (Method::POST, format!("/v1/channels/{id}/close"), None),
+    ] {
+        let (status, answer) = s.call(method.clone(), &path, body, Some(&other)).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (404, "channel_not_found"),
+            "{method} {path}"
+        );
+    }
+    let (_, page) = s.call(Method::GET, "/v1/channels", None, Some(&other)).await;
+    assert!(page["channels"].as_array().unwrap().is_empty());
+    // The other merchant registering the same script is refused without leaking more.
+    let (status, answer) = s
+        .call(
+            Method::POST,
+            "/v1/channels",
+            Some(json!({"psbt": announcement, "payout_address": s.payout.to_string()})),
+            Some(&other),
+        )
+        .await;
+    assert_eq!((status, code(&answer)), (409, "already_registered"));
+    assert_eq!(s.store_state(), before);
+}
+
+#[tokio::test]
+async fn a_payment_answered_200_survives_a_sigkill() {
+    let mut s = Setup::new().await;
+    let (payer, script, funding) = s.funded_channel().await;
+    let id = script.address(Network::Regtest).to_string();
+    let announcement = encode_base64(&payer.announcement(&script, &funding, None));
+    s.tower.post("/v1/channels", json!({"psbt": announcement})).await;
+    let pay = s.payment(&payer, &script, &funding, 300_000_000);
+    let (status, _) = s
+        .tower
+        .post(&format!("/v1/channels/{id}/payments"), json!({"psbt": pay}))
+        .await;
+    assert_eq!(status, 200);
+    // No grace: SIGKILL right after the answer.
+    common::kill(&mut s.tower.child);
+    s.tower.restart().await;
+    let (status, channel) = s.tower.get(&format!("/v1/channels/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (channel["sequence"].as_u64(), channel["merchant_amount"].as_u64()),
+        (Some(1), Some(300_000_000))
+    );
+}
