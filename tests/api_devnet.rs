@@ -90,6 +90,9 @@ impl Setup {
     }
 }
 
+/// A request, the token it carries, and the status and error code it must get.
+type BadRequest<'a> = (Method, String, Option<Value>, Option<&'a str>, u16, &'static str);
+
 fn code(body: &Value) -> &str {
     body["error"]["code"]
         .as_str()
@@ -171,7 +174,7 @@ async fn every_endpoint_and_the_errors_that_change_nothing() {
     let foreign = s.payment(&other_payer, &other_script, &other_funding, 100_000_000);
     let big = "A".repeat(2 * 1024 * 1024);
     let path = format!("/v1/channels/{id}/payments");
-    let cases: Vec<(Method, String, Option<Value>, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<BadRequest> = vec![
         (
             Method::GET,
             "/v1/channels".into(),
