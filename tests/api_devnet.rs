@@ -371,3 +371,47 @@ async fn a_payment_answered_200_survives_a_sigkill() {
         (Some(1), Some(300_000_000))
     );
 }
+
+#[tokio::test]
+async fn the_cli_reads_and_closes_through_the_api() {
+    let s = Setup::new().await;
+    let (payer, script, funding) = s.funded_channel().await;
+    let id = script.address(Network::Regtest).to_string();
+    let announcement = encode_base64(&payer.announcement(&script, &funding, None));
+    s.tower.post("/v1/channels", json!({"psbt": announcement})).await;
+    let pay = s.payment(&payer, &script, &funding, 100_000_000);
+    s.tower
+        .post(&format!("/v1/channels/{id}/payments"), json!({"psbt": pay}))
+        .await;
+    let token = s.tower.token.as_str();
+    let dir = &s.tower.dir;
+
+    let list = dir.run(&["channels", "list", "--token", token]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(row.contains("100000000"), "{row}");
+    let shown: Value =
+        serde_json::from_str(&dir.run(&["channels", "show", &id, "--token", token, "--json"])).unwrap();
+    assert_eq!(shown["sequence"], 1);
+    let status = dir.run(&["status", "--token", token]);
+    assert!(status.contains("processed_height"), "{status}");
+    let closed: Value =
+        serde_json::from_str(&dir.run(&["channels", "close", &id, "--token", token, "--json"])).unwrap();
+    assert_eq!(closed["state"], "closing");
+    // A wrong token is an error with the API's code, and a non-zero exit.
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "--config",
+            dir.config.to_str().unwrap(),
+            "channels",
+            "list",
+            "--token",
+            "dt_0000000000000000_x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
+}

@@ -13,6 +13,7 @@ use crate::logging::{self, LogFormat};
 pub mod admin;
 pub mod block;
 pub mod chain;
+pub mod client;
 pub mod devnet;
 pub mod psbt;
 pub mod run;
@@ -61,6 +62,18 @@ pub enum Command {
     /// Manage API tokens (needs --config).
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// List, show or close channels through the tower's API.
+    Channels {
+        #[command(subcommand)]
+        command: client::ChannelsCommand,
+        #[command(flatten)]
+        api: client::ApiArgs,
+    },
+    /// The tower's view: tip, processed height, ZMQ, channels by state, the nearest deadline.
+    Status {
+        #[command(flatten)]
+        api: client::ApiArgs,
+    },
     /// Run a simulated dogecoind regtest node (JSON-RPC + ZMQ on loopback)
     /// for demos and tests; prints its endpoints as one JSON line.
     Devnet(devnet::DevnetArgs),
@@ -132,6 +145,8 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Run => run::run(ctx),
         Command::Merchant(command) => admin::merchant(command, ctx),
         Command::Token(command) => admin::token(command, ctx),
+        Command::Channels { command, api } => client::channels(command, &api, ctx),
+        Command::Status { api } => client::status(&api, ctx),
         Command::Devnet(args) => devnet::run(args),
     }
 }
