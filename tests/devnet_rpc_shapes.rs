@@ -336,9 +336,30 @@ async fn every_recorded_call_has_the_recorded_shape() {
     // --- other chain states: a brand-new chain, and one past BIP65 ---
     let fresh = Spawned::start(&["--premine", "0"]);
     check(&fresh.rpc(), "getblockchaininfo.genesis_ibd", json!([]), d, p).await;
+    let info = fresh.rpc().ok("getblockchaininfo", json!([])).await;
+    assert_eq!(
+        info["initialblockdownload"],
+        json!(true),
+        "a bare genesis chain is in IBD"
+    );
+    assert_eq!(info["mediantime"], json!(1_296_688_602), "the genesis time");
+    fresh.rpc().ok("generate", json!([1])).await;
+    let info = fresh.rpc().ok("getblockchaininfo", json!([])).await;
+    assert_eq!(
+        info["initialblockdownload"],
+        json!(false),
+        "the first block ends IBD"
+    );
     drop(fresh);
     let old = Spawned::start(&["--premine", "1355"]);
     check(&old.rpc(), "getblockchaininfo.bip65_active", json!([]), d, p).await;
+    let info = old.rpc().ok("getblockchaininfo", json!([])).await;
+    let recorded = &fixture("getblockchaininfo.bip65_active")["response"]["result"];
+    assert_eq!(
+        info["softforks"], recorded["softforks"],
+        "bip66/bip65 active at 1355"
+    );
+    assert_eq!(info["bip9_softforks"], recorded["bip9_softforks"]);
     drop(old);
 
     // Every recorded call was replayed.

@@ -627,6 +627,68 @@ mod tests {
         assert_eq!(is_standard_tx(&t), Err("multi-op-return"));
     }
 
+    fn entry(tx: Transaction, fee: u64) -> Entry {
+        Entry {
+            txid: tx.compute_txid(),
+            size: tx.total_size(),
+            tx,
+            fee,
+            time: 0,
+            height: 0,
+            priority: 0.0,
+            in_chain_input_value: 0,
+            mod_size: 0,
+            spends_coinbase: false,
+            sequence: 0,
+        }
+    }
+
+    #[test]
+    fn replacement_rules() {
+        let original = tx(0, &[0xffff_fffd]);
+        let size = original.total_size();
+        let mut pool = Mempool::new();
+        pool.add(entry(original.clone(), 1_000_000));
+        let conflicts = [original.compute_txid()];
+        let mut replacement = tx(0, &[0xffff_fffd]);
+        replacement.output[0].value = Amount::from_sat(2);
+        assert_eq!(replacement.total_size(), size);
+        let insufficient = Err(TxReject::new(REJECT_INSUFFICIENTFEE, "insufficient fee"));
+        let check = |fee: i64| check_replacement(&pool, &replacement, fee, size, &conflicts);
+        // Same fee: not a higher feerate.
+        assert_eq!(check(1_000_000), insufficient);
+        // A higher feerate but below the evicted fees plus 0.0001 DOGE/kB of its size.
+        let step = fee_for(INCREMENTAL_RELAY_FEE_PER_KB, size) as i64;
+        assert_eq!(check(1_000_000 + step - 1), insufficient);
+        assert_eq!(check(1_000_000 + step), Ok(vec![original.compute_txid()]));
+
+        // A child of the original is evicted too and must be paid for.
+        let mut child = tx(0, &[u32::MAX]);
+        child.input[0].previous_output = OutPoint::new(original.compute_txid(), 0);
+        pool.add(entry(child.clone(), 500_000));
+        let check = |fee: i64| check_replacement(&pool, &replacement, fee, size, &conflicts);
+        assert_eq!(check(1_000_000 + step), insufficient);
+        assert_eq!(
+            check(1_500_000 + step),
+            Ok(vec![original.compute_txid(), child.compute_txid()])
+        );
+
+        // A replacement may not add an unconfirmed input other than the conflicts' own.
+        let mut greedy = replacement.clone();
+        greedy.input.push(TxIn {
+            previous_output: OutPoint::new(child.compute_txid(), 0),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        });
+        assert_eq!(
+            check_replacement(&pool, &greedy, 10_000_000, size, &conflicts),
+            Err(TxReject::new(REJECT_NONSTANDARD, "replacement-adds-unconfirmed"))
+        );
+        // Nothing to replace: nothing to check.
+        assert_eq!(check_replacement(&pool, &replacement, 0, size, &[]), Ok(vec![]));
+    }
+
     #[test]
     fn reject_messages() {
         assert_eq!(TxReject::MissingInputs.to_string(), "Missing inputs");
