@@ -18,6 +18,7 @@ pub mod config;
 pub mod devnet;
 pub mod engine;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod store;

@@ -415,3 +415,36 @@ async fn the_cli_reads_and_closes_through_the_api() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
 }
+
+#[test]
+fn run_refuses_a_key_file_others_can_read_and_names_it() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use bitcoin::bip32::Xpriv;
+    use dogetower::chain::keys::encode_xprv;
+
+    let devnet = DevnetProcess::spawn(&[]);
+    let dir = common::TowerDir::new(&devnet.node_config(1, false));
+    let key_file = dir.path().join("merchant.xprv");
+    let xprv = Xpriv::new_master(bitcoin::NetworkKind::Test, &[9; 32]).unwrap();
+    std::fs::write(&key_file, encode_xprv(&xprv, Network::Regtest)).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    dir.run(&[
+        "merchant",
+        "add",
+        "vault",
+        "--custody",
+        "signer",
+        "--xprv-file",
+        key_file.to_str().unwrap(),
+    ]);
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["--config", dir.config.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the tower must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(key_file.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("0600"), "{stderr}");
+}

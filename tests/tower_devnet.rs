@@ -215,6 +215,34 @@ async fn registered_paid_closed_at_the_broadcast_height() {
     w.devnet.mine(6).await;
     let closed = w.wait_state(&ch, "closed").await;
     assert_eq!(closed["close_txid"], close.compute_txid().to_string());
+
+    // The same story in /metrics (its own listen address).
+    let text = reqwest::get(&w.tower.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in /metrics:\n{text}"))
+    };
+    assert_eq!(value("dogetower_closes_confirmed_total"), 1.0);
+    assert_eq!(value("dogetower_channels{state=\"closed\"}"), 1.0);
+    assert_eq!(value("dogetower_channels{state=\"open\"}"), 0.0);
+    assert!(value("dogetower_broadcasts_total{result=\"sent\"}") >= 1.0);
+    assert_eq!(value("dogetower_events_total{type=\"channel.payment\"}"), 3.0);
+    assert_eq!(value("dogetower_node_up"), 1.0);
+    assert!(value("dogetower_processed_height") >= f64::from(broadcast_height + 6));
+    assert!(value("dogetower_zmq_messages_total{topic=\"rawblock\"}") > 0.0);
+    assert!(value("dogetower_rpc_duration_seconds_count{method=\"getblockheader\"}") > 0.0);
+    assert!(
+        value("dogetower_api_requests_total{route=\"/v1/channels/{id}/payments\",status=\"200\"}") >= 3.0
+    );
+    assert!(!text.contains(&ch.id), "no channel id as a label");
 }
 
 #[tokio::test]

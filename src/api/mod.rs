@@ -62,15 +62,29 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
             body_limit,
             refuse_large_bodies,
         ))
-        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
+}
+
+/// `/metrics` alone, for `metrics.listen`.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let text = state.service.metrics.render(&state.service.zmq_stats);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
 }
 
 static REQUESTS: AtomicU64 = AtomicU64::new(1);
 
 /// Gives every request an id (echoed in `X-Request-Id`) and logs it with
 /// method, path, status and duration.
-async fn request_id(request: Request, next: Next) -> Response {
+async fn request_id(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get("x-request-id")
@@ -79,6 +93,12 @@ async fn request_id(request: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(|| format!("req-{}", REQUESTS.fetch_add(1, Ordering::Relaxed)));
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    // The route template ("/v1/channels/{id}"), never the channel id itself.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
     let started = std::time::Instant::now();
     let span = tracing::info_span!("request", request_id = %id);
     let mut response = {
@@ -87,6 +107,10 @@ async fn request_id(request: Request, next: Next) -> Response {
     };
     tracing::info!(request_id = %id, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "api request");
+    state
+        .service
+        .metrics
+        .api_request(&route, response.status().as_u16());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 
 use super::Context;
-use crate::api::{router, ApiState};
+use crate::api::{metrics_router, router, ApiState};
+use crate::metrics::Metrics;
 use crate::node::zmq::ZmqStats;
 use crate::service::{self, ServiceHandle, ServiceStatus};
 use crate::store::Store;
@@ -24,10 +25,12 @@ pub fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         let (status_tx, status_rx) = watch::channel(ServiceStatus::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let zmq_stats = Arc::new(ZmqStats::new());
+        let metrics = Arc::new(Metrics::new(config.network.as_str()));
         let handle = ServiceHandle {
             commands: commands_tx,
             status: status_rx,
             zmq_stats: zmq_stats.clone(),
+            metrics: metrics.clone(),
         };
         let api_state = ApiState {
             service: handle,
@@ -37,7 +40,26 @@ pub fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("api.listen {}", config.api.listen))?;
         tracing::info!(listen = %config.api.listen, network = %config.network, "dogetower API listening");
-        let app = router(api_state, config.api.body_limit_bytes);
+        let mut app = router(api_state.clone(), config.api.body_limit_bytes);
+        // /metrics on its own address, or beside the API when both are the same.
+        let metrics_server = if config.metrics.listen == config.api.listen {
+            app = app.merge(metrics_router(api_state));
+            None
+        } else {
+            let listener = tokio::net::TcpListener::bind(config.metrics.listen)
+                .await
+                .with_context(|| format!("metrics.listen {}", config.metrics.listen))?;
+            tracing::info!(listen = %config.metrics.listen, "metrics listening");
+            let mut stop = shutdown_rx.clone();
+            let app = metrics_router(api_state);
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            }))
+        };
         let mut api_shutdown = shutdown_rx.clone();
         let api = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -51,6 +73,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
             commands_rx,
             status_tx,
             zmq_stats,
+            metrics,
             shutdown_rx,
         ));
         // Until a signal, or until the service stops by itself (a fatal error).
@@ -64,6 +87,9 @@ pub fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         };
         let _ = shutdown_tx.send(true);
         api.await.context("api task")??;
+        if let Some(server) = metrics_server {
+            server.await.context("metrics task")??;
+        }
         let result = outcome.context("service task")?;
         result.map(|()| ExitCode::SUCCESS)
     })

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::engine::{
     Action, BroadcastOutcome, ChannelState, EngineSettings, FundingStatus, Input, Tower, TrackedChannel,
 };
+use crate::metrics::Metrics;
 use crate::node::zmq::ZmqStats;
 use crate::node::RpcClient;
 use crate::store::{CustodyMode, Merchant, NewChannel, PaymentRecord, Store, StoreError, WriteTx};
@@ -141,6 +142,7 @@ pub struct ServiceHandle {
     pub commands: mpsc::Sender<Command>,
     pub status: watch::Receiver<ServiceStatus>,
     pub zmq_stats: Arc<ZmqStats>,
+    pub metrics: Arc<Metrics>,
 }
 
 struct BroadcastDone {
@@ -161,6 +163,7 @@ pub struct Service {
     done_tx: mpsc::Sender<BroadcastDone>,
     zmq_configured: bool,
     zmq_stats: Arc<ZmqStats>,
+    metrics: Arc<Metrics>,
     status: watch::Sender<ServiceStatus>,
 }
 
@@ -189,6 +192,7 @@ pub async fn run(
     commands: mpsc::Receiver<Command>,
     status: watch::Sender<ServiceStatus>,
     zmq_stats: Arc<ZmqStats>,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let network = config.network;
@@ -202,7 +206,13 @@ pub async fn run(
     tracing::info!(channels = channels.len(), processed_height = ?tip.map(|t| t.height), "store loaded");
     let settings = engine_settings(&config);
     let tower = Tower::new(settings, tip, channels);
-    let rpc = RpcClient::new(&config.node.rpc_settings())?;
+    let observer = metrics.clone();
+    let rpc = RpcClient::with_observer(
+        &config.node.rpc_settings(),
+        Some(Box::new(move |method, took, error| {
+            observer.observe_rpc(method, took, error)
+        })),
+    )?;
 
     let mut follower = Follower::new(
         rpc.clone(),
@@ -228,8 +238,10 @@ pub async fn run(
         done_tx,
         zmq_configured: config.node.zmq_rawblock.is_some() || config.node.zmq_hashblock.is_some(),
         zmq_stats: zmq_stats.clone(),
+        metrics,
         status,
     };
+    service.metrics.channels(&service.tower);
 
     // The node may be down at start: keep trying, the deadline math waits for it.
     loop {
@@ -361,6 +373,10 @@ impl Service {
             own(tx)?;
             Self::apply(tx, tower, actions)
         })?;
+        if !actions.is_empty() {
+            self.metrics.actions(actions);
+            self.metrics.channels(&self.tower);
+        }
         self.start_broadcasts(broadcasts);
         Ok(())
     }
@@ -368,6 +384,10 @@ impl Service {
     fn chain_event(&mut self, event: ChainEvent) -> anyhow::Result<()> {
         let actions = self.tower.handle(Input::Chain(event.clone()))?;
         self.commit(&actions, |tx| tx.apply_block_event(&event))?;
+        if !matches!(event, ChainEvent::MempoolTx { .. }) {
+            self.metrics.block_processed();
+            self.metrics.channels(&self.tower);
+        }
         Ok(())
     }
 
@@ -382,6 +402,7 @@ impl Service {
     fn broadcast_done(&mut self, done: BroadcastDone) -> anyhow::Result<()> {
         self.in_flight.remove(&done.key);
         let label = broadcaster::outcome_label(&done.outcome);
+        self.metrics.broadcast(&label);
         let message = match &done.outcome {
             BroadcastOutcome::Rejected { message, .. } => Some(message.clone()),
             BroadcastOutcome::NotFinalized { reason } | BroadcastOutcome::NodeUnreachable { reason } => {
@@ -805,7 +826,7 @@ impl Service {
             }
         }
         let zmq_quiet = self.zmq_stats.seconds_since_last_message();
-        self.status.send_replace(ServiceStatus {
+        let status = ServiceStatus {
             network: self.network.as_str().to_string(),
             node_reachable: follower.node_reachable,
             node_height: follower.node_height,
@@ -817,7 +838,9 @@ impl Service {
             channels_by_state: by_state,
             nearest_deadline_height: nearest.as_ref().map(|n| n.0),
             nearest_deadline_channel: nearest.map(|n| n.1),
-        });
+        };
+        self.metrics.status(&status);
+        self.status.send_replace(status);
     }
 }
 
