@@ -133,9 +133,16 @@ async fn every_endpoint_and_the_errors_that_change_nothing() {
             "channel object lacks {key}: {created}"
         );
     }
+    s.tower.wait_processed(s.devnet.height().await).await;
+    let before = s.store_state();
     let (status, repeat) = s.tower.post("/v1/channels", json!({"psbt": announcement})).await;
     assert_eq!(status, 200);
     assert_eq!(repeat["id"], created["id"]);
+    assert_eq!(
+        s.store_state(),
+        before,
+        "an identical registration stores nothing new"
+    );
 
     let pay1 = s.payment(&payer, &script, &funding, 100_000_000);
     let (status, paid) = s
@@ -447,4 +454,145 @@ fn run_refuses_a_key_file_others_can_read_and_names_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(key_file.to_str().unwrap()), "{stderr}");
     assert!(stderr.contains("0600"), "{stderr}");
+}
+
+/// Each PSBT rule of API.md refused through the real API with its code, and
+/// the store unchanged by every refusal.
+#[tokio::test]
+async fn every_psbt_rule_is_refused_with_its_code() {
+    use bitcoin::absolute::LockTime;
+    use bitcoin::Sequence;
+    use dogetower::channel::sig::flip_s;
+
+    let s = Setup::new().await;
+    let (payer, script, funding) = s.funded_channel().await;
+    let id = script.address(Network::Regtest).to_string();
+    let merchant_pub = PublicKey::new(s.merchant.public_key(&Secp256k1::new()));
+    // A second funded channel whose transaction serves as a wrong non_witness_utxo.
+    let (_, _, stranger) = s.funded_channel().await;
+    let tip = s.devnet.height().await;
+
+    // Registration rules.
+    let mut bad_script = payer.announcement(&script, &funding, None);
+    let mut bytes = script.redeem_script().to_bytes();
+    bytes[4] = bitcoin::opcodes::all::OP_NOP.to_u8();
+    bad_script.inputs[0].redeem_script = Some(ScriptBuf::from_bytes(bytes));
+    let mut wrong_utxo = payer.announcement(&script, &funding, None);
+    wrong_utxo.inputs[0].non_witness_utxo = Some(stranger[0].tx.clone());
+    let soon = payer.channel_script(merchant_pub, Locktime::Height(tip + 5));
+    let soon_id = soon.address(Network::Regtest).to_string();
+    let funded = s
+        .devnet
+        .call("devnet_fund", json!([soon_id, CAPACITY, true]))
+        .await;
+    let soon_funding = vec![Funding {
+        tx: bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap(),
+        vout: funded["vout"].as_u64().unwrap() as u32,
+    }];
+    let too_soon = payer.announcement(&soon, &soon_funding, None);
+    let good = encode_base64(&payer.announcement(&script, &funding, None));
+    s.tower.wait_processed(s.devnet.height().await).await;
+    let before = s.store_state();
+    let registrations = [
+        (json!({"psbt": encode_base64(&bad_script)}), "unsupported_script"),
+        (json!({"psbt": encode_base64(&wrong_utxo)}), "funding_mismatch"),
+        (json!({"psbt": encode_base64(&too_soon)}), "locktime_too_soon"),
+        (
+            json!({"psbt": good, "merchant_pubkey": payer.public_key().to_string()}),
+            "unknown_merchant_key",
+        ),
+    ];
+    for (body, expected) in registrations {
+        let (status, answer) = s.tower.post("/v1/channels", body).await;
+        assert_eq!((status, code(&answer)), (422, expected), "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().len() > 10);
+        assert_eq!(s.store_state(), before, "{expected} changed the store");
+    }
+
+    // Register for real, then the payment rules.
+    let (status, _) = s.tower.post("/v1/channels", json!({"psbt": good})).await;
+    assert_eq!(status, 201);
+    s.tower.wait_processed(s.devnet.height().await).await;
+    let payout = s.payout.script_pubkey();
+    let change = ScriptBuf::new_p2pkh(&payer.public_key().pubkey_hash());
+    let outputs = |merchant: u64, change_value: u64| {
+        vec![
+            TxOut {
+                value: Amount::from_sat(merchant),
+                script_pubkey: payout.clone(),
+            },
+            TxOut {
+                value: Amount::from_sat(change_value),
+                script_pubkey: change.clone(),
+            },
+        ]
+    };
+    let signed = |tx: bitcoin::Transaction| {
+        let mut psbt = payer.sign_transaction(&script, &funding, tx);
+        countersign(&mut psbt, &script, &s.merchant);
+        psbt
+    };
+    let base = payer
+        .payment(&script, &funding, outputs(100_000_000, CAPACITY - 101_000_000))
+        .unsigned_tx;
+    let key = payer.public_key();
+
+    let mut wrong_utxo = signed(base.clone());
+    wrong_utxo.inputs[0].non_witness_utxo = Some(stranger[0].tx.clone());
+    let mut missing = signed(base.clone());
+    missing.inputs[0].partial_sigs.remove(&key);
+    let mut bad_sig = signed(base.clone());
+    let other = signed(
+        payer
+            .payment(&script, &funding, outputs(90_000_000, CAPACITY - 91_000_000))
+            .unsigned_tx,
+    );
+    bad_sig.inputs[0]
+        .partial_sigs
+        .insert(key, other.inputs[0].partial_sigs[&key]);
+    let mut high_s = signed(base.clone());
+    let sig = high_s.inputs[0].partial_sigs[&key];
+    high_s.inputs[0].partial_sigs.insert(key, flip_s(&sig));
+    let mut rbf_tx = base.clone();
+    rbf_tx.input[0].sequence = Sequence::ENABLE_RBF_NO_LOCKTIME;
+    let mut cheap_tx = base.clone();
+    cheap_tx.output[1].value = Amount::from_sat(CAPACITY - 100_000_000 - 1_000);
+    let mut dust_tx = base.clone();
+    dust_tx.output[1].value = Amount::from_sat(99_999);
+    dust_tx.output[0].value = Amount::from_sat(CAPACITY - 99_999 - 5_000_000);
+    let mut locked_tx = base.clone();
+    locked_tx.lock_time = LockTime::from_height(s.devnet.height().await + 10).unwrap();
+    let path = format!("/v1/channels/{id}/payments");
+    let before = s.store_state();
+    let payments = [
+        (wrong_utxo, "funding_mismatch"),
+        (missing, "missing_signature"),
+        (bad_sig, "bad_signature"),
+        (high_s, "high_s_signature"),
+        (signed(rbf_tx), "replaceable_input"),
+        (signed(cheap_tx), "fee_too_low"),
+        (signed(dust_tx), "dust_output"),
+        (signed(locked_tx), "not_final"),
+    ];
+    for (psbt, expected) in payments {
+        let (status, answer) = s.tower.post(&path, json!({"psbt": encode_base64(&psbt)})).await;
+        assert_eq!((status, code(&answer)), (422, expected), "{answer}");
+        assert_eq!(s.store_state(), before, "{expected} changed the store");
+    }
+
+    // Near the deadline payments stop (payment margin 12 blocks in the test policy).
+    let deadline = script.locktime.to_consensus();
+    s.devnet.mine(deadline - 11 - s.devnet.height().await).await;
+    s.tower.wait_processed(deadline - 11).await;
+    let before = s.store_state();
+    let (status, answer) = s
+        .tower
+        .post(&path, json!({"psbt": encode_base64(&signed(base))}))
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (422, "too_close_to_deadline"),
+        "{answer}"
+    );
+    assert_eq!(s.store_state(), before);
 }
