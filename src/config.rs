@@ -110,6 +110,9 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Larger request bodies are answered with 413.
     pub body_limit_bytes: usize,
+    /// The token the CLI's API commands (`channels`, `status`) use when
+    /// neither `--token` nor `DOGETOWER_API_TOKEN` gives one.
+    pub token: Option<Secret>,
 }
 
 /// `[metrics]`.
@@ -652,6 +655,7 @@ impl Default for RawStore {
 struct RawApi {
     listen: String,
     body_limit_bytes: usize,
+    token: Option<String>,
 }
 
 impl Default for RawApi {
@@ -659,6 +663,7 @@ impl Default for RawApi {
         RawApi {
             listen: "127.0.0.1:8335".into(),
             body_limit_bytes: 1024 * 1024,
+            token: None,
         }
     }
 }
@@ -750,6 +755,7 @@ impl RawConfig {
             api: ApiConfig {
                 listen: api_listen,
                 body_limit_bytes: self.api.body_limit_bytes,
+                token: self.api.token.filter(|t| !t.is_empty()).map(Secret::new),
             },
             metrics: MetricsConfig {
                 listen: metrics_listen,
@@ -1451,5 +1457,20 @@ rpc_password = "p"
                 "the example config does not list {event}"
             );
         }
+    }
+
+    #[test]
+    fn the_cli_token_is_optional_and_hidden() {
+        let text = "network = \"regtest\"\n[node]\nrpc_cookie_file = \"/c\"\n[api]\ntoken = \"dt_secret\"\n";
+        let config = Config::from_toml(text, Path::new("/t.toml"), |_| None).unwrap();
+        assert_eq!(config.api.token.as_ref().map(Secret::expose), Some("dt_secret"));
+        assert!(!format!("{config:?}").contains("dt_secret"));
+        let none = Config::from_toml(
+            "network = \"regtest\"\n[node]\nrpc_cookie_file = \"/c\"\n",
+            Path::new("/t.toml"),
+            |_| None,
+        )
+        .unwrap();
+        assert!(none.api.token.is_none());
     }
 }

@@ -407,6 +407,21 @@ async fn the_cli_reads_and_closes_through_the_api() {
     let closed: Value =
         serde_json::from_str(&dir.run(&["channels", "close", &id, "--token", token, "--json"])).unwrap();
     assert_eq!(closed["state"], "closing");
+    // The token can also come from the config's api.token.
+    let text = std::fs::read_to_string(&dir.config).unwrap();
+    let with_token = dir.path().join("cli.toml");
+    std::fs::write(
+        &with_token,
+        text.replacen("[api]\n", &format!("[api]\ntoken = \"{token}\"\n"), 1),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["--config", with_token.to_str().unwrap(), "channels", "list"])
+        .env_remove("DOGETOWER_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
     // A wrong token is an error with the API's code, and a non-zero exit.
     let out = std::process::Command::new(common::BIN)
         .args([

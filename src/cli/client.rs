@@ -60,10 +60,16 @@ impl Client {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("http://{}", ctx.config().context("no --url given")?.api.listen),
         };
+        let from_config = ctx
+            .config()
+            .ok()
+            .and_then(|c| c.api.token.as_ref())
+            .map(|t| t.expose().to_string());
         let token = api
             .token
             .clone()
-            .context("an API token is needed: --token or DOGETOWER_API_TOKEN")?;
+            .or(from_config)
+            .context("an API token is needed: --token, DOGETOWER_API_TOKEN or api.token in the config")?;
         Ok(Client {
             base,
             token,
