@@ -191,6 +191,18 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(response(StatusCode::BAD_REQUEST, HTML, Vec::new())),
     };
+    // A request that slipped in on a kept-alive connection while the node is
+    // going down (pause or restart) is answered like the warm-up to come, so
+    // the caller retries instead of reading the state from before the restart.
+    if shared.is_down() {
+        let text =
+            "{\"result\":null,\"error\":{\"code\":-28,\"message\":\"Loading block index...\"},\"id\":null}\n";
+        return Ok(response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application/json",
+            text.as_bytes().to_vec(),
+        ));
+    }
     let delay = shared.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
