@@ -5,10 +5,10 @@
 mod common;
 mod devnet_support;
 
-use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
-use bitcoin::{Amount, PublicKey, ScriptBuf, Transaction, TxOut};
-use common::{DevnetProcess, TowerProcess};
-use dogetower::chain::{Address, Network};
+use bitcoin::secp256k1::Secp256k1;
+use bitcoin::{Amount, PublicKey, ScriptBuf, TxOut};
+use common::{presigned_payment, DevnetProcess, Shop, CAPACITY};
+use dogetower::chain::Network;
 use dogetower::channel::payer::{countersign, Funding, Payer};
 use dogetower::channel::psbt::encode_base64;
 use dogetower::channel::{ChannelScript, Locktime};
@@ -16,61 +16,28 @@ use dogetower::store::Store;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const CAPACITY: u64 = 10 * 100_000_000;
+type Setup = Shop;
 
-struct Setup {
-    devnet: DevnetProcess,
-    tower: TowerProcess,
-    merchant: SecretKey,
-    payout: Address,
-}
-
-impl Setup {
-    async fn new() -> Setup {
-        let devnet = DevnetProcess::spawn(&[]);
-        let merchant = SecretKey::new(&mut rand::thread_rng());
-        let payout = Address::p2pkh(
-            Network::Regtest,
-            &PublicKey::new(merchant.public_key(&Secp256k1::new())),
-        );
-        let tower = TowerProcess::start(&devnet, &payout.to_string()).await;
-        Setup {
-            devnet,
-            tower,
-            merchant,
-            payout,
-        }
+impl Shop {
+    async fn new() -> Shop {
+        Shop::start().await
     }
 
+    /// A funded (confirmed) channel, 100 blocks from its locktime.
     async fn funded_channel(&self) -> (Payer, ChannelScript, Vec<Funding>) {
-        let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
-        let merchant_pub = PublicKey::new(self.merchant.public_key(&Secp256k1::new()));
-        let script = payer.channel_script(merchant_pub, Locktime::Height(self.devnet.height().await + 100));
-        let id = script.address(Network::Regtest).to_string();
-        let funded = self.devnet.call("devnet_fund", json!([id, CAPACITY, true])).await;
-        let tx: Transaction =
-            bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
-        let funding = vec![Funding {
-            tx,
-            vout: funded["vout"].as_u64().unwrap() as u32,
-        }];
-        (payer, script, funding)
+        let ch = self.channel(100, true).await;
+        (ch.payer, ch.script, ch.funding)
     }
 
     fn payment(&self, payer: &Payer, script: &ChannelScript, funding: &[Funding], amount: u64) -> String {
-        let outputs = vec![
-            TxOut {
-                value: Amount::from_sat(amount),
-                script_pubkey: self.payout.script_pubkey(),
-            },
-            TxOut {
-                value: Amount::from_sat(CAPACITY - amount - 1_000_000),
-                script_pubkey: ScriptBuf::new_p2pkh(&payer.public_key().pubkey_hash()),
-            },
-        ];
-        let mut psbt = payer.payment(script, funding, outputs);
-        countersign(&mut psbt, script, &self.merchant);
-        encode_base64(&psbt)
+        presigned_payment(
+            payer,
+            script,
+            funding,
+            &self.payout.script_pubkey(),
+            &self.merchant,
+            amount,
+        )
     }
 
     /// Everything the store holds, summarised: unchanged means nothing was written.

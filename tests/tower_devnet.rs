@@ -11,110 +11,17 @@ use std::time::Duration;
 
 use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
 use bitcoin::{Amount, PublicKey, ScriptBuf, Transaction, TxOut};
-use common::{kill, wait_for, DevnetProcess, TowerProcess};
+use common::{kill, wait_for, Shop, TestChannel, CAPACITY, FEE};
 use dogetower::chain::{Address, Network};
-use dogetower::channel::payer::{countersign, Funding, Payer};
+use dogetower::channel::payer::{Funding, Payer};
 use dogetower::channel::psbt::encode_base64;
-use dogetower::channel::{verify_spend, ChannelScript, Locktime};
+use dogetower::channel::Locktime;
 use serde_json::{json, Value};
 
-const CAPACITY: u64 = 10 * 100_000_000;
-const FEE: u64 = 1_000_000;
+type World = Shop;
+type Channel = TestChannel;
 
-/// A payer with a funded channel to the test's merchant key.
-struct Channel {
-    payer: Payer,
-    merchant: SecretKey,
-    script: ChannelScript,
-    funding: Vec<Funding>,
-    payout: ScriptBuf,
-    id: String,
-}
-
-impl Channel {
-    async fn open(devnet: &DevnetProcess, merchant: &SecretKey, payout: &Address, locktime: u32) -> Channel {
-        let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
-        let merchant_pub = PublicKey::new(merchant.public_key(&Secp256k1::new()));
-        let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
-        let id = script.address(Network::Regtest).to_string();
-        let funded = devnet.call("devnet_fund", json!([id, CAPACITY])).await;
-        let tx: Transaction =
-            bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
-        let funding = vec![Funding {
-            tx,
-            vout: funded["vout"].as_u64().unwrap() as u32,
-        }];
-        Channel {
-            payer,
-            merchant: *merchant,
-            script,
-            funding,
-            payout: payout.script_pubkey(),
-            id,
-        }
-    }
-
-    fn announcement(&self) -> String {
-        encode_base64(&self.payer.announcement(&self.script, &self.funding, None))
-    }
-
-    fn payment(&self, amount: u64) -> String {
-        let outputs = vec![
-            TxOut {
-                value: Amount::from_sat(amount),
-                script_pubkey: self.payout.clone(),
-            },
-            TxOut {
-                value: Amount::from_sat(CAPACITY - amount - FEE),
-                script_pubkey: ScriptBuf::new_p2pkh(&self.payer.public_key().pubkey_hash()),
-            },
-        ];
-        let mut psbt = self.payer.payment(&self.script, &self.funding, outputs);
-        countersign(&mut psbt, &self.script, &self.merchant);
-        encode_base64(&psbt)
-    }
-
-    /// Checks `tx` spends this channel's funding and passes libbitcoinconsensus.
-    fn verify_close(&self, tx: &Transaction) {
-        let spent = |o: &bitcoin::OutPoint| {
-            self.funding
-                .iter()
-                .find(|f| f.outpoint() == *o)
-                .map(|f| f.output().clone())
-        };
-        verify_spend(tx, spent).expect("the close passes the script interpreter");
-    }
-}
-
-struct World {
-    devnet: DevnetProcess,
-    tower: TowerProcess,
-    merchant: SecretKey,
-    payout: Address,
-}
-
-impl World {
-    async fn start() -> World {
-        let devnet = DevnetProcess::spawn(&[]);
-        let merchant = SecretKey::new(&mut rand::thread_rng());
-        let payout = Address::p2pkh(
-            Network::Regtest,
-            &PublicKey::new(merchant.public_key(&Secp256k1::new())),
-        );
-        let tower = TowerProcess::start(&devnet, &payout.to_string()).await;
-        World {
-            devnet,
-            tower,
-            merchant,
-            payout,
-        }
-    }
-
-    async fn channel(&self, blocks_to_locktime: u32) -> Channel {
-        let locktime = self.devnet.height().await + blocks_to_locktime;
-        Channel::open(&self.devnet, &self.merchant, &self.payout, locktime).await
-    }
-
+impl Shop {
     async fn register(&self, channel: &Channel) -> Value {
         let (status, body) = self
             .tower
@@ -190,7 +97,7 @@ impl World {
 #[tokio::test]
 async fn registered_paid_closed_at_the_broadcast_height() {
     let w = World::start().await;
-    let ch = w.channel(60).await;
+    let ch = w.channel(60, false).await;
     let registered = w.register(&ch).await;
     assert_eq!(registered["state"], "pending_funding");
     let broadcast_height = registered["deadline_height"].as_u64().unwrap() as u32;
@@ -248,7 +155,7 @@ async fn registered_paid_closed_at_the_broadcast_height() {
 #[tokio::test]
 async fn close_resent_after_a_reorg_and_after_mempool_eviction() {
     let w = World::start().await;
-    let ch = w.channel(40).await;
+    let ch = w.channel(40, false).await;
     w.register(&ch).await;
     w.devnet.mine(1).await;
     w.wait_state(&ch, "open").await;
@@ -283,7 +190,7 @@ async fn close_resent_after_a_reorg_and_after_mempool_eviction() {
 #[tokio::test]
 async fn tower_killed_between_broadcast_and_confirmation_still_closes() {
     let mut w = World::start().await;
-    let ch = w.channel(40).await;
+    let ch = w.channel(40, false).await;
     w.register(&ch).await;
     w.devnet.mine(1).await;
     w.wait_state(&ch, "open").await;
@@ -308,7 +215,7 @@ async fn tower_killed_between_broadcast_and_confirmation_still_closes() {
 #[tokio::test]
 async fn refund_after_the_deadline_is_classified_refunded() {
     let w = World::start().await;
-    let ch = w.channel(200).await;
+    let ch = w.channel(200, false).await;
     w.register(&ch).await;
     w.devnet.mine(1).await;
     w.wait_state(&ch, "open").await;
@@ -333,7 +240,7 @@ async fn fifty_channels_with_one_deadline_close_in_one_block() {
     let locktime = w.devnet.height().await + 80;
     let mut channels = Vec::new();
     for _ in 0..50 {
-        channels.push(Channel::open(&w.devnet, &w.merchant, &w.payout, locktime).await);
+        channels.push(Channel::open(&w.devnet, &w.merchant, &w.payout, locktime, false).await);
     }
     w.devnet.mine(1).await;
     let mut broadcast_height = 0;
