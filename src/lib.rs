@@ -20,5 +20,6 @@ pub mod engine;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod service;
 pub mod store;

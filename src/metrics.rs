@@ -46,6 +46,8 @@ pub struct Metrics {
     reorg_depth: Histogram,
     events: IntCounterVec,
     api_requests: IntCounterVec,
+    webhook_deliveries: IntCounterVec,
+    outbox_depth: IntGauge,
     last_block: Mutex<Option<Instant>>,
     zmq_seen: Mutex<ZmqStatsSnapshot>,
 }
@@ -241,6 +243,17 @@ impl Metrics {
                 "API requests, per route template and status.",
                 &["route", "status"],
             ),
+            webhook_deliveries: counter_vec(
+                &r,
+                "dogetower_webhook_deliveries_total",
+                "Webhook delivery attempts, per result (delivered, failed, given_up).",
+                &["result"],
+            ),
+            outbox_depth: gauge(
+                &r,
+                "dogetower_outbox_pending_events",
+                "Events waiting for delivery, summed over the webhook endpoints.",
+            ),
             last_block: Mutex::new(None),
             zmq_seen,
             registry: r,
@@ -262,6 +275,14 @@ impl Metrics {
         self.api_requests
             .with_label_values(&[route, &status.to_string()])
             .inc();
+    }
+
+    pub fn webhook_delivery(&self, result: &str) {
+        self.webhook_deliveries.with_label_values(&[result]).inc();
+    }
+
+    pub fn outbox_depth(&self, pending: i64) {
+        self.outbox_depth.set(pending);
     }
 
     pub fn broadcast(&self, result: &str) {

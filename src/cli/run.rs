@@ -68,6 +68,11 @@ pub fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
                 })
                 .await
         });
+        let notifier = tokio::spawn(crate::notify::run(
+            config.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        ));
         let mut service = tokio::spawn(service::run(
             config.clone(),
             commands_rx,
@@ -87,6 +92,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         };
         let _ = shutdown_tx.send(true);
         api.await.context("api task")??;
+        notifier.await.context("webhook task")??;
         if let Some(server) = metrics_server {
             server.await.context("metrics task")??;
         }

@@ -280,6 +280,37 @@ impl WriteTx<'_> {
     }
 }
 
+/// One outbox event as the webhook sender reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub channel_id: Option<String>,
+    /// The exact body to POST.
+    pub payload: String,
+    pub created_at: i64,
+}
+
+impl WriteTx<'_> {
+    /// Marks an outbox event finished for `endpoint` (`delivered`, `given_up` or `filtered`).
+    pub fn finish_delivery(
+        &self,
+        endpoint: &str,
+        seq: i64,
+        state: &str,
+        attempts: u32,
+        last_status: Option<&str>,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO webhook_deliveries (endpoint, outbox_seq, state, attempts, last_status, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![endpoint, seq, state, attempts, last_status, now()],
+        )?;
+        Ok(())
+    }
+}
+
 /// RFC 3339 in UTC, second precision (`1970-01-01T00:00:00Z`).
 pub fn rfc3339(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
@@ -520,6 +551,26 @@ impl Store {
             .prepare("SELECT seq, event_id, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Outbox events not yet finished for `endpoint`, oldest first.
+    pub fn outbox_pending(&self, endpoint: &str, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT o.seq, o.event_id, o.type, o.channel_id, o.payload, o.created_at FROM outbox o
+             LEFT JOIN webhook_deliveries d ON d.endpoint = ?1 AND d.outbox_seq = o.seq
+             WHERE d.outbox_seq IS NULL ORDER BY o.seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![endpoint, limit as i64], |r| {
+            Ok(OutboxEvent {
+                seq: r.get(0)?,
+                event_id: r.get(1)?,
+                kind: r.get(2)?,
+                channel_id: r.get(3)?,
+                payload: r.get(4)?,
+                created_at: r.get(5)?,
+            })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub mod channels;
 pub mod tokens;
 
-pub use channels::{ChannelRecord, CustodyMode, Merchant, NewChannel, PaymentRecord};
+pub use channels::{ChannelRecord, CustodyMode, Merchant, NewChannel, OutboxEvent, PaymentRecord};
 
 use crate::chain::follower::ChainEvent;
 use crate::chain::headers::HeaderRecord;
@@ -26,6 +26,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (2, "chain_log", include_str!("../../sql/0002_chain_log.sql")),
     (3, "channels", include_str!("../../sql/0003_channels.sql")),
     (4, "api_tokens", include_str!("../../sql/0004_api_tokens.sql")),
+    (
+        5,
+        "webhook_deliveries",
+        include_str!("../../sql/0005_webhook_deliveries.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +178,7 @@ impl Store {
             "broadcasts",
             "outbox",
             "api_tokens",
+            "webhook_deliveries",
             "headers",
             "chain_log",
         ] {
