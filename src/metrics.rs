@@ -258,6 +258,32 @@ impl Metrics {
             zmq_seen,
             registry: r,
         }
+        .with_known_labels()
+    }
+
+    /// Known label values start at 0, so a fresh tower shows zeros, not "no data".
+    fn with_known_labels(self) -> Metrics {
+        for result in ["sent", "already_in_chain", "unreachable", "not_finalized"] {
+            self.broadcasts.with_label_values(&[result]);
+        }
+        for result in ["delivered", "failed", "given_up"] {
+            self.webhook_deliveries.with_label_values(&[result]);
+        }
+        for kind in EventKind::ALL {
+            self.events.with_label_values(&[kind.as_str()]);
+        }
+        for kind in ["unreachable", "unauthorized", "warming_up", "method_not_found", "bad_answer"] {
+            self.rpc_errors.with_label_values(&[kind]);
+        }
+        for state in ChannelState::ALL {
+            self.channels.with_label_values(&[state.as_str()]);
+        }
+        for (window, _) in WINDOWS {
+            self.deadline_channels.with_label_values(&[window]);
+            self.deadline_value.with_label_values(&[window]);
+        }
+        self.blocks_until_broadcast.set(-1);
+        self
     }
 
     /// For the RPC client's observer.
