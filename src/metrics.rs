@@ -272,7 +272,13 @@ impl Metrics {
         for kind in EventKind::ALL {
             self.events.with_label_values(&[kind.as_str()]);
         }
-        for kind in ["unreachable", "unauthorized", "warming_up", "method_not_found", "bad_answer"] {
+        for kind in [
+            "unreachable",
+            "unauthorized",
+            "warming_up",
+            "method_not_found",
+            "bad_answer",
+        ] {
             self.rpc_errors.with_label_values(&[kind]);
         }
         for state in ChannelState::ALL {
