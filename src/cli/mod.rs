@@ -161,7 +161,7 @@ pub(crate) fn block_on<T>(future: impl std::future::Future<Output = anyhow::Resu
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

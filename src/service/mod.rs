@@ -5,6 +5,7 @@
 //! channel), and only after the commit does anything leave the process.
 
 pub mod broadcaster;
+pub mod runtime;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
