@@ -15,6 +15,7 @@ pub mod chain;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod devnet;
 pub mod engine;
 pub mod logging;

@@ -56,6 +56,16 @@ pub enum Command {
     Chain(chain::ChainCommand),
     /// Run the tower: follow the chain, serve the API, broadcast closes (needs --config).
     Run,
+    /// A devnet, a tower and a payer in one process: watch a channel from
+    /// registration to its close. Ends with `demo: ok ...` (exit 0) or says what went wrong.
+    Demo {
+        /// Which story to play.
+        #[arg(long, value_enum, default_value = "happy")]
+        scenario: crate::demo::Scenario,
+        /// Keep the devnet and the tower running afterwards (look at /metrics and the API).
+        #[arg(long)]
+        keep_running: bool,
+    },
     /// Manage merchants (needs --config).
     #[command(subcommand)]
     Merchant(admin::MerchantCommand),
@@ -116,7 +126,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .filter(|p| !p.as_os_str().is_empty())
         .map(Config::load)
         .transpose()?;
-    let (format, level) = log_settings(cli.log_format, cli.log_level.as_deref(), config.as_ref());
+    // The demo tells its story on stdout; its parts' logs stay quiet unless asked.
+    let demo_level = matches!(cli.command, Command::Demo { .. }).then_some("warn");
+    let (format, level) = log_settings(
+        cli.log_format,
+        cli.log_level.as_deref().or(demo_level),
+        config.as_ref(),
+    );
     logging::init(format, level)?;
     let ctx = Context { config };
     dispatch(cli.command, &ctx)
@@ -143,6 +159,21 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Psbt(command) => psbt::run(command),
         Command::Chain(command) => chain::run(command, ctx),
         Command::Run => run::run(ctx),
+        Command::Demo {
+            scenario,
+            keep_running,
+        } => block_on(async move {
+            match crate::demo::run(scenario, keep_running).await {
+                Ok(summary) => {
+                    println!("demo: ok {summary}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("demo: failed: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }),
         Command::Merchant(command) => admin::merchant(command, ctx),
         Command::Token(command) => admin::token(command, ctx),
         Command::Channels { command, api } => client::channels(command, &api, ctx),
