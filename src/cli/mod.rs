@@ -13,6 +13,7 @@ use crate::logging::{self, LogFormat};
 pub mod admin;
 pub mod block;
 pub mod chain;
+pub mod check_node;
 pub mod client;
 pub mod devnet;
 pub mod psbt;
@@ -56,6 +57,9 @@ pub enum Command {
     Chain(chain::ChainCommand),
     /// Run the tower: follow the chain, serve the API, broadcast closes (needs --config).
     Run,
+    /// Check the configured node before starting the tower for real: RPC
+    /// credentials, network, sync, ZMQ endpoints, txindex (needs --config).
+    CheckNode,
     /// A devnet, a tower and a payer in one process: watch a channel from
     /// registration to its close. Ends with `demo: ok ...` (exit 0) or says what went wrong.
     Demo {
@@ -159,6 +163,7 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Psbt(command) => psbt::run(command),
         Command::Chain(command) => chain::run(command, ctx),
         Command::Run => run::run(ctx),
+        Command::CheckNode => check_node::run(ctx),
         Command::Demo {
             scenario,
             keep_running,
