@@ -1473,4 +1473,19 @@ rpc_password = "p"
         .unwrap();
         assert!(none.api.token.is_none());
     }
+
+    #[test]
+    fn the_compose_config_loads_with_its_secret_from_the_environment() {
+        let text = include_str!("../deploy/compose/dogetower.toml");
+        let env = |name: &str| (name == ENV_RPC_PASSWORD).then(|| "from-env".to_string());
+        let config = Config::from_toml(text, Path::new("/etc/dogetower/dogetower.toml"), env).unwrap();
+        assert_eq!(config.network, Network::Mainnet);
+        assert!(
+            matches!(&config.node.auth, RpcAuth::UserPass { password, .. } if password.expose() == "from-env")
+        );
+        assert!(
+            Config::from_toml(text, Path::new("/etc/dogetower/dogetower.toml"), |_| None).is_err(),
+            "no password, no start"
+        );
+    }
 }
