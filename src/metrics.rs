@@ -12,7 +12,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::engine::{Action, ChannelState, EventKind, Tower};
+use crate::engine::{Action, ChannelState, ChannelSummary, EventKind};
 use crate::node::zmq::{Topic, ZmqStats, ZmqStatsSnapshot};
 use crate::service::ServiceStatus;
 
@@ -352,45 +352,31 @@ impl Metrics {
         }
     }
 
-    /// Channel gauges from the engine's memory (after blocks and commands,
+    /// The deadline windows, in seconds, the summary must count.
+    pub fn deadline_windows() -> Vec<u64> {
+        WINDOWS.iter().map(|(_, secs)| *secs).collect()
+    }
+
+    /// Channel gauges from the engine's summary (after blocks and commands,
     /// not per mempool transaction).
-    pub fn channels(&self, tower: &Tower) {
-        let spacing = u64::from(tower.settings().channel.target_spacing_secs.max(1));
-        let margin = tower.settings().channel.broadcast_margin_blocks;
-        let tip = tower.tip().map_or(0, |t| t.height);
-        let mut by_state = [0i64; 6];
-        let mut locked = 0u64;
-        let mut windows = [(0i64, 0u64); 3];
-        let mut nearest: Option<u32> = None;
-        for c in tower.channels() {
-            let index = ChannelState::ALL.iter().position(|s| *s == c.state).unwrap_or(0);
-            by_state[index] += 1;
-            if c.state.is_live() || c.state == ChannelState::Closing {
-                locked += c.capacity();
-            }
-            if !c.state.is_live() || c.sequence == 0 {
-                continue;
-            }
-            let deadline = c.broadcast_height + margin;
-            let seconds_left = u64::from(deadline.saturating_sub(tip)) * spacing;
-            for (slot, (_, window)) in windows.iter_mut().zip(WINDOWS) {
-                if seconds_left <= window {
-                    slot.0 += 1;
-                    slot.1 += c.merchant_amount;
-                }
-            }
-            nearest = Some(nearest.map_or(c.broadcast_height, |n| n.min(c.broadcast_height)));
+    pub fn channels(&self, summary: &ChannelSummary, tip: u32) {
+        for (state, count) in ChannelState::ALL.iter().zip(summary.by_state) {
+            self.channels
+                .with_label_values(&[state.as_str()])
+                .set(count as i64);
         }
-        for (state, count) in ChannelState::ALL.iter().zip(by_state) {
-            self.channels.with_label_values(&[state.as_str()]).set(count);
+        self.value_locked.set(summary.value_locked as i64);
+        for ((label, _), (_, count, value)) in WINDOWS.iter().zip(&summary.within) {
+            self.deadline_channels
+                .with_label_values(&[label])
+                .set(*count as i64);
+            self.deadline_value.with_label_values(&[label]).set(*value as i64);
         }
-        self.value_locked.set(locked as i64);
-        for ((label, _), (count, value)) in WINDOWS.iter().zip(windows) {
-            self.deadline_channels.with_label_values(&[label]).set(count);
-            self.deadline_value.with_label_values(&[label]).set(value as i64);
-        }
-        self.blocks_until_broadcast
-            .set(nearest.map_or(-1, |h| i64::from(h) - i64::from(tip)));
+        self.blocks_until_broadcast.set(
+            summary
+                .nearest_with_payment
+                .map_or(-1, |h| i64::from(h) - i64::from(tip)),
+        );
     }
 
     pub fn status(&self, status: &ServiceStatus) {

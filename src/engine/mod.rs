@@ -124,6 +124,22 @@ impl CommandError {
     }
 }
 
+/// Channel totals, see [`Tower::summary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelSummary {
+    /// Counts in [`ChannelState::ALL`] order.
+    pub by_state: [u64; 6],
+    /// Koinu in live and closing channels.
+    pub value_locked: u64,
+    /// (window seconds, count, merchant koinu) of live channels with a
+    /// payment whose deadline is within the window.
+    pub within: Vec<(u64, u64, u64)>,
+    /// The nearest broadcast height of a live channel, and its id.
+    pub nearest_live: Option<(u32, String)>,
+    /// The nearest broadcast height of a live channel with a payment.
+    pub nearest_with_payment: Option<u32>,
+}
+
 /// Which role a watched outpoint plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Watch {
@@ -135,6 +151,8 @@ enum Watch {
 
 #[derive(Default)]
 struct Indexes {
+    /// Channel id (P2SH address) → key, for events that name a channel.
+    by_id: HashMap<String, i64>,
     watched: HashMap<OutPoint, Vec<Watch>>,
     funding_txids: HashMap<Txid, Vec<i64>>,
     /// Height → channels with something to do at that height (lazy: entries
@@ -189,6 +207,57 @@ impl Tower {
         self.tip.as_ref()
     }
 
+    /// The merchant of the channel with this id (its P2SH address).
+    pub fn merchant_of(&self, channel_id: &str) -> Option<i64> {
+        let key = self.idx.by_id.get(channel_id)?;
+        self.channels.get(key).map(|c| c.merchant_id)
+    }
+
+    /// Totals over every tracked channel, in one pass: for `/v1/status` and
+    /// the metrics. `windows` are deadline windows in seconds.
+    pub fn summary(&self, windows: &[u64]) -> ChannelSummary {
+        let spacing = u64::from(self.settings.channel.target_spacing_secs.max(1));
+        let margin = self.settings.channel.broadcast_margin_blocks;
+        let tip = self.tip.map_or(0, |t| t.height);
+        let mut summary = ChannelSummary {
+            within: windows.iter().map(|w| (*w, 0, 0)).collect(),
+            ..ChannelSummary::default()
+        };
+        for c in self.channels.values() {
+            let index = ChannelState::ALL.iter().position(|s| *s == c.state).unwrap_or(0);
+            summary.by_state[index] += 1;
+            if c.state.is_live() || c.state == ChannelState::Closing {
+                summary.value_locked += c.capacity();
+            }
+            if !c.state.is_live() {
+                continue;
+            }
+            if summary
+                .nearest_live
+                .as_ref()
+                .is_none_or(|(h, _)| c.broadcast_height < *h)
+            {
+                summary.nearest_live = Some((c.broadcast_height, c.id.clone()));
+            }
+            if c.sequence == 0 {
+                continue;
+            }
+            let seconds_left = u64::from((c.broadcast_height + margin).saturating_sub(tip)) * spacing;
+            for (window, count, value) in summary.within.iter_mut() {
+                if seconds_left <= *window {
+                    *count += 1;
+                    *value += c.merchant_amount;
+                }
+            }
+            summary.nearest_with_payment = Some(
+                summary
+                    .nearest_with_payment
+                    .map_or(c.broadcast_height, |n| n.min(c.broadcast_height)),
+            );
+        }
+        summary
+    }
+
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
@@ -240,6 +309,7 @@ impl Tower {
 
     fn insert(&mut self, channel: TrackedChannel) {
         let key = channel.key;
+        self.idx.by_id.insert(channel.id.clone(), key);
         if channel.state.is_live() || channel.state == ChannelState::Closing {
             for f in &channel.funding {
                 self.idx

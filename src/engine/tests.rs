@@ -630,3 +630,20 @@ fn time_locked_channels_follow_block_time() {
     assert!(!broadcasts(&a).contains(&2));
     assert!(broadcasts(&s.mine(vec![])).contains(&2));
 }
+
+#[test]
+fn summary_counts_in_one_pass_and_ids_find_their_merchant() {
+    let mut s = Scene::new();
+    assert_eq!(s.tower.merchant_of("2Nchan"), Some(7));
+    assert_eq!(s.tower.merchant_of("2Nother"), None);
+    let before = s.tower.summary(&[3_600]);
+    assert_eq!(before.nearest_with_payment, None, "no payment yet");
+    assert_eq!(before.nearest_live, Some((190, "2Nchan".to_string())));
+    s.open_and_pay(100_000_000);
+    // Tip 102, deadline 200 (broadcast 190 + margin 10): 98 blocks of 60 s.
+    let summary = s.tower.summary(&[60 * 97, 60 * 98]);
+    assert_eq!(summary.by_state, [0, 1, 0, 0, 0, 0]);
+    assert_eq!(summary.value_locked, CAPACITY);
+    assert_eq!(summary.within, vec![(60 * 97, 0, 0), (60 * 98, 1, 100_000_000)]);
+    assert_eq!(summary.nearest_with_payment, Some(190));
+}

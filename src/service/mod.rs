@@ -27,6 +27,7 @@ use crate::channel::{
     MerchantSigner, PaymentCheck, Violation,
 };
 use crate::config::Config;
+use crate::engine::ChannelSummary;
 use crate::engine::{
     Action, BroadcastOutcome, ChannelState, EngineSettings, FundingStatus, Input, Tower, TrackedChannel,
 };
@@ -166,6 +167,10 @@ pub struct Service {
     zmq_stats: Arc<ZmqStats>,
     metrics: Arc<Metrics>,
     status: watch::Sender<ServiceStatus>,
+    /// The last follower status, for `/v1/status`.
+    follower: FollowerStatus,
+    /// Channel totals, refreshed when channels change (not per mempool tx).
+    summary: ChannelSummary,
 }
 
 /// Loads every signer merchant's xprv: a key file that others can read, or
@@ -241,8 +246,10 @@ pub async fn run(
         zmq_stats: zmq_stats.clone(),
         metrics,
         status,
+        follower: FollowerStatus::default(),
+        summary: ChannelSummary::default(),
     };
-    service.metrics.channels(&service.tower);
+    service.refresh_channels();
 
     // The node may be down at start: keep trying, the deadline math waits for it.
     loop {
@@ -273,7 +280,8 @@ pub async fn run(
     )?;
     let (events_tx, mut events) = mpsc::channel(1024);
     let follower_task = tokio::spawn(follower.run(hints, events_tx, shutdown.clone()));
-    service.publish_status(&follower_status.borrow());
+    service.follower = *follower_status.borrow();
+    service.publish_status();
 
     let mut commands = commands;
     let mut commands_open = true;
@@ -289,7 +297,6 @@ pub async fn run(
             event = events.recv() => {
                 let Some(event) = event else { break };
                 service.chain_event(event)?;
-                service.publish_status(&follower_status.borrow());
             }
             command = commands.recv(), if commands_open => match command {
                 Some(command) => service.command(command).await?,
@@ -298,8 +305,9 @@ pub async fn run(
             changed = follower_status.changed() => {
                 if changed.is_err() { break; }
                 let now = *follower_status.borrow_and_update();
+                service.follower = now;
                 service.node_reachable(now.node_reachable)?;
-                service.publish_status(&now);
+                service.publish_status();
             }
         }
     }
@@ -343,15 +351,7 @@ impl Service {
                     tx.record_transition(*key, *from, *to, cause, height)?;
                 }
                 Action::Emit(event) => {
-                    let merchant = event
-                        .channel_id
-                        .as_ref()
-                        .and_then(|_| {
-                            tower
-                                .channels()
-                                .find(|c| Some(&c.id) == event.channel_id.as_ref())
-                        })
-                        .map(|c| c.merchant_id);
+                    let merchant = event.channel_id.as_deref().and_then(|id| tower.merchant_of(id));
                     if tx.enqueue_event(event, merchant)? {
                         tracing::info!(event = event.kind.as_str(), id = %event.id, channel = ?event.channel_id, "event");
                     }
@@ -376,10 +376,17 @@ impl Service {
         })?;
         if !actions.is_empty() {
             self.metrics.actions(actions);
-            self.metrics.channels(&self.tower);
+            self.refresh_channels();
         }
         self.start_broadcasts(broadcasts);
         Ok(())
+    }
+
+    /// Recomputes the channel totals (one pass) and publishes them.
+    fn refresh_channels(&mut self) {
+        self.summary = self.tower.summary(&Metrics::deadline_windows());
+        self.metrics.channels(&self.summary, self.tip_height());
+        self.publish_status();
     }
 
     fn chain_event(&mut self, event: ChainEvent) -> anyhow::Result<()> {
@@ -387,7 +394,7 @@ impl Service {
         self.commit(&actions, |tx| tx.apply_block_event(&event))?;
         if !matches!(event, ChainEvent::MempoolTx { .. }) {
             self.metrics.block_processed();
-            self.metrics.channels(&self.tower);
+            self.refresh_channels();
         }
         Ok(())
     }
@@ -816,16 +823,14 @@ impl Service {
         self.view_of(record.key)
     }
 
-    fn publish_status(&self, follower: &FollowerStatus) {
-        let mut by_state: BTreeMap<&'static str, u64> =
-            ChannelState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        let mut nearest: Option<(u32, String)> = None;
-        for c in self.tower.channels() {
-            *by_state.entry(c.state.as_str()).or_default() += 1;
-            if c.state.is_live() && nearest.as_ref().is_none_or(|(h, _)| c.broadcast_height < *h) {
-                nearest = Some((c.broadcast_height, c.id.clone()));
-            }
-        }
+    fn publish_status(&self) {
+        let follower = &self.follower;
+        let by_state: BTreeMap<&'static str, u64> = ChannelState::ALL
+            .iter()
+            .zip(self.summary.by_state)
+            .map(|(s, n)| (s.as_str(), n))
+            .collect();
+        let nearest = self.summary.nearest_live.clone();
         let zmq_quiet = self.zmq_stats.seconds_since_last_message();
         let status = ServiceStatus {
             network: self.network.as_str().to_string(),
