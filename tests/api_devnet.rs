@@ -410,23 +410,11 @@ fn run_refuses_a_key_file_others_can_read_and_names_it() {
     use std::os::unix::fs::PermissionsExt;
 
     use bitcoin::bip32::Xpriv;
-    use dogetower::chain::keys::encode_xprv;
 
     let devnet = DevnetProcess::spawn(&[]);
     let dir = common::TowerDir::new(&devnet.node_config(1, false));
-    let key_file = dir.path().join("merchant.xprv");
     let xprv = Xpriv::new_master(bitcoin::NetworkKind::Test, &[9; 32]).unwrap();
-    std::fs::write(&key_file, encode_xprv(&xprv, Network::Regtest)).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    dir.run(&[
-        "merchant",
-        "add",
-        "vault",
-        "--custody",
-        "signer",
-        "--xprv-file",
-        key_file.to_str().unwrap(),
-    ]);
+    let key_file = dir.add_signer_merchant("vault", &xprv);
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = std::process::Command::new(common::BIN)
         .args(["--config", dir.config.to_str().unwrap(), "run"])

@@ -9,8 +9,8 @@ mod devnet_support;
 
 use std::time::Duration;
 
-use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
-use bitcoin::{Amount, PublicKey, ScriptBuf, Transaction, TxOut};
+use bitcoin::secp256k1::{rand, SecretKey};
+use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use common::{kill, wait_for, Shop, TestChannel, CAPACITY, FEE};
 use dogetower::chain::{Address, Network};
 use dogetower::channel::payer::{Funding, Payer};
@@ -275,29 +275,10 @@ async fn fifty_channels_with_one_deadline_close_in_one_block() {
 #[tokio::test]
 async fn funding_double_spend_is_detected_from_the_mempool() {
     let w = World::start().await;
-    let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
-    let merchant_pub = PublicKey::new(w.merchant.public_key(&Secp256k1::new()));
     let locktime = w.devnet.height().await + 60;
-    let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
-    let id = script.address(Network::Regtest).to_string();
     // A replaceable funding, as a payer planning a double spend would make it.
-    let funded = w
-        .devnet
-        .call("devnet_fund", json!([id, CAPACITY, false, true]))
-        .await;
-    let tx: Transaction =
-        bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
-    let ch = Channel {
-        payer,
-        merchant: w.merchant,
-        script,
-        funding: vec![Funding {
-            tx: tx.clone(),
-            vout: funded["vout"].as_u64().unwrap() as u32,
-        }],
-        payout: w.payout.script_pubkey(),
-        id,
-    };
+    let ch = Channel::open_with(&w.devnet, &w.merchant, &w.payout, locktime, CAPACITY, false, true).await;
+    let tx = ch.funding[0].tx.clone();
     let registered = w.register(&ch).await;
     assert_eq!(registered["funding"][0]["status"], "mempool");
     w.devnet
@@ -323,29 +304,16 @@ async fn funding_double_spend_is_detected_from_the_mempool() {
 
 #[tokio::test]
 async fn signer_custody_closes_with_the_towers_own_signature() {
-    use std::os::unix::fs::PermissionsExt;
     use std::str::FromStr;
 
     use bitcoin::bip32::{DerivationPath, Xpriv};
-    use dogetower::chain::keys::encode_xprv;
     use dogetower::channel::MerchantSigner;
 
     let w = World::start().await;
     // The merchant's key lives in a 0600 file the tower reads; payers are
     // handed keys derived from it, with their origin in the announcement.
     let xprv = Xpriv::new_master(bitcoin::NetworkKind::Test, &rand::random::<[u8; 32]>()).unwrap();
-    let key_file = w.tower.dir.path().join("vault.xprv");
-    std::fs::write(&key_file, encode_xprv(&xprv, Network::Regtest)).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    w.tower.dir.run(&[
-        "merchant",
-        "add",
-        "vault",
-        "--custody",
-        "signer",
-        "--xprv-file",
-        key_file.to_str().unwrap(),
-    ]);
+    w.tower.dir.add_signer_merchant("vault", &xprv);
     let token = w
         .tower
         .dir

@@ -15,12 +15,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
-use bitcoin::{Amount, PublicKey, ScriptBuf, Transaction, TxOut};
+use bitcoin::{Amount, PublicKey, ScriptBuf, TxOut};
 use common::{free_port, wait_for, DevnetProcess, Shop, TestChannel, TowerProcess, CAPACITY, FEE};
 use dogetower::chain::{Address, Network};
-use dogetower::channel::payer::{countersign, Funding, Payer};
+use dogetower::channel::payer::countersign;
 use dogetower::channel::psbt::encode_base64;
-use dogetower::channel::Locktime;
 use dogetower::notify::signature;
 use dogetower::store::Store;
 use serde_json::{json, Value};
@@ -65,27 +64,16 @@ async fn hook(State(state): State<Arc<Mutex<Received>>>, headers: HeaderMap, bod
 }
 
 async fn funded(shop: &Shop, locktime: u32, koinu: u64, rbf: bool) -> TestChannel {
-    let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
-    let merchant_pub = PublicKey::new(shop.merchant.public_key(&Secp256k1::new()));
-    let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
-    let id = script.address(Network::Regtest).to_string();
-    let funded = shop
-        .devnet
-        .call("devnet_fund", json!([id, koinu, false, rbf]))
-        .await;
-    let tx: Transaction =
-        bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
-    TestChannel {
-        payer,
-        merchant: shop.merchant,
-        script,
-        funding: vec![Funding {
-            tx,
-            vout: funded["vout"].as_u64().unwrap() as u32,
-        }],
-        payout: shop.payout.script_pubkey(),
-        id,
-    }
+    TestChannel::open_with(
+        &shop.devnet,
+        &shop.merchant,
+        &shop.payout,
+        locktime,
+        koinu,
+        false,
+        rbf,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

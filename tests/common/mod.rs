@@ -137,6 +137,29 @@ impl TowerDir {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Adds a signer-custody merchant whose xprv is written to a 0600 file
+    /// beside the config; returns the file.
+    pub fn add_signer_merchant(&self, name: &str, xprv: &bitcoin::bip32::Xpriv) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let key_file = self.path().join(format!("{name}.xprv"));
+        std::fs::write(
+            &key_file,
+            dogetower::chain::keys::encode_xprv(xprv, Network::Regtest),
+        )
+        .unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        self.run(&[
+            "merchant",
+            "add",
+            name,
+            "--custody",
+            "signer",
+            "--xprv-file",
+            key_file.to_str().unwrap(),
+        ]);
+        key_file
+    }
+
     /// Starts a long-running dogetower command with this config.
     pub fn spawn(&self, args: &[&str]) -> Child {
         Command::new(BIN)
@@ -320,8 +343,8 @@ impl Drop for TowerProcess {
 pub const CAPACITY: u64 = 10 * 100_000_000;
 pub const FEE: u64 = 1_000_000;
 
-/// A presigned payment of `amount` to `payout` on a CAPACITY channel, change
-/// to the payer, fee FEE, as base64.
+/// A presigned payment of `amount` to `payout`, the rest of the funding back
+/// to the payer less FEE, as base64.
 pub fn presigned_payment(
     payer: &Payer,
     script: &ChannelScript,
@@ -336,7 +359,9 @@ pub fn presigned_payment(
             script_pubkey: payout.clone(),
         },
         TxOut {
-            value: Amount::from_sat(CAPACITY - amount - FEE),
+            value: Amount::from_sat(
+                funding.iter().map(|f| f.output().value.to_sat()).sum::<u64>() - amount - FEE,
+            ),
             script_pubkey: ScriptBuf::new_p2pkh(&payer.public_key().pubkey_hash()),
         },
     ];
@@ -364,11 +389,25 @@ impl TestChannel {
         locktime: u32,
         confirm: bool,
     ) -> TestChannel {
+        Self::open_with(devnet, merchant, payout, locktime, CAPACITY, confirm, false).await
+    }
+
+    /// Funds a new channel of `koinu`; `rbf` makes the funding replaceable
+    /// (what a payer planning a double spend would do).
+    pub async fn open_with(
+        devnet: &DevnetProcess,
+        merchant: &SecretKey,
+        payout: &Address,
+        locktime: u32,
+        koinu: u64,
+        confirm: bool,
+        rbf: bool,
+    ) -> TestChannel {
         let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
         let merchant_pub = PublicKey::new(merchant.public_key(&Secp256k1::new()));
         let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
         let id = script.address(Network::Regtest).to_string();
-        let funded = devnet.call("devnet_fund", json!([id, CAPACITY, confirm])).await;
+        let funded = devnet.call("devnet_fund", json!([id, koinu, confirm, rbf])).await;
         let tx: Transaction =
             bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
         let funding = vec![Funding {
