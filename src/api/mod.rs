@@ -2,13 +2,12 @@
 //! authenticates, parses, and hands commands to the service task, which
 //! validates and stores before answering.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +15,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
+
+mod request_log;
 
 use crate::engine::ChannelState;
 use crate::service::{Command, Refusal, ServiceHandle};
@@ -62,7 +63,8 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
             body_limit,
             refuse_large_bodies,
         ))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), request_id))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(axum::middleware::from_fn(request_log::request_id))
         .with_state(state)
 }
 
@@ -80,40 +82,19 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-static REQUESTS: AtomicU64 = AtomicU64::new(1);
-
-/// Gives every request an id (echoed in `X-Request-Id`) and logs it with
-/// method, path, status and duration.
-async fn request_id(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("req-{}", REQUESTS.fetch_add(1, Ordering::Relaxed)));
-    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+/// Counts every answer by route template and status for the metrics.
+async fn count_requests(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     // The route template ("/v1/channels/{id}"), never the channel id itself.
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_string();
-    let started = std::time::Instant::now();
-    let span = tracing::info_span!("request", request_id = %id);
-    let mut response = {
-        let _guard = span.enter();
-        next.run(request).await
-    };
-    tracing::info!(request_id = %id, %method, %path, status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64, "api request");
+    let response = next.run(request).await;
     state
         .service
         .metrics
         .api_request(&route, response.status().as_u16());
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
     response
 }
 
