@@ -24,9 +24,9 @@ use crate::channel::payer::{countersign, Funding, Payer};
 use crate::channel::psbt::encode_base64;
 use crate::channel::Locktime;
 use crate::config::Config;
-use crate::devnet::{Devnet, DevnetConfig};
-use crate::service::runtime;
+use crate::runtime;
 use crate::store::{CustodyMode, Store};
+use dogetower_devnet::{Devnet, DevnetConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -320,7 +320,7 @@ pub async fn run(scenario: Scenario, keep_running: bool) -> anyhow::Result<Strin
     if keep_running && outcome.is_ok() {
         println!("demo: still running; API {} token {} metrics {}/metrics; devnet RPC {} (user {} password {}); Ctrl-C to stop",
             demo.api, token.token, demo.api, demo.devnet.rpc_url(), demo.devnet.rpc_user(), demo.devnet.rpc_password());
-        crate::cli::shutdown_signal().await;
+        crate::runtime::shutdown_signal().await;
     }
     tower.stop().await?;
     demo.devnet.shutdown().await;

@@ -12,9 +12,9 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::engine::{Action, ChannelState, ChannelSummary, EventKind};
+use crate::engine::{Action, ChannelState, ChannelSummary, EventData, EventKind};
 use crate::node::zmq::{Topic, ZmqStats, ZmqStatsSnapshot};
-use crate::service::ServiceStatus;
+use crate::status::ServiceStatus;
 
 /// Deadline windows reported by `dogetower_deadline_channels` and `_value_koinu`.
 const WINDOWS: [(&str, u64); 3] = [("1h", 3_600), ("6h", 21_600), ("24h", 86_400)];
@@ -337,14 +337,12 @@ impl Metrics {
         for action in actions {
             if let Action::Emit(event) = action {
                 self.events.with_label_values(&[event.kind.as_str()]).inc();
-                match event.kind {
-                    EventKind::CloseConfirmed => self.closes_confirmed.inc(),
-                    EventKind::FundingDoubleSpent => self.double_spends.inc(),
-                    EventKind::ChainReorg if event.channel_id.is_none() => {
+                match &event.data {
+                    EventData::CloseConfirmed { .. } => self.closes_confirmed.inc(),
+                    EventData::FundingDoubleSpent { .. } => self.double_spends.inc(),
+                    EventData::ChainReorg { depth, .. } => {
                         self.reorgs.inc();
-                        if let Some(depth) = event.data["depth"].as_f64() {
-                            self.reorg_depth.observe(depth);
-                        }
+                        self.reorg_depth.observe(*depth as f64);
                     }
                     _ => {}
                 }

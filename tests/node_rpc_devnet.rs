@@ -151,3 +151,67 @@ async fn cookie_file_auth() {
         RpcError::Unauthorized
     );
 }
+
+/// Moved from the devnet crate's shape tests: the tower's client, not the
+/// devnet, is what this checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_towers_rpc_client_reads_the_devnet() {
+    let devnet = devnet_support::Spawned::start(&[]);
+    let rpc = devnet.rpc();
+    rpc.ok("generate", json!([1, 1_000_000, true])).await;
+    let client = RpcClient::new(&RpcSettings {
+        url: devnet.rpc_url.clone(),
+        auth: RpcCredentials::UserPass {
+            user: devnet.rpc_user.clone(),
+            password: devnet.rpc_password.clone(),
+        },
+        timeout: std::time::Duration::from_secs(10),
+    })
+    .unwrap();
+    let info = client.get_blockchain_info().await.unwrap();
+    assert_eq!((info.chain.as_str(), info.blocks), ("regtest", 101));
+    let block = client.get_block(&info.bestblockhash).await.unwrap();
+    assert!(block.auxpow.is_some(), "the AuxPoW block decodes with its proof");
+    assert_eq!(block.block_hash(), info.bestblockhash);
+    let hashes = client.get_block_hashes(&[1, 2, 3]).await.unwrap();
+    assert_eq!(hashes.len(), 3);
+    let raw = rpc.ok("getblock", json!([hashes[0].to_string(), 0])).await;
+    let raw = hex::decode(raw.as_str().expect("hex block")).unwrap();
+    assert_eq!(
+        dogetower::chain::decode_block(&raw).unwrap().block_hash(),
+        hashes[0]
+    );
+
+    // A payment broadcast through the client, then found again.
+    let key = devnet_support::Key::new(21);
+    let (funding, vout) = rpc.fund(&key.address(), 10 * 100_000_000, true).await;
+    let coin = devnet_support::Coin::of(&funding, vout);
+    let spend = devnet_support::pay(
+        &coin,
+        &key,
+        key.script(),
+        coin.value() - 1_000_000,
+        devnet_support::Spend::default(),
+    );
+    let txid = client.send_raw_transaction(&spend).await.unwrap();
+    assert_eq!(txid, spend.compute_txid());
+    assert_eq!(
+        client.send_raw_transaction(&spend).await.unwrap(),
+        txid,
+        "resend is a success"
+    );
+    assert_eq!(client.get_raw_mempool().await.unwrap(), vec![txid]);
+    let out = client.get_tx_out(&txid, 0, true).await.unwrap().unwrap();
+    assert_eq!((out.confirmations, out.value), (0, coin.value() - 1_000_000));
+    assert!(client
+        .get_tx_out(&coin.outpoint.txid, vout, true)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        devnet_support::decode_tx(&devnet_support::tx_hex(&spend)),
+        client.get_raw_transaction(&txid).await.unwrap()
+    );
+    let err = client.send_raw_transaction(&funding).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyInChain, "{err}");
+}

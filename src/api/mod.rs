@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 mod request_log;
 
 use crate::engine::ChannelState;
-use crate::service::{Command, Refusal, ServiceHandle};
+use crate::error::{ErrorCode, Refusal};
+use crate::service::{Command, RegisterRequest, ServiceHandle};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -40,7 +41,8 @@ impl From<Refusal> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"error": {"code": self.0.code, "message": self.0.message}});
         (status, Json(body)).into_response()
     }
@@ -48,22 +50,50 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// One endpoint of the API: the table the router is built from, and that
+/// `docs/openapi.json` is checked against.
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// Whether it needs a merchant's bearer token.
+    pub authenticated: bool,
+    handler: MethodRouter<ApiState>,
+}
+
+/// Every endpoint the API serves (`/metrics` comes from [`metrics_router`]).
+pub fn endpoints() -> Vec<Endpoint> {
+    let endpoint = |method, path, authenticated, handler| Endpoint {
+        method,
+        path,
+        authenticated,
+        handler,
+    };
+    vec![
+        endpoint("POST", "/v1/channels", true, post(register)),
+        endpoint("GET", "/v1/channels", true, get(list)),
+        endpoint("GET", "/v1/channels/{id}", true, get(get_channel)),
+        endpoint("POST", "/v1/channels/{id}/payments", true, post(pay)),
+        endpoint("POST", "/v1/channels/{id}/close", true, post(close)),
+        endpoint("GET", "/v1/status", true, get(status)),
+        endpoint("GET", "/healthz", false, get(healthz)),
+        endpoint("GET", "/readyz", false, get(readyz)),
+    ]
+}
+
 pub fn router(state: ApiState, body_limit: usize) -> Router {
-    Router::new()
-        .route("/v1/channels", post(register).get(list))
-        .route("/v1/channels/{id}", get(get_channel))
-        .route("/v1/channels/{id}/payments", post(pay))
-        .route("/v1/channels/{id}/close", post(close))
-        .route("/v1/status", get(status))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, e| router.route(e.path, e.handler))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             body_limit,
             refuse_large_bodies,
         ))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(axum::middleware::from_fn(request_log::request_id))
         .with_state(state)
 }
@@ -111,8 +141,7 @@ async fn refuse_large_bodies(State(limit): State<usize>, request: Request, next:
     if declared.is_some_and(|n| n > limit) {
         let _ = axum::body::to_bytes(request.into_body(), DRAIN_CAP).await;
         return ApiError(Refusal::new(
-            413,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             "the request body is over the configured limit",
         ))
         .into_response();
@@ -121,15 +150,15 @@ async fn refuse_large_bodies(State(limit): State<usize>, request: Request, next:
 }
 
 async fn not_found() -> ApiError {
-    ApiError(Refusal::new(404, "not_found", "no such endpoint"))
+    ApiError(Refusal::new(ErrorCode::NotFound, "no such endpoint"))
 }
 
-/// The merchant behind the bearer token.
-fn merchant(state: &ApiState, headers: &HeaderMap) -> Result<i64, ApiError> {
+/// The merchant behind the bearer token. The lookup reads SQLite, so it
+/// runs on the blocking pool, never on an async worker.
+async fn merchant(state: &ApiState, headers: &HeaderMap) -> Result<i64, ApiError> {
     let unauthorized = || {
         ApiError(Refusal::new(
-            401,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "missing or invalid bearer token",
         ))
     };
@@ -137,15 +166,18 @@ fn merchant(state: &ApiState, headers: &HeaderMap) -> Result<i64, ApiError> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(unauthorized)?;
-    let store = state
-        .store
-        .lock()
-        .map_err(|_| ApiError(Refusal::new(500, "internal_error", "store lock poisoned")))?;
-    store
-        .merchant_for_token(token)
-        .map_err(|e| ApiError(Refusal::new(500, "internal_error", e.to_string())))?
-        .ok_or_else(unauthorized)
+        .ok_or_else(unauthorized)?
+        .to_string();
+    let store = state.store.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let store = store
+            .lock()
+            .map_err(|_| Refusal::new(ErrorCode::InternalError, "store lock poisoned"))?;
+        store.merchant_for_token(&token).map_err(Refusal::internal)
+    })
+    .await
+    .map_err(|e| ApiError(Refusal::internal(e)))??;
+    found.ok_or_else(unauthorized)
 }
 
 /// Parses a JSON body, answering 413 for an oversized one and 400 for
@@ -154,34 +186,25 @@ fn body<T: for<'de> Deserialize<'de>>(bytes: Result<Bytes, BytesRejection>) -> R
     let bytes = bytes.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError(Refusal::new(
-                413,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 "the request body is over the configured limit",
             ))
         } else {
-            ApiError(Refusal::new(400, "invalid_request", rejection.body_text()))
+            ApiError(Refusal::new(ErrorCode::InvalidRequest, rejection.body_text()))
         }
     })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError(Refusal::new(
-            400,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!("the body is not JSON: {e}"),
         ))
     })?;
-    serde_json::from_value(value).map_err(|e| ApiError(Refusal::new(400, "invalid_request", e.to_string())))
+    serde_json::from_value(value)
+        .map_err(|e| ApiError(Refusal::new(ErrorCode::InvalidRequest, e.to_string())))
 }
 
 async fn ask<T>(state: &ApiState, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    let unavailable = || ApiError(Refusal::new(503, "unavailable", "the tower is not running"));
-    state
-        .service
-        .commands
-        .send(make(tx))
-        .await
-        .map_err(|_| unavailable())?;
-    rx.await.map_err(|_| unavailable())
+    Ok(state.service.ask(make).await?)
 }
 
 #[derive(Deserialize)]
@@ -198,16 +221,19 @@ async fn register(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let merchant_id = merchant(&state, &headers)?;
+    let merchant_id = merchant(&state, &headers).await?;
     let b: RegisterBody = body(bytes)?;
-    let (channel, created) = ask(&state, |reply| Command::Register {
-        merchant_id,
-        psbt: b.psbt,
-        payout_address: b.payout_address,
-        merchant_pubkey: b.merchant_pubkey,
-        reply,
-    })
-    .await??;
+    let (channel, created) = state
+        .service
+        .register(
+            merchant_id,
+            RegisterRequest {
+                psbt: b.psbt,
+                payout_address: b.payout_address,
+                merchant_pubkey: b.merchant_pubkey,
+            },
+        )
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -228,7 +254,7 @@ async fn pay(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let merchant_id = merchant(&state, &headers)?;
+    let merchant_id = merchant(&state, &headers).await?;
     let b: PaymentBody = body(bytes)?;
     let reply = ask(&state, |reply| Command::Pay {
         merchant_id,
@@ -241,7 +267,7 @@ async fn pay(
 }
 
 async fn close(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
-    let merchant_id = merchant(&state, &headers)?;
+    let merchant_id = merchant(&state, &headers).await?;
     let channel = ask(&state, |reply| Command::Close {
         merchant_id,
         channel: id,
@@ -252,7 +278,7 @@ async fn close(State(state): State<ApiState>, Path(id): Path<String>, headers: H
 }
 
 async fn get_channel(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
-    let merchant_id = merchant(&state, &headers)?;
+    let merchant_id = merchant(&state, &headers).await?;
     let channel = ask(&state, |reply| Command::Get {
         merchant_id,
         channel: id,
@@ -274,16 +300,15 @@ async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let merchant_id = merchant(&state, &headers)?;
-    let Query(q) = query.map_err(|e| ApiError(Refusal::new(400, "invalid_request", e.body_text())))?;
+    let merchant_id = merchant(&state, &headers).await?;
+    let Query(q) = query.map_err(|e| ApiError(Refusal::new(ErrorCode::InvalidRequest, e.body_text())))?;
     let filter = q
         .state
         .as_deref()
         .map(|s| {
             ChannelState::parse(s).ok_or_else(|| {
                 ApiError(Refusal::new(
-                    400,
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     format!("unknown state {s:?}"),
                 ))
             })
@@ -294,7 +319,7 @@ async fn list(
         .as_deref()
         .map(|c| {
             c.parse::<i64>()
-                .map_err(|_| ApiError(Refusal::new(400, "invalid_request", "bad cursor")))
+                .map_err(|_| ApiError(Refusal::new(ErrorCode::InvalidRequest, "bad cursor")))
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
@@ -313,7 +338,7 @@ async fn list(
 }
 
 async fn status(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {
-    merchant(&state, &headers)?;
+    merchant(&state, &headers).await?;
     let status = state.service.status.borrow().clone();
     Ok(Json(status).into_response())
 }

@@ -9,7 +9,6 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::Context;
 use crate::chain::Address;
-use crate::channel::MerchantSigner;
 use crate::store::{CustodyMode, Store};
 
 #[derive(Debug, Subcommand)]
@@ -63,7 +62,7 @@ pub fn merchant(command: MerchantCommand, ctx: &Context) -> anyhow::Result<ExitC
                 (CustodyArg::Signer, Some(path)) => {
                     let path = std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
                     // Refuse now what the tower would refuse at start.
-                    MerchantSigner::from_file(&path, config.network)?;
+                    crate::key_file::load_signer(&path, config.network)?;
                     (CustodyMode::Signer, Some(path.display().to_string()))
                 }
             };

@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, watch};
 use super::Context;
 use std::sync::Arc;
 
-use crate::chain::follower::{spawn_zmq_hints, ChainEvent, Follower, FollowerSettings, StartPoint};
 use crate::chain::headers::WINDOW;
+use crate::follower::{spawn_zmq_hints, ChainEvent, Follower, FollowerSettings, StartPoint};
 use crate::node::zmq::ZmqStats;
 use crate::node::RpcClient;
 use crate::store::Store;
@@ -86,7 +86,7 @@ async fn follow(args: FollowArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         Arc::new(ZmqStats::new()),
     )?;
     let follower_task = tokio::spawn(follower.run(hints, events_tx, shutdown_rx));
-    let mut stop = std::pin::pin!(super::shutdown_signal());
+    let mut stop = std::pin::pin!(crate::runtime::shutdown_signal());
     loop {
         tokio::select! {
             event = events.recv() => {

@@ -15,7 +15,6 @@ pub mod block;
 pub mod chain;
 pub mod check_node;
 pub mod client;
-pub mod devnet;
 pub mod psbt;
 pub mod run;
 
@@ -90,7 +89,7 @@ pub enum Command {
     },
     /// Run a simulated dogecoind regtest node (JSON-RPC + ZMQ on loopback)
     /// for demos and tests; prints its endpoints as one JSON line.
-    Devnet(devnet::DevnetArgs),
+    Devnet(dogetower_devnet::cli::DevnetArgs),
 }
 
 /// What every command gets: the configuration, when one was given.
@@ -183,7 +182,7 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Token(command) => admin::token(command, ctx),
         Command::Channels { command, api } => client::channels(command, &api, ctx),
         Command::Status { api } => client::status(&api, ctx),
-        Command::Devnet(args) => devnet::run(args),
+        Command::Devnet(args) => dogetower_devnet::cli::run(args),
     }
 }
 
@@ -194,27 +193,6 @@ pub(crate) fn block_on<T>(future: impl std::future::Future<Output = anyhow::Resu
         .build()
         .context("starting the async runtime")?
         .block_on(future)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Reads a whole input file, or stdin for `-`.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::Context;
-use crate::service::runtime;
+use crate::runtime;
 
 pub fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     let config = Arc::new(ctx.config()?.clone());

@@ -63,15 +63,7 @@ pub struct ChannelRecord {
     pub updated_at: i64,
 }
 
-/// One stored payment state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentRecord {
-    pub sequence: u64,
-    pub psbt: Vec<u8>,
-    pub merchant_amount: u64,
-    pub fee: i64,
-    pub unsigned_txid: Txid,
-}
+pub use crate::engine::PaymentRecord;
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -645,7 +637,7 @@ mod tests {
     use super::*;
     use crate::channel::payer::{synthetic_funding, Payer};
     use crate::channel::{ChannelTerms, FundingOutput, Locktime};
-    use crate::engine::EventKind;
+    use crate::engine::EventData;
     use bitcoin::secp256k1::{Secp256k1, SecretKey};
 
     fn channel_fixture() -> (ChannelTerms, bitcoin::Transaction) {
@@ -741,7 +733,13 @@ mod tests {
     #[test]
     fn the_outbox_keeps_one_copy_per_event_id() {
         let mut store = Store::open_in_memory().unwrap();
-        let event = Event::new(EventKind::NodeDown, None, "5", serde_json::json!({"x": 1}));
+        let event = Event::new(
+            None,
+            "5",
+            EventData::NodeDown {
+                processed_height: Some(5),
+            },
+        );
         assert!(store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
         assert!(!store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
         let rows = store.outbox_after(0, 10).unwrap();

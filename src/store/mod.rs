@@ -17,8 +17,8 @@ pub mod tokens;
 
 pub use channels::{ChannelRecord, CustodyMode, Merchant, NewChannel, OutboxEvent, PaymentRecord};
 
-use crate::chain::follower::ChainEvent;
 use crate::chain::headers::HeaderRecord;
+use crate::follower::ChainEvent;
 
 /// The schema migrations, in the order they apply. A released file is never edited.
 const MIGRATIONS: &[(u32, &str, &str)] = &[

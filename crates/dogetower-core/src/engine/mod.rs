@@ -1,0 +1,490 @@
+//! The tower's heart: a pure state machine. `Tower::handle(input)` takes a
+//! chain event, an API command or a broadcast result and returns what must
+//! happen — channels to save, events to emit, closes to broadcast — without
+//! doing any I/O itself. The runner applies the actions (store first, in one
+//! transaction with the input's header change; then the network), so a
+//! crash at any point resumes from the store without losing or doubling
+//! anything.
+//!
+//! Indexes keep every block's work proportional to what is due in it:
+//! watched outpoints in a hash map, deadlines and confirmation targets in
+//! height-ordered maps.
+
+mod blocks;
+mod broadcasts;
+pub mod channel;
+mod commands;
+mod deadlines;
+pub mod event;
+mod funding;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bitcoin::{OutPoint, Transaction, Txid};
+
+pub use channel::{ChannelState, CloseState, FundingOutputState, FundingStatus, TrackedChannel};
+pub use commands::{
+    announced_channel_id, FundingLookup, MerchantProfile, PaymentDecision, PaymentRecord, PaymentRequest,
+    RegisteredChannel, RegistrationDecision, RegistrationRequest, StoredRegistration,
+};
+pub use event::{BlockRef, Event, EventData, EventKind, SeenIn};
+
+use crate::chain::headers::HeaderRecord;
+use crate::chain::{ChainEvent, Network};
+use crate::channel::{ChainView, ChannelPolicy, Locktime};
+use crate::error::{ErrorCode, Refusal};
+use crate::node::ErrorKind;
+
+/// The engine's policy knobs (from `[policy]`) and the network it guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Channel ids and payout addresses are in this network's encoding.
+    pub network: Network,
+    pub funding_confirmations: u32,
+    pub close_confirmations: u32,
+    pub deadline_warning_blocks: u32,
+    pub channel: ChannelPolicy,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            network: Network::Regtest,
+            funding_confirmations: 1,
+            close_confirmations: 6,
+            deadline_warning_blocks: 120,
+            channel: ChannelPolicy::default(),
+        }
+    }
+}
+
+/// What the engine reacts to.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// What the chain follower saw.
+    Chain(ChainEvent),
+    /// A channel the API validated and the runner stored.
+    Registered(Box<TrackedChannel>),
+    /// A newer payment state was validated and stored.
+    PaymentAccepted {
+        key: i64,
+        sequence: u64,
+        merchant_amount: u64,
+        unsigned_txid: Txid,
+    },
+    /// The merchant asked to close now.
+    CloseRequested { key: i64 },
+    /// What came of a [`Action::Broadcast`].
+    BroadcastResult { key: i64, outcome: BroadcastOutcome },
+    /// The node became reachable (true) or unreachable (false).
+    NodeReachable(bool),
+}
+
+/// What happened when the runner tried to broadcast a close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BroadcastOutcome {
+    /// The node took it (or had it in its mempool already).
+    Sent { txid: Txid },
+    /// The node says it is already in the chain.
+    AlreadyInChain { txid: Txid },
+    /// The node refused it.
+    Rejected { kind: ErrorKind, message: String },
+    /// The close could not be finalized or failed the script interpreter.
+    NotFinalized { reason: String },
+    /// The node did not answer; try again at the next block.
+    NodeUnreachable { reason: String },
+}
+
+/// What the runner must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Persist the channel's tracked state (read it with [`Tower::channel`]).
+    Save { key: i64 },
+    /// Record a state transition (audit trail).
+    Transition {
+        key: i64,
+        from: ChannelState,
+        to: ChannelState,
+        cause: String,
+    },
+    /// Write an event to the outbox.
+    Emit(Event),
+    /// Finalize the channel's latest state and send it to the node; report
+    /// the outcome as [`Input::BroadcastResult`].
+    Broadcast { key: i64 },
+}
+
+/// Why a command could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no channel {0}")]
+    UnknownChannel(i64),
+    #[error("the channel is {0} and takes no more commands of this kind")]
+    ChannelClosed(&'static str),
+    #[error("the channel has no payment state to close with")]
+    NothingToClose,
+}
+
+impl CommandError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CommandError::UnknownChannel(_) => ErrorCode::ChannelNotFound,
+            CommandError::ChannelClosed(_) => ErrorCode::ChannelClosed,
+            CommandError::NothingToClose => ErrorCode::NothingToClose,
+        }
+    }
+}
+
+impl From<CommandError> for Refusal {
+    fn from(e: CommandError) -> Refusal {
+        Refusal::new(e.code(), e.to_string())
+    }
+}
+
+/// Channel totals, see [`Tower::summary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelSummary {
+    /// Counts in [`ChannelState::ALL`] order.
+    pub by_state: [u64; 6],
+    /// Koinu in live and closing channels.
+    pub value_locked: u64,
+    /// (window seconds, count, merchant koinu) of live channels with a
+    /// payment whose deadline is within the window.
+    pub within: Vec<(u64, u64, u64)>,
+    /// The nearest broadcast height of a live channel, and its id.
+    pub nearest_live: Option<(u32, String)>,
+    /// The nearest broadcast height of a live channel with a payment.
+    pub nearest_with_payment: Option<u32>,
+}
+
+/// Which role a watched outpoint plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// The channel's own funding output.
+    FundingOutput(i64),
+    /// An input of a channel's unconfirmed funding transaction.
+    FundingInput { key: i64, funding_txid: Txid },
+}
+
+#[derive(Default)]
+struct Indexes {
+    /// Channel id (P2SH address) → key, for events that name a channel.
+    by_id: HashMap<String, i64>,
+    watched: HashMap<OutPoint, Vec<Watch>>,
+    funding_txids: HashMap<Txid, Vec<i64>>,
+    /// Height → channels with something to do at that height (lazy: entries
+    /// are re-checked when they come due).
+    broadcast_due: BTreeMap<u32, BTreeSet<i64>>,
+    warning_due: BTreeMap<u32, BTreeSet<i64>>,
+    confirm_due: BTreeMap<u32, BTreeSet<i64>>,
+    /// Height → channels with a fact recorded at that height (undone by a disconnect).
+    facts_at: BTreeMap<u32, BTreeSet<i64>>,
+    /// Closing channels whose close is not in a block: re-sent every block.
+    unmined_closes: BTreeSet<i64>,
+    /// Time-locked live channels: their deadline is checked against block time.
+    time_locked: BTreeSet<i64>,
+}
+
+pub struct Tower {
+    settings: EngineSettings,
+    tip: Option<HeaderRecord>,
+    channels: HashMap<i64, TrackedChannel>,
+    idx: Indexes,
+    /// Blocks disconnected since the last connect (for `chain.reorg`).
+    pending_reorg: Vec<HeaderRecord>,
+    node_reachable: Option<bool>,
+}
+
+impl Tower {
+    /// A tower restored from the store: its channels and the processed tip.
+    pub fn new(settings: EngineSettings, tip: Option<HeaderRecord>, channels: Vec<TrackedChannel>) -> Tower {
+        let mut tower = Tower {
+            settings,
+            tip,
+            channels: HashMap::with_capacity(channels.len()),
+            idx: Indexes::default(),
+            pending_reorg: Vec::new(),
+            node_reachable: None,
+        };
+        for channel in channels {
+            tower.insert(channel);
+        }
+        tower
+    }
+
+    pub fn channel(&self, key: i64) -> Option<&TrackedChannel> {
+        self.channels.get(&key)
+    }
+
+    pub fn channels(&self) -> impl Iterator<Item = &TrackedChannel> {
+        self.channels.values()
+    }
+
+    pub fn tip(&self) -> Option<&HeaderRecord> {
+        self.tip.as_ref()
+    }
+
+    /// The merchant of the channel with this id (its P2SH address).
+    pub fn merchant_of(&self, channel_id: &str) -> Option<i64> {
+        let key = self.idx.by_id.get(channel_id)?;
+        self.channels.get(key).map(|c| c.merchant_id)
+    }
+
+    /// Totals over every tracked channel, in one pass: for `/v1/status` and
+    /// the metrics. `windows` are deadline windows in seconds.
+    pub fn summary(&self, windows: &[u64]) -> ChannelSummary {
+        let spacing = u64::from(self.settings.channel.target_spacing_secs.max(1));
+        let margin = self.settings.channel.broadcast_margin_blocks;
+        let tip = self.tip.map_or(0, |t| t.height);
+        let mut summary = ChannelSummary {
+            within: windows.iter().map(|w| (*w, 0, 0)).collect(),
+            ..ChannelSummary::default()
+        };
+        for c in self.channels.values() {
+            let index = ChannelState::ALL.iter().position(|s| *s == c.state).unwrap_or(0);
+            summary.by_state[index] += 1;
+            if c.state.is_live() || c.state == ChannelState::Closing {
+                summary.value_locked += c.capacity();
+            }
+            if !c.state.is_live() {
+                continue;
+            }
+            if summary
+                .nearest_live
+                .as_ref()
+                .is_none_or(|(h, _)| c.broadcast_height < *h)
+            {
+                summary.nearest_live = Some((c.broadcast_height, c.id.clone()));
+            }
+            if c.sequence == 0 {
+                continue;
+            }
+            let seconds_left = u64::from((c.broadcast_height + margin).saturating_sub(tip)) * spacing;
+            for (window, count, value) in summary.within.iter_mut() {
+                if seconds_left <= *window {
+                    *count += 1;
+                    *value += c.merchant_amount;
+                }
+            }
+            summary.nearest_with_payment = Some(
+                summary
+                    .nearest_with_payment
+                    .map_or(c.broadcast_height, |n| n.min(c.broadcast_height)),
+            );
+        }
+        summary
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// The chain as of the processed tip.
+    pub fn view(&self) -> ChainView {
+        self.tip.map_or_else(ChainView::default, |t| ChainView {
+            height: t.height,
+            time: t.time,
+            median_time_past: t.median_time_past,
+        })
+    }
+
+    /// The broadcast and warning heights of a channel with this locktime, as of now.
+    pub fn deadline_heights(&self, locktime: Locktime) -> (u32, u32) {
+        let view = self.view();
+        let policy = &self.settings.channel;
+        let broadcast = policy.broadcast_height(locktime, &view);
+        let warning = (broadcast + policy.broadcast_margin_blocks)
+            .saturating_sub(self.settings.deadline_warning_blocks);
+        (broadcast, warning)
+    }
+
+    pub fn handle(&mut self, input: Input) -> Result<Vec<Action>, CommandError> {
+        let mut out = Out::default();
+        match input {
+            Input::Chain(ChainEvent::BlockConnected { header, block }) => {
+                self.block_connected(header, &block, &mut out)
+            }
+            Input::Chain(ChainEvent::BlockDisconnected { header }) => {
+                self.block_disconnected(header, &mut out)
+            }
+            Input::Chain(ChainEvent::MempoolTx { txid, tx }) => self.mempool_tx(txid, &tx, &mut out),
+            Input::Registered(channel) => return Ok(self.apply_registration(*channel)),
+            Input::PaymentAccepted {
+                key,
+                sequence,
+                merchant_amount,
+                unsigned_txid,
+            } => self.payment(key, sequence, merchant_amount, unsigned_txid, &mut out)?,
+            Input::CloseRequested { key } => self.close_requested(key, &mut out)?,
+            Input::BroadcastResult { key, outcome } => self.broadcast_result(key, outcome, &mut out),
+            Input::NodeReachable(up) => self.node_reachable(up, &mut out),
+        }
+        Ok(out.finish())
+    }
+
+    /// Starts tracking a channel the engine decided to register
+    /// ([`Tower::decide_registration`]) under the key the store gave it.
+    pub fn apply_registration(&mut self, channel: TrackedChannel) -> Vec<Action> {
+        let mut out = Out::default();
+        self.registered(channel, &mut out);
+        out.finish()
+    }
+
+    // ---- indexes ----
+
+    fn insert(&mut self, channel: TrackedChannel) {
+        let key = channel.key;
+        self.idx.by_id.insert(channel.id.clone(), key);
+        if channel.state.is_live() || channel.state == ChannelState::Closing {
+            for f in &channel.funding {
+                self.idx
+                    .watched
+                    .entry(f.outpoint)
+                    .or_default()
+                    .push(Watch::FundingOutput(key));
+            }
+            for (funding_txid, inputs) in &channel.funding_inputs {
+                self.idx.funding_txids.entry(*funding_txid).or_default().push(key);
+                for input in inputs {
+                    self.idx
+                        .watched
+                        .entry(*input)
+                        .or_default()
+                        .push(Watch::FundingInput {
+                            key,
+                            funding_txid: *funding_txid,
+                        });
+                }
+            }
+        }
+        if channel.state.is_live() {
+            self.idx
+                .broadcast_due
+                .entry(channel.broadcast_height)
+                .or_default()
+                .insert(key);
+            if !channel.deadline_warned {
+                self.idx
+                    .warning_due
+                    .entry(channel.warning_height)
+                    .or_default()
+                    .insert(key);
+            }
+            if matches!(channel.locktime(), Locktime::Time(_)) {
+                self.idx.time_locked.insert(key);
+            }
+        }
+        if channel.state == ChannelState::Closing && channel.close.mined_height.is_none() {
+            self.idx.unmined_closes.insert(key);
+        }
+        for height in fact_heights(&channel) {
+            self.idx.facts_at.entry(height).or_default().insert(key);
+            self.idx.confirm_due.entry(height).or_default().insert(key);
+        }
+        self.channels.insert(key, channel);
+    }
+
+    fn note_fact(&mut self, key: i64, height: u32, confirmations_needed: u32) {
+        self.idx.facts_at.entry(height).or_default().insert(key);
+        let due = height + confirmations_needed.max(1) - 1;
+        self.idx.confirm_due.entry(due).or_default().insert(key);
+    }
+
+    // ---- transitions ----
+
+    fn transition(&mut self, key: i64, to: ChannelState, cause: String, out: &mut Out) {
+        let Some(channel) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let from = channel.state;
+        if from == to {
+            return;
+        }
+        channel.state = to;
+        if !to.is_live() {
+            self.idx.time_locked.remove(&key);
+        }
+        out.actions.push(Action::Transition { key, from, to, cause });
+        out.save(key);
+    }
+
+    /// A terminal state caused by the block at `height` (undone if it is disconnected).
+    fn terminal(&mut self, key: i64, to: ChannelState, height: u32, cause: &str, out: &mut Out) {
+        let Some(channel) = self.channels.get_mut(&key) else {
+            return;
+        };
+        if channel.state.is_terminal() {
+            return;
+        }
+        channel.undo = Some((channel.state, height));
+        self.idx.facts_at.entry(height).or_default().insert(key);
+        self.transition(key, to, cause.to_string(), out);
+    }
+}
+
+/// The txid of `tx` with every scriptSig emptied: equal for all malleated
+/// copies and for the PSBT's unsigned transaction.
+pub fn unsigned_txid(tx: &Transaction) -> Txid {
+    let mut bare = tx.clone();
+    for input in &mut bare.input {
+        input.script_sig = bitcoin::ScriptBuf::new();
+    }
+    bare.compute_txid()
+}
+
+/// Heights at which a restored channel has facts a disconnect could undo.
+fn fact_heights(channel: &TrackedChannel) -> Vec<u32> {
+    let mut heights: Vec<u32> = channel
+        .funding
+        .iter()
+        .flat_map(|f| [f.confirmed_height, f.spent_height])
+        .chain([channel.close.mined_height, channel.undo.map(|(_, h)| h)])
+        .flatten()
+        .collect();
+    heights.sort_unstable();
+    heights.dedup();
+    heights
+}
+
+/// Collects actions, saving each channel once, after its other actions.
+#[derive(Default)]
+struct Out {
+    actions: Vec<Action>,
+    saves: BTreeSet<i64>,
+}
+
+impl Out {
+    fn emit(&mut self, event: Event) {
+        self.actions.push(Action::Emit(event));
+    }
+
+    fn save(&mut self, key: i64) {
+        self.saves.insert(key);
+    }
+
+    fn broadcast(&mut self, key: i64) {
+        let action = Action::Broadcast { key };
+        if !self.actions.contains(&action) {
+            self.actions.push(action);
+        }
+    }
+
+    /// Saves first (the store must hold the state before anything is sent),
+    /// then events and transitions, broadcasts last.
+    fn finish(self) -> Vec<Action> {
+        let mut actions: Vec<Action> = self.saves.into_iter().map(|key| Action::Save { key }).collect();
+        let (broadcasts, rest): (Vec<_>, Vec<_>) = self
+            .actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Broadcast { .. }));
+        actions.extend(rest);
+        actions.extend(broadcasts);
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod decision_tests;

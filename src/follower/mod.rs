@@ -1,0 +1,649 @@
+//! The chain follower: turns ZMQ hints and RPC facts into an exact, ordered
+//! stream of [`ChainEvent`]s.
+//!
+//! ZMQ only says "look now" (and saves a `getblock` when it carried the
+//! block). What happened is always decided over RPC: the follower walks from
+//! the node's tip back to the fork point with its own header chain, emits
+//! `BlockDisconnected` tip first, then `BlockConnected` in height order. So the
+//! same events come out whether ZMQ works, drops everything or duplicates:
+//! a periodic `getbestblockhash` backstop catches whatever the hints missed.
+//!
+//! The follower does not persist anything itself. The consumer of the events
+//! records each header change together with its own effects in one store
+//! transaction, and on restart hands the stored headers back to
+//! [`Follower::new`], so processing resumes exactly where it stopped.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, Transaction, Txid};
+use tokio::sync::{mpsc, watch};
+
+use crate::chain::block::{decode_block, DogeBlock};
+use crate::chain::headers::{HeaderChain, HeaderRecord};
+pub use crate::chain::ChainEvent;
+use crate::node::rpc::{HeaderInfo, RpcClient, RpcError};
+use crate::node::zmq::{
+    subscriptions_from_endpoints, Topic, ZmqError, ZmqEvent, ZmqHandle, ZmqStats, ZmqSubscriber,
+};
+
+/// A hint that something may have changed (from ZMQ or a timer).
+#[derive(Debug, Clone)]
+pub enum Hint {
+    /// A new tip was announced; the block itself when `rawblock` carried it.
+    Block(Option<Arc<DogeBlock>>),
+    /// A transaction was announced (`rawtx`).
+    Tx(Arc<Transaction>),
+    /// Block messages were lost, or the node restarted: resync blocks.
+    BlocksLost,
+    /// Transaction messages were lost, or the node restarted: resync the mempool.
+    TxsLost,
+}
+
+/// Where the chain comes from: the node over RPC, or a scripted chain in tests.
+pub trait ChainSource: Send + Sync {
+    fn best_block_hash(&self) -> impl Future<Output = Result<BlockHash, RpcError>> + Send;
+    fn header(&self, hash: &BlockHash) -> impl Future<Output = Result<HeaderInfo, RpcError>> + Send;
+    fn headers(&self, hashes: &[BlockHash])
+        -> impl Future<Output = Result<Vec<HeaderInfo>, RpcError>> + Send;
+    /// Active-chain hashes at `heights` (an error if any height is beyond the tip).
+    fn block_hashes(&self, heights: &[u32]) -> impl Future<Output = Result<Vec<BlockHash>, RpcError>> + Send;
+    fn blocks(&self, hashes: &[BlockHash]) -> impl Future<Output = Result<Vec<DogeBlock>, RpcError>> + Send;
+    fn mempool_txids(&self) -> impl Future<Output = Result<Vec<Txid>, RpcError>> + Send;
+    /// The transactions, each `None` when it is no longer known to the node.
+    fn transactions(
+        &self,
+        txids: &[Txid],
+    ) -> impl Future<Output = Result<Vec<Option<Transaction>>, RpcError>> + Send;
+    /// Which of `txids` are in the mempool right now.
+    fn in_mempool(&self, txids: &[Txid]) -> impl Future<Output = Result<Vec<bool>, RpcError>> + Send;
+}
+
+impl ChainSource for RpcClient {
+    async fn best_block_hash(&self) -> Result<BlockHash, RpcError> {
+        self.get_best_block_hash().await
+    }
+    async fn header(&self, hash: &BlockHash) -> Result<HeaderInfo, RpcError> {
+        self.get_block_header(hash).await
+    }
+    async fn headers(&self, hashes: &[BlockHash]) -> Result<Vec<HeaderInfo>, RpcError> {
+        self.get_block_headers(hashes).await
+    }
+    async fn block_hashes(&self, heights: &[u32]) -> Result<Vec<BlockHash>, RpcError> {
+        self.get_block_hashes(heights).await
+    }
+    async fn blocks(&self, hashes: &[BlockHash]) -> Result<Vec<DogeBlock>, RpcError> {
+        self.get_blocks(hashes).await
+    }
+    async fn mempool_txids(&self) -> Result<Vec<Txid>, RpcError> {
+        self.get_raw_mempool().await
+    }
+    async fn transactions(&self, txids: &[Txid]) -> Result<Vec<Option<Transaction>>, RpcError> {
+        let answers = self.get_raw_transactions(txids).await?;
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Ok(tx) => Ok(Some(tx)),
+                Err(e) if e.kind() == crate::node::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+    async fn in_mempool(&self, txids: &[Txid]) -> Result<Vec<bool>, RpcError> {
+        self.mempool_presence(txids).await
+    }
+}
+
+/// Where to start on a store that has no header yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPoint {
+    /// At the node's tip: older blocks are not processed.
+    Tip,
+    /// Process every block from this height on.
+    Height(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct FollowerSettings {
+    pub start: StartPoint,
+    /// The `getbestblockhash` backstop, whatever ZMQ says.
+    pub poll_interval: Duration,
+    /// Blocks fetched per JSON-RPC batch while catching up.
+    pub batch_size: usize,
+}
+
+impl Default for FollowerSettings {
+    fn default() -> Self {
+        FollowerSettings {
+            start: StartPoint::Tip,
+            poll_interval: Duration::from_secs(5),
+            batch_size: 50,
+        }
+    }
+}
+
+/// What the follower knows, for `/readyz`, `status` and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowerStatus {
+    pub node_reachable: bool,
+    /// The node's tip height at the last successful look.
+    pub node_height: Option<u32>,
+    pub node_tip: Option<BlockHash>,
+    /// The height of the last block handed to the consumer.
+    pub processed_height: Option<u32>,
+    /// True when the processed tip equals the node's tip.
+    pub caught_up: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error("the node's chain forks from ours below the {0} blocks kept in memory; refusing to guess")]
+    ReorgTooDeep(usize),
+    #[error("the node answered an inconsistent chain: {0}")]
+    Inconsistent(String),
+    #[error("the consumer of chain events has stopped")]
+    ConsumerGone,
+    #[error("the follower has no base header yet: call ensure_anchored first")]
+    NotAnchored,
+}
+
+/// Headers recorded below the starting point on a first start.
+const ANCHOR_DEPTH: u32 = 100;
+
+/// Blocks the `rawblock` hints carried, so catching up needs no `getblock`.
+const BLOCK_CACHE: usize = 32;
+
+pub struct Follower<S: ChainSource> {
+    source: S,
+    chain: HeaderChain,
+    settings: FollowerSettings,
+    /// Mempool transactions already reported (pruned as they confirm or vanish).
+    mempool_seen: HashSet<Txid>,
+    /// Announced transactions waiting to be confirmed as mempool members.
+    pending_txs: Vec<Arc<Transaction>>,
+    block_cache: HashMap<BlockHash, Arc<DogeBlock>>,
+    block_cache_order: VecDeque<BlockHash>,
+    status: watch::Sender<FollowerStatus>,
+}
+
+impl<S: ChainSource> Follower<S> {
+    /// `headers`: the processed chain from the store (empty on a first start).
+    pub fn new(source: S, headers: Vec<HeaderRecord>, settings: FollowerSettings) -> Self {
+        let chain = HeaderChain::from_records(headers);
+        let status = watch::Sender::new(FollowerStatus {
+            processed_height: chain.tip().map(|t| t.height),
+            ..Default::default()
+        });
+        Follower {
+            source,
+            chain,
+            settings,
+            mempool_seen: HashSet::new(),
+            pending_txs: Vec::new(),
+            block_cache: HashMap::new(),
+            block_cache_order: VecDeque::new(),
+            status,
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<FollowerStatus> {
+        self.status.subscribe()
+    }
+
+    pub fn tip(&self) -> Option<&HeaderRecord> {
+        self.chain.tip()
+    }
+
+    /// Follows until `shutdown` turns true or the consumer goes away. RPC
+    /// failures are logged and retried at the next hint or poll.
+    pub async fn run(
+        mut self,
+        mut hints: mpsc::Receiver<Hint>,
+        out: mpsc::Sender<ChainEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), FollowError> {
+        let mut poll = tokio::time::interval(self.settings.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hints_open = true;
+        loop {
+            let (mut blocks, mut mempool) = (false, false);
+            tokio::select! {
+                _ = poll.tick() => { blocks = true; mempool = true; }
+                hint = hints.recv(), if hints_open => match hint {
+                    Some(hint) => {
+                        self.take_hint(hint, &mut blocks, &mut mempool);
+                        // Take every hint already queued before touching RPC.
+                        while let Ok(hint) = hints.try_recv() {
+                            self.take_hint(hint, &mut blocks, &mut mempool);
+                        }
+                    }
+                    // No ZMQ: the backstop poll carries on alone.
+                    None => hints_open = false,
+                },
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return Ok(());
+                    }
+                }
+            }
+            match self.step(blocks, mempool, &out).await {
+                Ok(()) => {}
+                Err(FollowError::Rpc(e)) => {
+                    self.status.send_modify(|s| s.node_reachable = false);
+                    tracing::warn!(error = %e, "node RPC failed; retrying at the next poll");
+                }
+                Err(e) => return Err(e),
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn take_hint(&mut self, hint: Hint, blocks: &mut bool, mempool: &mut bool) {
+        match hint {
+            Hint::Block(block) => {
+                if let Some(block) = block {
+                    self.cache_block(block);
+                }
+                *blocks = true;
+            }
+            Hint::Tx(tx) => {
+                // Coinbases are announced with their block; they never sit in a mempool.
+                if !tx.is_coinbase() && !self.mempool_seen.contains(&tx.compute_txid()) {
+                    self.pending_txs.push(tx);
+                }
+            }
+            Hint::BlocksLost => *blocks = true,
+            Hint::TxsLost => *mempool = true,
+        }
+    }
+
+    /// One round: blocks first (so mined transactions are not reported as
+    /// mempool ones), then the mempool.
+    pub async fn step(
+        &mut self,
+        blocks: bool,
+        mempool: bool,
+        out: &mpsc::Sender<ChainEvent>,
+    ) -> Result<(), FollowError> {
+        if blocks {
+            self.sync_blocks(out).await?;
+        }
+        if mempool {
+            self.sync_mempool(out).await?;
+        } else if !self.pending_txs.is_empty() {
+            self.flush_pending_txs(out).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings the processed chain to the node's tip.
+    pub async fn sync_blocks(&mut self, out: &mpsc::Sender<ChainEvent>) -> Result<(), FollowError> {
+        // The node's chain may move while we walk it; each pass re-reads the tip.
+        for _ in 0..100 {
+            let best = self.source.best_block_hash().await?;
+            let best_header = self.source.header(&best).await?;
+            self.status.send_modify(|s| {
+                s.node_reachable = true;
+                s.node_height = Some(best_header.height);
+                s.node_tip = Some(best);
+            });
+            let Some(tip) = self.chain.tip().copied() else {
+                return Err(FollowError::NotAnchored);
+            };
+            if tip.hash == best {
+                self.status.send_modify(|s| s.caught_up = true);
+                return Ok(());
+            }
+            self.status.send_modify(|s| s.caught_up = false);
+            let fork = self.find_fork(best_header.height.min(tip.height)).await?;
+            while self.chain.tip().is_some_and(|t| t.height > fork) {
+                let header = self.chain.pop().expect("checked above");
+                self.emit(out, ChainEvent::BlockDisconnected { header }).await?;
+            }
+            if !self.connect_up_to(best_header.height, out).await? {
+                tracing::debug!("the node's chain changed while catching up; walking again");
+            }
+        }
+        Err(FollowError::Inconsistent(
+            "the node's tip kept changing for 100 passes".into(),
+        ))
+    }
+
+    /// On a first start (no stored headers), picks the base of the processed
+    /// chain from the node and returns those headers for the caller to store
+    /// before any event is processed. `None` when headers were given.
+    pub async fn ensure_anchored(&mut self) -> Result<Option<Vec<HeaderRecord>>, FollowError> {
+        if !self.chain.is_empty() {
+            return Ok(None);
+        }
+        for _ in 0..100 {
+            let best = self.source.best_block_hash().await?;
+            let best_header = self.source.header(&best).await?;
+            self.anchor(&best_header).await?;
+            if !self.chain.is_empty() {
+                return Ok(Some(self.base_headers()));
+            }
+        }
+        Err(FollowError::Inconsistent(
+            "the node's tip kept changing while anchoring".into(),
+        ))
+    }
+
+    /// First start: record the base header (and the ones below it, so a
+    /// reorg right after the start still finds its fork point); process
+    /// nothing older.
+    async fn anchor(&mut self, best: &HeaderInfo) -> Result<(), FollowError> {
+        let base_height = match self.settings.start {
+            StartPoint::Tip => best.height,
+            StartPoint::Height(h) => h.saturating_sub(1).min(best.height),
+        };
+        let heights: Vec<u32> = (base_height.saturating_sub(ANCHOR_DEPTH)..=base_height).collect();
+        let hashes = self.source.block_hashes(&heights).await?;
+        let infos = self.source.headers(&hashes).await?;
+        let mut chain = HeaderChain::default();
+        for (info, hash) in infos.iter().zip(&hashes) {
+            if info.hash != *hash
+                || chain
+                    .tip()
+                    .is_some_and(|t| Some(t.hash) != info.previousblockhash)
+            {
+                // The node moved while we read; the next pass starts over.
+                return Ok(());
+            }
+            chain.push(HeaderRecord {
+                height: info.height,
+                hash: info.hash,
+                prev: info.previousblockhash.unwrap_or(BlockHash::all_zeros()),
+                time: info.time,
+                median_time_past: info.mediantime,
+            });
+        }
+        let Some(base) = chain.tip().copied() else {
+            return Err(FollowError::Inconsistent("getblockhash answered nothing".into()));
+        };
+        tracing::info!(height = base.height, hash = %base.hash, "following the chain from here");
+        self.chain = chain;
+        self.status
+            .send_modify(|s| s.processed_height = Some(base.height));
+        Ok(())
+    }
+
+    fn base_headers(&self) -> Vec<HeaderRecord> {
+        let lowest = self.chain.lowest().unwrap_or(0);
+        let tip = self.chain.tip().map_or(0, |t| t.height);
+        (lowest..=tip)
+            .filter_map(|h| self.chain.get(h).copied())
+            .collect()
+    }
+
+    /// The highest height at or below `from` where the node's chain and ours agree.
+    async fn find_fork(&self, from: u32) -> Result<u32, FollowError> {
+        let lowest = self.chain.lowest().unwrap_or(0);
+        let mut top = from;
+        loop {
+            let bottom = top
+                .saturating_sub(self.settings.batch_size as u32 - 1)
+                .max(lowest);
+            let heights: Vec<u32> = (bottom..=top).rev().collect();
+            let hashes = self.source.block_hashes(&heights).await?;
+            for (height, hash) in heights.iter().zip(hashes) {
+                if self.chain.get(*height).is_some_and(|ours| ours.hash == hash) {
+                    return Ok(*height);
+                }
+            }
+            if bottom == lowest {
+                return Err(FollowError::ReorgTooDeep(crate::chain::headers::WINDOW));
+            }
+            top = bottom - 1;
+        }
+    }
+
+    /// Connects blocks above our tip up to `target`. False when a block does
+    /// not link to our tip (the node reorganised meanwhile).
+    async fn connect_up_to(
+        &mut self,
+        target: u32,
+        out: &mpsc::Sender<ChainEvent>,
+    ) -> Result<bool, FollowError> {
+        let start_height = self.chain.tip().map_or(0, |t| t.height + 1);
+        let behind = target.saturating_sub(start_height) + 1;
+        if behind > 100 {
+            tracing::info!(from = start_height, to = target, "catching up {behind} blocks");
+        }
+        let mut height = start_height;
+        while height <= target {
+            let last = target.min(height + self.settings.batch_size as u32 - 1);
+            let heights: Vec<u32> = (height..=last).collect();
+            let hashes = self.source.block_hashes(&heights).await?;
+            let blocks = self.fetch_blocks(&hashes).await?;
+            for ((h, hash), block) in heights.iter().zip(&hashes).zip(blocks) {
+                let Some(tip) = self.chain.tip().copied() else {
+                    return Ok(false);
+                };
+                if block.block_hash() != *hash {
+                    return Err(FollowError::Inconsistent(format!(
+                        "getblock {hash} returned block {}",
+                        block.block_hash()
+                    )));
+                }
+                if block.header.prev_blockhash != tip.hash {
+                    return Ok(false);
+                }
+                let time = block.header.time;
+                let header = HeaderRecord {
+                    height: *h,
+                    hash: *hash,
+                    prev: tip.hash,
+                    time,
+                    median_time_past: self.chain.median_time_past_with(time),
+                };
+                // Transactions mined here are no longer mempool news.
+                for tx in &block.txdata {
+                    let txid = tx.compute_txid();
+                    self.mempool_seen.remove(&txid);
+                    self.pending_txs.retain(|p| p.compute_txid() != txid);
+                }
+                self.chain.push(header);
+                self.emit(out, ChainEvent::BlockConnected { header, block })
+                    .await?;
+                if *h % 1000 == 0 && behind > 100 {
+                    tracing::info!(height = *h, target, "catching up");
+                }
+            }
+            height = last + 1;
+        }
+        Ok(true)
+    }
+
+    async fn fetch_blocks(&mut self, hashes: &[BlockHash]) -> Result<Vec<Arc<DogeBlock>>, FollowError> {
+        let missing: Vec<BlockHash> = hashes
+            .iter()
+            .filter(|h| !self.block_cache.contains_key(*h))
+            .copied()
+            .collect();
+        let mut fetched: HashMap<BlockHash, Arc<DogeBlock>> = HashMap::new();
+        if !missing.is_empty() {
+            for block in self.source.blocks(&missing).await? {
+                fetched.insert(block.block_hash(), Arc::new(block));
+            }
+        }
+        hashes
+            .iter()
+            .map(|h| {
+                self.block_cache
+                    .get(h)
+                    .or_else(|| fetched.get(h))
+                    .cloned()
+                    .ok_or_else(|| FollowError::Inconsistent(format!("the node did not return block {h}")))
+            })
+            .collect()
+    }
+
+    fn cache_block(&mut self, block: Arc<DogeBlock>) {
+        let hash = block.block_hash();
+        if self.block_cache.insert(hash, block).is_none() {
+            self.block_cache_order.push_back(hash);
+        }
+        while self.block_cache_order.len() > BLOCK_CACHE {
+            if let Some(old) = self.block_cache_order.pop_front() {
+                self.block_cache.remove(&old);
+            }
+        }
+    }
+
+    /// Reports every mempool transaction not reported yet (and forgets those gone).
+    pub async fn sync_mempool(&mut self, out: &mpsc::Sender<ChainEvent>) -> Result<(), FollowError> {
+        let current = self.source.mempool_txids().await?;
+        let current_set: HashSet<Txid> = current.iter().copied().collect();
+        self.mempool_seen.retain(|t| current_set.contains(t));
+        let mut known: HashMap<Txid, Arc<Transaction>> = self
+            .pending_txs
+            .drain(..)
+            .map(|tx| (tx.compute_txid(), tx))
+            .collect();
+        let new: Vec<Txid> = current
+            .into_iter()
+            .filter(|t| !self.mempool_seen.contains(t))
+            .collect();
+        let to_fetch: Vec<Txid> = new.iter().filter(|t| !known.contains_key(*t)).copied().collect();
+        for chunk in to_fetch.chunks(self.settings.batch_size.max(1)) {
+            for (txid, tx) in chunk.iter().zip(self.source.transactions(chunk).await?) {
+                if let Some(tx) = tx {
+                    known.insert(*txid, Arc::new(tx));
+                }
+            }
+        }
+        // Parents before children, so a consumer sees spends in a sensible order.
+        for tx in order_parents_first(new.iter().filter_map(|t| known.remove(t)).collect()) {
+            self.report_mempool_tx(tx, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Reports the announced transactions the node still holds in its mempool.
+    async fn flush_pending_txs(&mut self, out: &mpsc::Sender<ChainEvent>) -> Result<(), FollowError> {
+        let pending: Vec<Arc<Transaction>> = std::mem::take(&mut self.pending_txs);
+        let txids: Vec<Txid> = pending.iter().map(|t| t.compute_txid()).collect();
+        let present = self.source.in_mempool(&txids).await?;
+        for (tx, present) in pending.into_iter().zip(present) {
+            if present {
+                self.report_mempool_tx(tx, out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn report_mempool_tx(
+        &mut self,
+        tx: Arc<Transaction>,
+        out: &mpsc::Sender<ChainEvent>,
+    ) -> Result<(), FollowError> {
+        let txid = tx.compute_txid();
+        if self.mempool_seen.insert(txid) {
+            self.emit(out, ChainEvent::MempoolTx { txid, tx }).await?;
+        }
+        Ok(())
+    }
+
+    async fn emit(&mut self, out: &mpsc::Sender<ChainEvent>, event: ChainEvent) -> Result<(), FollowError> {
+        let processed = self.chain.tip().map(|t| t.height);
+        out.send(event).await.map_err(|_| FollowError::ConsumerGone)?;
+        self.status.send_modify(|s| s.processed_height = processed);
+        Ok(())
+    }
+}
+
+/// Turns a ZMQ event into follower hints. Hash topics carry nothing the raw
+/// ones do not, except `hashblock` when `rawblock` is not configured.
+pub fn hints_from_zmq(event: ZmqEvent) -> Vec<Hint> {
+    match event {
+        ZmqEvent::Message(message) => match message.topic {
+            Topic::RawBlock => match decode_block(&message.body) {
+                Ok(block) => vec![Hint::Block(Some(Arc::new(block)))],
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable rawblock from ZMQ; asking RPC instead");
+                    vec![Hint::Block(None)]
+                }
+            },
+            Topic::HashBlock => vec![Hint::Block(None)],
+            Topic::RawTx => match bitcoin::consensus::deserialize::<Transaction>(&message.body) {
+                Ok(tx) => vec![Hint::Tx(Arc::new(tx))],
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable rawtx from ZMQ; resyncing the mempool");
+                    vec![Hint::TxsLost]
+                }
+            },
+            Topic::HashTx => vec![],
+        },
+        ZmqEvent::Gap { topic, .. } if topic.is_block() => vec![Hint::BlocksLost],
+        ZmqEvent::Gap { .. } => vec![Hint::TxsLost],
+        // A reset means the node restarted: anything may have changed meanwhile.
+        ZmqEvent::Reset { .. } => vec![Hint::BlocksLost, Hint::TxsLost],
+        ZmqEvent::Duplicate { .. } | ZmqEvent::Malformed { .. } => vec![],
+    }
+}
+
+/// Starts the ZMQ subscriber for the configured endpoints and returns the
+/// follower's hint channel (closed at once when no endpoint is configured:
+/// the backstop poll then works alone) and the subscriber, which runs until
+/// it is dropped or shut down.
+pub fn spawn_zmq_hints(
+    rawtx: Option<&str>,
+    rawblock: Option<&str>,
+    hashblock: Option<&str>,
+    stats: Arc<ZmqStats>,
+) -> Result<(mpsc::Receiver<Hint>, Option<ZmqHandle>), ZmqError> {
+    let (hint_tx, hint_rx) = mpsc::channel(1024);
+    let subscriptions = subscriptions_from_endpoints(rawtx, rawblock, hashblock, None);
+    if subscriptions.is_empty() {
+        return Ok((hint_rx, None));
+    }
+    let (zmq_tx, mut zmq_rx) = mpsc::channel(1024);
+    let handle = ZmqSubscriber::spawn(subscriptions, zmq_tx, stats)?;
+    tokio::spawn(async move {
+        while let Some(event) = zmq_rx.recv().await {
+            for hint in hints_from_zmq(event) {
+                if hint_tx.send(hint).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok((hint_rx, Some(handle)))
+}
+
+/// Orders transactions so that each comes after any of the others it spends.
+fn order_parents_first(txs: Vec<Arc<Transaction>>) -> Vec<Arc<Transaction>> {
+    let ids: HashSet<Txid> = txs.iter().map(|t| t.compute_txid()).collect();
+    let mut done: HashSet<Txid> = HashSet::new();
+    let mut ordered = Vec::with_capacity(txs.len());
+    let mut rest = txs;
+    while !rest.is_empty() {
+        let before = rest.len();
+        let (ready, waiting): (Vec<_>, Vec<_>) = rest.into_iter().partition(|tx| {
+            tx.input
+                .iter()
+                .all(|i| !ids.contains(&i.previous_output.txid) || done.contains(&i.previous_output.txid))
+        });
+        for tx in &ready {
+            done.insert(tx.compute_txid());
+        }
+        ordered.extend(ready);
+        rest = waiting;
+        if rest.len() == before {
+            // A cycle cannot happen in a valid mempool; keep the rest as they are.
+            ordered.append(&mut rest);
+        }
+    }
+    ordered
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! Starting and stopping a whole tower in this process: the service task,
+//! the API and metrics servers and the webhook sender. `dogetower run` and
+//! `dogetower demo` both use it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{metrics_router, router, ApiState};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::node::zmq::ZmqStats;
+use crate::service::{load_signers, ServiceHandle};
+use crate::store::Store;
+
+type Server = JoinHandle<std::io::Result<()>>;
+
+/// A running tower.
+pub struct Running {
+    pub handle: ServiceHandle,
+    /// Where the API (and `/metrics` when they share an address) listens.
+    pub api_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    service: JoinHandle<anyhow::Result<()>>,
+    api: Server,
+    metrics: Option<Server>,
+    notifier: JoinHandle<anyhow::Result<()>>,
+}
+
+fn serve(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) -> Server {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    })
+}
+
+/// Starts every part of the tower; a key file that others can read stops it
+/// before anything starts, naming the file.
+pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
+    {
+        let store = Store::open(&config.store.path)?;
+        load_signers(&store, config.network)?;
+    }
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let zmq_stats = Arc::new(ZmqStats::new());
+    let metrics = Arc::new(Metrics::new(config.network.as_str()));
+    let rpc = crate::service::rpc_client(&config, &metrics)?;
+    let prepared = crate::service::prepare(rpc, zmq_stats, metrics.clone());
+    let handle = prepared.handle.clone();
+    let api_state = ApiState {
+        service: handle.clone(),
+        store: Arc::new(Mutex::new(Store::open(&config.store.path)?)),
+    };
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("api.listen {}", config.api.listen))?;
+    let api_addr = listener.local_addr()?;
+    tracing::info!(listen = %api_addr, network = %config.network, "dogetower API listening");
+    let mut app = router(api_state.clone(), config.api.body_limit_bytes);
+    // /metrics on its own address, or beside the API when both are the same.
+    let (metrics_server, metrics_addr) = if config.metrics.listen == config.api.listen {
+        app = app.merge(metrics_router(api_state));
+        (None, api_addr)
+    } else {
+        let listener = tokio::net::TcpListener::bind(config.metrics.listen)
+            .await
+            .with_context(|| format!("metrics.listen {}", config.metrics.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(listen = %addr, "metrics listening");
+        (
+            Some(serve(listener, metrics_router(api_state), shutdown_rx.clone())),
+            addr,
+        )
+    };
+    let api = serve(listener, app, shutdown_rx.clone());
+    let notifier = tokio::spawn(crate::notify::run(
+        config.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    ));
+    let service = tokio::spawn(crate::service::run(config, prepared, shutdown_rx));
+    Ok(Running {
+        handle,
+        api_addr,
+        metrics_addr,
+        shutdown,
+        service,
+        api,
+        metrics: metrics_server,
+        notifier,
+    })
+}
+
+impl Running {
+    /// Runs until SIGINT/SIGTERM or until the service stops by itself (a
+    /// fatal error), then stops everything.
+    pub async fn until_signal(mut self) -> anyhow::Result<()> {
+        let outcome = tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                let _ = self.shutdown.send(true);
+                (&mut self.service).await
+            }
+            outcome = &mut self.service => outcome,
+        };
+        self.finish(outcome).await
+    }
+
+    /// Stops everything now.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let outcome = (&mut self.service).await;
+        self.finish(outcome).await
+    }
+
+    async fn finish(self, outcome: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.api.await.context("api task")??;
+        self.notifier.await.context("webhook task")??;
+        if let Some(server) = self.metrics {
+            server.await.context("metrics task")??;
+        }
+        outcome.context("service task")?
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,593 @@
+//! The single writer: one OS thread owns the engine and the store. Inputs
+//! arrive on one queue (chain events, merchant commands, broadcast results,
+//! the follower's status); each is decided by the engine and its actions are
+//! committed in one SQLite transaction before anything is answered or sent.
+//! SQLite's fsync never runs on a tokio worker, and the writer never waits
+//! for the node: what a rule needs from the node is fetched before a
+//! command gets here, and closes are sent by tasks whose outcomes come back
+//! as inputs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use bitcoin::Txid;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+
+use super::view::ChannelView;
+use super::{broadcaster, engine_settings, Command, PaymentReply, ServiceHandle, WriterInput};
+use crate::chain::headers::{HeaderRecord, WINDOW};
+use crate::chain::{ChainEvent, Network};
+use crate::channel::psbt::{decode_base64, DecodedPsbt};
+use crate::channel::{Custody, MerchantSigner};
+use crate::config::Config;
+use crate::engine::{
+    Action, BroadcastOutcome, ChannelState, ChannelSummary, FundingLookup, Input, MerchantProfile,
+    PaymentDecision, PaymentRequest, RegistrationDecision, RegistrationRequest, StoredRegistration, Tower,
+};
+use crate::error::{ErrorCode, Refusal};
+use crate::follower::FollowerStatus;
+use crate::metrics::Metrics;
+use crate::node::zmq::ZmqStats;
+use crate::node::RpcClient;
+use crate::status::ServiceStatus;
+use crate::store::{ChannelRecord, CustodyMode, Merchant, NewChannel, Store, StoreError, WriteTx};
+
+/// What came of one close handed to the node.
+#[derive(Debug)]
+pub(super) struct BroadcastDone {
+    key: i64,
+    sequence: u64,
+    txid: Option<Txid>,
+    outcome: BroadcastOutcome,
+}
+
+pub(super) struct Writer {
+    network: Network,
+    store: Store,
+    tower: Tower,
+    rpc: RpcClient,
+    /// Where broadcasts run; their outcomes come back on `inputs`.
+    runtime: Handle,
+    inputs: mpsc::Sender<WriterInput>,
+    merchants: HashMap<i64, Merchant>,
+    signers: HashMap<i64, MerchantSigner>,
+    in_flight: HashSet<i64>,
+    zmq_configured: bool,
+    zmq_stats: Arc<ZmqStats>,
+    metrics: Arc<Metrics>,
+    status: watch::Sender<ServiceStatus>,
+    /// The last follower status, for `/v1/status`.
+    follower: FollowerStatus,
+    /// Channel totals, refreshed when channels change (not per mempool tx).
+    summary: ChannelSummary,
+}
+
+impl Writer {
+    /// Opens the store and rebuilds the engine from it; also returns the
+    /// processed headers, for the follower.
+    pub(super) fn open(
+        config: &Config,
+        handle: &ServiceHandle,
+        status: watch::Sender<ServiceStatus>,
+        runtime: Handle,
+    ) -> anyhow::Result<(Writer, Vec<HeaderRecord>)> {
+        let network = config.network;
+        let store = Store::open(&config.store.path)?;
+        let signers = super::load_signers(&store, network)?;
+        let merchants = store.merchants()?.into_iter().map(|m| (m.id, m)).collect();
+        let headers = store.recent_headers(WINDOW)?;
+        let tip = headers.last().copied();
+        let undo_above = tip.map_or(0, |t| t.height.saturating_sub(WINDOW as u32));
+        let channels = store.tracked_channels(undo_above)?;
+        tracing::info!(channels = channels.len(), processed_height = ?tip.map(|t| t.height), "store loaded");
+        let tower = Tower::new(engine_settings(config), tip, channels);
+        let mut writer = Writer {
+            network,
+            store,
+            tower,
+            rpc: handle.rpc.clone(),
+            runtime,
+            inputs: handle.inputs.clone(),
+            merchants,
+            signers,
+            in_flight: HashSet::new(),
+            zmq_configured: config.node.zmq_rawblock.is_some() || config.node.zmq_hashblock.is_some(),
+            zmq_stats: handle.zmq_stats.clone(),
+            metrics: handle.metrics.clone(),
+            status,
+            follower: FollowerStatus::default(),
+            summary: ChannelSummary::default(),
+        };
+        writer.refresh_channels();
+        Ok((writer, headers))
+    }
+
+    /// Handles inputs until [`WriterInput::Stop`] or a failed commit (the
+    /// process then stops, and the engine is rebuilt from the store on restart).
+    pub(super) fn run(&mut self, mut inputs: mpsc::Receiver<WriterInput>) -> anyhow::Result<()> {
+        while let Some(input) = inputs.blocking_recv() {
+            match input {
+                WriterInput::Anchor(base) => {
+                    self.store
+                        .write(|tx| base.iter().try_for_each(|h| tx.connect_header(h)))?;
+                }
+                WriterInput::Chain(event) => self.chain_event(event)?,
+                WriterInput::Command(command) => self.command(command),
+                WriterInput::BroadcastDone(done) => self.broadcast_done(done)?,
+                WriterInput::Follower(now) => {
+                    self.follower = now;
+                    self.node_reachable(now.node_reachable)?;
+                    self.publish_status();
+                }
+                WriterInput::Stop => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the engine's actions inside a store transaction; returns the
+    /// channels to broadcast once it has committed.
+    fn apply(tx: &WriteTx<'_>, tower: &Tower, actions: &[Action]) -> Result<Vec<i64>, StoreError> {
+        let height = tower.tip().map(|t| t.height);
+        let mut broadcasts = Vec::new();
+        for action in actions {
+            match action {
+                Action::Save { key } => {
+                    if let Some(channel) = tower.channel(*key) {
+                        tx.save_channel(channel)?;
+                    }
+                }
+                Action::Transition { key, from, to, cause } => {
+                    tracing::info!(
+                        channel = *key,
+                        from = from.as_str(),
+                        to = to.as_str(),
+                        cause,
+                        "channel state"
+                    );
+                    tx.record_transition(*key, *from, *to, cause, height)?;
+                }
+                Action::Emit(event) => {
+                    let merchant = event.channel_id.as_deref().and_then(|id| tower.merchant_of(id));
+                    if tx.enqueue_event(event, merchant)? {
+                        tracing::info!(event = event.kind.as_str(), id = %event.id, channel = ?event.channel_id, "event");
+                    }
+                }
+                Action::Broadcast { key } => broadcasts.push(*key),
+            }
+        }
+        Ok(broadcasts)
+    }
+
+    /// Writes `own` (the input's own change) and the engine's actions in one
+    /// store transaction, then starts the broadcasts they ask for.
+    fn commit(
+        &mut self,
+        actions: &[Action],
+        own: impl FnOnce(&WriteTx<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let tower = &self.tower;
+        let broadcasts = self.store.write(|tx| {
+            own(tx)?;
+            Self::apply(tx, tower, actions)
+        })?;
+        self.after_commit(actions, broadcasts);
+        Ok(())
+    }
+
+    fn after_commit(&mut self, actions: &[Action], broadcasts: Vec<i64>) {
+        if !actions.is_empty() {
+            self.metrics.actions(actions);
+            self.refresh_channels();
+        }
+        self.start_broadcasts(broadcasts);
+    }
+
+    /// Recomputes the channel totals (one pass) and publishes them.
+    fn refresh_channels(&mut self) {
+        self.summary = self.tower.summary(&Metrics::deadline_windows());
+        self.metrics.channels(&self.summary, self.tip_height());
+        self.publish_status();
+    }
+
+    fn chain_event(&mut self, event: ChainEvent) -> anyhow::Result<()> {
+        let actions = self.tower.handle(Input::Chain(event.clone()))?;
+        self.commit(&actions, |tx| tx.apply_block_event(&event))?;
+        if !matches!(event, ChainEvent::MempoolTx { .. }) {
+            self.metrics.block_processed();
+            self.refresh_channels();
+        }
+        Ok(())
+    }
+
+    fn node_reachable(&mut self, up: bool) -> anyhow::Result<()> {
+        let actions = self.tower.handle(Input::NodeReachable(up))?;
+        if !actions.is_empty() {
+            self.commit(&actions, |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    fn broadcast_done(&mut self, done: BroadcastDone) -> anyhow::Result<()> {
+        self.in_flight.remove(&done.key);
+        let label = broadcaster::outcome_label(&done.outcome);
+        self.metrics.broadcast(&label);
+        let message = match &done.outcome {
+            BroadcastOutcome::Rejected { message, .. } => Some(message.clone()),
+            BroadcastOutcome::NotFinalized { reason } | BroadcastOutcome::NodeUnreachable { reason } => {
+                Some(reason.clone())
+            }
+            _ => None,
+        };
+        let actions = self.tower.handle(Input::BroadcastResult {
+            key: done.key,
+            outcome: done.outcome,
+        })?;
+        let height = self.tower.tip().map(|t| t.height);
+        self.commit(&actions, |tx| {
+            tx.record_broadcast(done.key, done.txid.as_ref(), height, &label, message.as_deref())
+        })?;
+        tracing::debug!(channel = done.key, sequence = done.sequence, result = %label, "broadcast recorded");
+        Ok(())
+    }
+
+    /// Sends closes in the background; their outcomes come back as inputs.
+    fn start_broadcasts(&mut self, keys: Vec<i64>) {
+        for key in keys {
+            if !self.in_flight.insert(key) {
+                continue; // the previous attempt is still out
+            }
+            let inputs = self.inputs.clone();
+            let job = match self.close_job(key) {
+                Ok(job) => job,
+                Err(reason) => {
+                    let done = BroadcastDone {
+                        key,
+                        sequence: 0,
+                        txid: None,
+                        outcome: BroadcastOutcome::NotFinalized { reason },
+                    };
+                    self.runtime.spawn(async move {
+                        let _ = inputs.send(WriterInput::BroadcastDone(done)).await;
+                    });
+                    continue;
+                }
+            };
+            let rpc = self.rpc.clone();
+            self.runtime.spawn(async move {
+                let (close, outcome) = broadcaster::send(&rpc, &job).await;
+                let done = BroadcastDone {
+                    key: job.key,
+                    sequence: job.sequence,
+                    txid: close.map(|c| c.compute_txid()),
+                    outcome,
+                };
+                let _ = inputs.send(WriterInput::BroadcastDone(done)).await;
+            });
+        }
+    }
+
+    fn close_job(&self, key: i64) -> Result<broadcaster::CloseJob, String> {
+        let channel = self.tower.channel(key).ok_or("unknown channel")?;
+        let record = self
+            .store
+            .channel_record_by_key(key)
+            .map_err(|e| e.to_string())?
+            .ok_or("channel missing from the store")?;
+        let payment = self
+            .store
+            .latest_payment(key)
+            .map_err(|e| e.to_string())?
+            .ok_or("no payment state to close with")?;
+        let custody = self.custody(channel.merchant_id)?;
+        let terms = self
+            .tower
+            .terms(key, record.merchant_key_origin.as_ref())
+            .ok_or("unknown channel")?;
+        Ok(broadcaster::CloseJob {
+            key,
+            channel_id: channel.id.clone(),
+            sequence: payment.sequence,
+            psbt: payment.psbt,
+            terms,
+            custody,
+        })
+    }
+
+    fn custody(&self, merchant_id: i64) -> Result<Custody, String> {
+        let merchant = self.merchants.get(&merchant_id).ok_or("unknown merchant")?;
+        match merchant.custody {
+            CustodyMode::Presigned => Ok(Custody::Presigned),
+            CustodyMode::Signer => self
+                .signers
+                .get(&merchant_id)
+                .cloned()
+                .map(Custody::Signer)
+                .ok_or_else(|| format!("no key loaded for merchant {}", merchant.name)),
+        }
+    }
+
+    fn tip_height(&self) -> u32 {
+        self.tower.tip().map_or(0, |t| t.height)
+    }
+
+    fn view_of(&self, key: i64) -> Result<ChannelView, Refusal> {
+        let channel = self.tower.channel(key);
+        let stored;
+        let channel = match channel {
+            Some(c) => c,
+            None => {
+                stored = self
+                    .store
+                    .tracked_channel(key)
+                    .map_err(Refusal::internal)?
+                    .ok_or_else(|| Refusal::channel_not_found(&key.to_string()))?;
+                &stored
+            }
+        };
+        let record = self
+            .store
+            .channel_record_by_key(key)
+            .map_err(Refusal::internal)?
+            .ok_or_else(|| Refusal::channel_not_found(&channel.id))?;
+        Ok(ChannelView::new(channel, &record, self.tip_height()))
+    }
+
+    /// The channel `address` of `merchant_id`; another merchant's is "not found".
+    fn owned(&self, merchant_id: i64, address: &str) -> Result<ChannelRecord, Refusal> {
+        match self.store.channel_record(address).map_err(Refusal::internal)? {
+            Some(r) if r.merchant_id == merchant_id => Ok(r),
+            _ => Err(Refusal::channel_not_found(address)),
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Register {
+                merchant_id,
+                psbt,
+                payout_address,
+                merchant_pubkey,
+                funding,
+                reply,
+            } => {
+                let result = self.register(
+                    merchant_id,
+                    &psbt,
+                    payout_address.as_deref(),
+                    merchant_pubkey.as_deref(),
+                    &funding,
+                );
+                let _ = reply.send(result);
+            }
+            Command::Pay {
+                merchant_id,
+                channel,
+                psbt,
+                reply,
+            } => {
+                let result = self.pay(merchant_id, &channel, &psbt);
+                let _ = reply.send(result);
+            }
+            Command::Close {
+                merchant_id,
+                channel,
+                reply,
+            } => {
+                let result = self.close(merchant_id, &channel);
+                let _ = reply.send(result);
+            }
+            Command::Get {
+                merchant_id,
+                channel,
+                reply,
+            } => {
+                let result = self
+                    .owned(merchant_id, &channel)
+                    .and_then(|r| self.view_of(r.key));
+                let _ = reply.send(result);
+            }
+            Command::List {
+                merchant_id,
+                state,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.list(merchant_id, state, after, limit));
+            }
+        }
+    }
+
+    fn list(
+        &self,
+        merchant_id: i64,
+        state: Option<ChannelState>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> (Vec<ChannelView>, Option<i64>) {
+        let keys = self
+            .store
+            .channel_keys(merchant_id, state.map(ChannelState::as_str), after, limit)
+            .unwrap_or_default();
+        let last = keys.last().copied();
+        (
+            keys.into_iter().filter_map(|k| self.view_of(k).ok()).collect(),
+            last,
+        )
+    }
+
+    fn register(
+        &mut self,
+        merchant_id: i64,
+        psbt: &DecodedPsbt,
+        payout_address: Option<&str>,
+        merchant_pubkey: Option<&str>,
+        funding: &[(bitcoin::OutPoint, FundingLookup)],
+    ) -> Result<(ChannelView, bool), Refusal> {
+        let merchant = self.merchant(merchant_id)?;
+        let custody = self.custody(merchant_id).map_err(Refusal::internal)?;
+        let existing = match crate::engine::announced_channel_id(psbt, self.network) {
+            Some(id) => self
+                .store
+                .channel_record(&id)
+                .map_err(Refusal::internal)?
+                .map(|r| StoredRegistration {
+                    key: r.key,
+                    merchant_id: r.merchant_id,
+                    announcement: r.announcement,
+                    payout_script: r.payout_script,
+                }),
+            None => None,
+        };
+        let decision = self.tower.decide_registration(&RegistrationRequest {
+            merchant: MerchantProfile {
+                id: merchant_id,
+                custody: &custody,
+                default_payout: merchant.payout_address.as_deref(),
+            },
+            psbt,
+            payout_address,
+            merchant_pubkey,
+            funding,
+            existing: existing.as_ref(),
+        })?;
+        let new = match decision {
+            RegistrationDecision::Repeat { key } => return Ok((self.view_of(key)?, false)),
+            RegistrationDecision::New(new) => new,
+        };
+        let mut channel = new.channel;
+        let id = channel.id.clone();
+        let record = NewChannel {
+            address: &id,
+            merchant_id,
+            script: &new.terms.script,
+            merchant_key_origin: new.terms.merchant_key_origin.as_ref(),
+            payout_script: &new.payout_script,
+            announcement: &new.announcement,
+            capacity: new.terms.capacity(),
+            broadcast_height: channel.broadcast_height,
+            warning_height: channel.warning_height,
+        };
+        // The row id is the engine's key: the channel row, the engine's
+        // state and its events are written in one transaction.
+        let tower = &mut self.tower;
+        let (key, actions, broadcasts) = self
+            .store
+            .write(|tx| {
+                let key = tx.insert_channel(&record, &channel)?;
+                channel.key = key;
+                let actions = tower.apply_registration(channel);
+                let broadcasts = Self::apply(tx, tower, &actions)?;
+                Ok((key, actions, broadcasts))
+            })
+            .map_err(Refusal::internal)?;
+        self.after_commit(&actions, broadcasts);
+        tracing::info!(channel = %id, merchant = %merchant.name, capacity = new.terms.capacity(), "channel registered");
+        Ok((self.view_of(key)?, true))
+    }
+
+    fn merchant(&mut self, merchant_id: i64) -> Result<Merchant, Refusal> {
+        if let Some(m) = self.merchants.get(&merchant_id) {
+            return Ok(m.clone());
+        }
+        // A merchant added while the tower runs (with `dogetower merchant add`).
+        for m in self.store.merchants().map_err(Refusal::internal)? {
+            self.merchants.entry(m.id).or_insert(m);
+        }
+        let merchant = self
+            .merchants
+            .get(&merchant_id)
+            .cloned()
+            .ok_or_else(|| Refusal::new(ErrorCode::Unauthorized, "unknown merchant"))?;
+        if merchant.custody == CustodyMode::Signer && !self.signers.contains_key(&merchant_id) {
+            let path = merchant.xprv_file.as_deref().unwrap_or_default();
+            let signer =
+                crate::key_file::load_signer(std::path::Path::new(path), self.network).map_err(|e| {
+                    Refusal::new(
+                        ErrorCode::SignerUnavailable,
+                        format!("merchant {}: {e}", merchant.name),
+                    )
+                })?;
+            self.signers.insert(merchant_id, signer);
+        }
+        Ok(merchant)
+    }
+
+    fn pay(&mut self, merchant_id: i64, address: &str, psbt_text: &str) -> Result<PaymentReply, Refusal> {
+        let record = self.owned(merchant_id, address)?;
+        self.merchant(merchant_id)?;
+        let custody = self.custody(merchant_id).map_err(Refusal::internal)?;
+        let psbt = decode_base64(psbt_text)?;
+        let latest = self.store.latest_payment(record.key).map_err(Refusal::internal)?;
+        let decision = self.tower.decide_payment(&PaymentRequest {
+            key: record.key,
+            psbt: &psbt,
+            custody: &custody,
+            payout_script: &record.payout_script,
+            merchant_key_origin: record.merchant_key_origin.as_ref(),
+            latest: latest.as_ref(),
+        })?;
+        let payment = match decision {
+            PaymentDecision::Repeat {
+                sequence,
+                merchant_amount,
+            } => {
+                return Ok(PaymentReply {
+                    channel: self.view_of(record.key)?,
+                    sequence,
+                    merchant_amount,
+                })
+            }
+            PaymentDecision::Accept(payment) => payment,
+        };
+        let actions = self.tower.handle(Input::PaymentAccepted {
+            key: record.key,
+            sequence: payment.sequence,
+            merchant_amount: payment.merchant_amount,
+            unsigned_txid: payment.unsigned_txid,
+        })?;
+        // Durable (synchronous=FULL commit) before the answer goes out.
+        self.commit(&actions, |tx| tx.insert_payment(record.key, &payment))
+            .map_err(Refusal::internal)?;
+        Ok(PaymentReply {
+            channel: self.view_of(record.key)?,
+            sequence: payment.sequence,
+            merchant_amount: payment.merchant_amount,
+        })
+    }
+
+    fn close(&mut self, merchant_id: i64, address: &str) -> Result<ChannelView, Refusal> {
+        let record = self.owned(merchant_id, address)?;
+        let actions = self.tower.handle(Input::CloseRequested { key: record.key })?;
+        self.commit(&actions, |_| Ok(())).map_err(Refusal::internal)?;
+        self.view_of(record.key)
+    }
+
+    fn publish_status(&self) {
+        let follower = &self.follower;
+        let by_state: BTreeMap<&'static str, u64> = ChannelState::ALL
+            .iter()
+            .zip(self.summary.by_state)
+            .map(|(s, n)| (s.as_str(), n))
+            .collect();
+        let nearest = self.summary.nearest_live.clone();
+        let zmq_quiet = self.zmq_stats.seconds_since_last_message();
+        let status = ServiceStatus {
+            network: self.network.as_str().to_string(),
+            node_reachable: follower.node_reachable,
+            node_height: follower.node_height,
+            node_tip: follower.node_tip.map(|h| h.to_string()),
+            processed_height: self.tower.tip().map(|t| t.height),
+            caught_up: follower.caught_up,
+            zmq_configured: self.zmq_configured,
+            zmq_seconds_since_last_message: zmq_quiet,
+            channels_by_state: by_state,
+            nearest_deadline_height: nearest.as_ref().map(|n| n.0),
+            nearest_deadline_channel: nearest.map(|n| n.1),
+        };
+        self.metrics.status(&status);
+        self.status.send_replace(status);
+    }
+}

@@ -1,0 +1,22 @@
+//! The tower's view of itself, published by the writer for `/v1/status`,
+//! `/readyz`, `dogetower status` and the metrics.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ServiceStatus {
+    pub network: String,
+    pub node_reachable: bool,
+    pub node_height: Option<u32>,
+    pub node_tip: Option<String>,
+    pub processed_height: Option<u32>,
+    pub caught_up: bool,
+    pub zmq_configured: bool,
+    pub zmq_seconds_since_last_message: Option<u64>,
+    pub channels_by_state: BTreeMap<&'static str, u64>,
+    /// The nearest broadcast height among live channels.
+    pub nearest_deadline_height: Option<u32>,
+    pub nearest_deadline_channel: Option<String>,
+}
