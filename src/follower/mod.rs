@@ -14,7 +14,6 @@
 //! [`Follower::new`], so processing resumes exactly where it stopped.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,80 +21,17 @@ use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, Transaction, Txid};
 use tokio::sync::{mpsc, watch};
 
-use crate::chain::block::{decode_block, DogeBlock};
+use crate::chain::block::DogeBlock;
 use crate::chain::headers::{HeaderChain, HeaderRecord};
 pub use crate::chain::ChainEvent;
-use crate::node::rpc::{HeaderInfo, RpcClient, RpcError};
-use crate::node::zmq::{
-    subscriptions_from_endpoints, Topic, ZmqError, ZmqEvent, ZmqHandle, ZmqStats, ZmqSubscriber,
-};
+use crate::node::rpc::{HeaderInfo, RpcError};
 
-/// A hint that something may have changed (from ZMQ or a timer).
-#[derive(Debug, Clone)]
-pub enum Hint {
-    /// A new tip was announced; the block itself when `rawblock` carried it.
-    Block(Option<Arc<DogeBlock>>),
-    /// A transaction was announced (`rawtx`).
-    Tx(Arc<Transaction>),
-    /// Block messages were lost, or the node restarted: resync blocks.
-    BlocksLost,
-    /// Transaction messages were lost, or the node restarted: resync the mempool.
-    TxsLost,
-}
+mod hints;
+mod mempool;
+mod source;
 
-/// Where the chain comes from: the node over RPC, or a scripted chain in tests.
-pub trait ChainSource: Send + Sync {
-    fn best_block_hash(&self) -> impl Future<Output = Result<BlockHash, RpcError>> + Send;
-    fn header(&self, hash: &BlockHash) -> impl Future<Output = Result<HeaderInfo, RpcError>> + Send;
-    fn headers(&self, hashes: &[BlockHash])
-        -> impl Future<Output = Result<Vec<HeaderInfo>, RpcError>> + Send;
-    /// Active-chain hashes at `heights` (an error if any height is beyond the tip).
-    fn block_hashes(&self, heights: &[u32]) -> impl Future<Output = Result<Vec<BlockHash>, RpcError>> + Send;
-    fn blocks(&self, hashes: &[BlockHash]) -> impl Future<Output = Result<Vec<DogeBlock>, RpcError>> + Send;
-    fn mempool_txids(&self) -> impl Future<Output = Result<Vec<Txid>, RpcError>> + Send;
-    /// The transactions, each `None` when it is no longer known to the node.
-    fn transactions(
-        &self,
-        txids: &[Txid],
-    ) -> impl Future<Output = Result<Vec<Option<Transaction>>, RpcError>> + Send;
-    /// Which of `txids` are in the mempool right now.
-    fn in_mempool(&self, txids: &[Txid]) -> impl Future<Output = Result<Vec<bool>, RpcError>> + Send;
-}
-
-impl ChainSource for RpcClient {
-    async fn best_block_hash(&self) -> Result<BlockHash, RpcError> {
-        self.get_best_block_hash().await
-    }
-    async fn header(&self, hash: &BlockHash) -> Result<HeaderInfo, RpcError> {
-        self.get_block_header(hash).await
-    }
-    async fn headers(&self, hashes: &[BlockHash]) -> Result<Vec<HeaderInfo>, RpcError> {
-        self.get_block_headers(hashes).await
-    }
-    async fn block_hashes(&self, heights: &[u32]) -> Result<Vec<BlockHash>, RpcError> {
-        self.get_block_hashes(heights).await
-    }
-    async fn blocks(&self, hashes: &[BlockHash]) -> Result<Vec<DogeBlock>, RpcError> {
-        self.get_blocks(hashes).await
-    }
-    async fn mempool_txids(&self) -> Result<Vec<Txid>, RpcError> {
-        self.get_raw_mempool().await
-    }
-    async fn transactions(&self, txids: &[Txid]) -> Result<Vec<Option<Transaction>>, RpcError> {
-        let answers = self.get_raw_transactions(txids).await?;
-        answers
-            .into_iter()
-            .map(|a| match a {
-                Ok(tx) => Ok(Some(tx)),
-                Err(e) if e.kind() == crate::node::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            })
-            .collect()
-    }
-    async fn in_mempool(&self, txids: &[Txid]) -> Result<Vec<bool>, RpcError> {
-        self.mempool_presence(txids).await
-    }
-}
+pub use hints::{hints_from_zmq, spawn_zmq_hints, Hint};
+pub use source::ChainSource;
 
 /// Where to start on a store that has no header yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -498,151 +434,12 @@ impl<S: ChainSource> Follower<S> {
         }
     }
 
-    /// Reports every mempool transaction not reported yet (and forgets those gone).
-    pub async fn sync_mempool(&mut self, out: &mpsc::Sender<ChainEvent>) -> Result<(), FollowError> {
-        let current = self.source.mempool_txids().await?;
-        let current_set: HashSet<Txid> = current.iter().copied().collect();
-        self.mempool_seen.retain(|t| current_set.contains(t));
-        let mut known: HashMap<Txid, Arc<Transaction>> = self
-            .pending_txs
-            .drain(..)
-            .map(|tx| (tx.compute_txid(), tx))
-            .collect();
-        let new: Vec<Txid> = current
-            .into_iter()
-            .filter(|t| !self.mempool_seen.contains(t))
-            .collect();
-        let to_fetch: Vec<Txid> = new.iter().filter(|t| !known.contains_key(*t)).copied().collect();
-        for chunk in to_fetch.chunks(self.settings.batch_size.max(1)) {
-            for (txid, tx) in chunk.iter().zip(self.source.transactions(chunk).await?) {
-                if let Some(tx) = tx {
-                    known.insert(*txid, Arc::new(tx));
-                }
-            }
-        }
-        // Parents before children, so a consumer sees spends in a sensible order.
-        for tx in order_parents_first(new.iter().filter_map(|t| known.remove(t)).collect()) {
-            self.report_mempool_tx(tx, out).await?;
-        }
-        Ok(())
-    }
-
-    /// Reports the announced transactions the node still holds in its mempool.
-    async fn flush_pending_txs(&mut self, out: &mpsc::Sender<ChainEvent>) -> Result<(), FollowError> {
-        let pending: Vec<Arc<Transaction>> = std::mem::take(&mut self.pending_txs);
-        let txids: Vec<Txid> = pending.iter().map(|t| t.compute_txid()).collect();
-        let present = self.source.in_mempool(&txids).await?;
-        for (tx, present) in pending.into_iter().zip(present) {
-            if present {
-                self.report_mempool_tx(tx, out).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn report_mempool_tx(
-        &mut self,
-        tx: Arc<Transaction>,
-        out: &mpsc::Sender<ChainEvent>,
-    ) -> Result<(), FollowError> {
-        let txid = tx.compute_txid();
-        if self.mempool_seen.insert(txid) {
-            self.emit(out, ChainEvent::MempoolTx { txid, tx }).await?;
-        }
-        Ok(())
-    }
-
     async fn emit(&mut self, out: &mpsc::Sender<ChainEvent>, event: ChainEvent) -> Result<(), FollowError> {
         let processed = self.chain.tip().map(|t| t.height);
         out.send(event).await.map_err(|_| FollowError::ConsumerGone)?;
         self.status.send_modify(|s| s.processed_height = processed);
         Ok(())
     }
-}
-
-/// Turns a ZMQ event into follower hints. Hash topics carry nothing the raw
-/// ones do not, except `hashblock` when `rawblock` is not configured.
-pub fn hints_from_zmq(event: ZmqEvent) -> Vec<Hint> {
-    match event {
-        ZmqEvent::Message(message) => match message.topic {
-            Topic::RawBlock => match decode_block(&message.body) {
-                Ok(block) => vec![Hint::Block(Some(Arc::new(block)))],
-                Err(e) => {
-                    tracing::warn!(error = %e, "undecodable rawblock from ZMQ; asking RPC instead");
-                    vec![Hint::Block(None)]
-                }
-            },
-            Topic::HashBlock => vec![Hint::Block(None)],
-            Topic::RawTx => match bitcoin::consensus::deserialize::<Transaction>(&message.body) {
-                Ok(tx) => vec![Hint::Tx(Arc::new(tx))],
-                Err(e) => {
-                    tracing::warn!(error = %e, "undecodable rawtx from ZMQ; resyncing the mempool");
-                    vec![Hint::TxsLost]
-                }
-            },
-            Topic::HashTx => vec![],
-        },
-        ZmqEvent::Gap { topic, .. } if topic.is_block() => vec![Hint::BlocksLost],
-        ZmqEvent::Gap { .. } => vec![Hint::TxsLost],
-        // A reset means the node restarted: anything may have changed meanwhile.
-        ZmqEvent::Reset { .. } => vec![Hint::BlocksLost, Hint::TxsLost],
-        ZmqEvent::Duplicate { .. } | ZmqEvent::Malformed { .. } => vec![],
-    }
-}
-
-/// Starts the ZMQ subscriber for the configured endpoints and returns the
-/// follower's hint channel (closed at once when no endpoint is configured:
-/// the backstop poll then works alone) and the subscriber, which runs until
-/// it is dropped or shut down.
-pub fn spawn_zmq_hints(
-    rawtx: Option<&str>,
-    rawblock: Option<&str>,
-    hashblock: Option<&str>,
-    stats: Arc<ZmqStats>,
-) -> Result<(mpsc::Receiver<Hint>, Option<ZmqHandle>), ZmqError> {
-    let (hint_tx, hint_rx) = mpsc::channel(1024);
-    let subscriptions = subscriptions_from_endpoints(rawtx, rawblock, hashblock, None);
-    if subscriptions.is_empty() {
-        return Ok((hint_rx, None));
-    }
-    let (zmq_tx, mut zmq_rx) = mpsc::channel(1024);
-    let handle = ZmqSubscriber::spawn(subscriptions, zmq_tx, stats)?;
-    tokio::spawn(async move {
-        while let Some(event) = zmq_rx.recv().await {
-            for hint in hints_from_zmq(event) {
-                if hint_tx.send(hint).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Ok((hint_rx, Some(handle)))
-}
-
-/// Orders transactions so that each comes after any of the others it spends.
-fn order_parents_first(txs: Vec<Arc<Transaction>>) -> Vec<Arc<Transaction>> {
-    let ids: HashSet<Txid> = txs.iter().map(|t| t.compute_txid()).collect();
-    let mut done: HashSet<Txid> = HashSet::new();
-    let mut ordered = Vec::with_capacity(txs.len());
-    let mut rest = txs;
-    while !rest.is_empty() {
-        let before = rest.len();
-        let (ready, waiting): (Vec<_>, Vec<_>) = rest.into_iter().partition(|tx| {
-            tx.input
-                .iter()
-                .all(|i| !ids.contains(&i.previous_output.txid) || done.contains(&i.previous_output.txid))
-        });
-        for tx in &ready {
-            done.insert(tx.compute_txid());
-        }
-        ordered.extend(ready);
-        rest = waiting;
-        if rest.len() == before {
-            // A cycle cannot happen in a valid mempool; keep the rest as they are.
-            ordered.append(&mut rest);
-        }
-    }
-    ordered
 }
 
 #[cfg(test)]
