@@ -869,7 +869,7 @@ mod tests {
 
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../deploy/dogetower.example.toml");
+    const EXAMPLE: &str = include_str!("../../deploy/dogetower.example.toml");
 
     /// Every key the file accepts, as `table.key` (`webhooks` entries as
     /// `webhooks.key`); the documentation tests below check against it.
@@ -1090,7 +1090,7 @@ rpc_password = "p"
 
     #[test]
     fn readme_documents_every_key() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for key in ALL_KEYS {
             let name = key.replace("webhooks.", "webhooks[].");
             assert!(readme.contains(&format!("`{name}`")), "README lacks `{name}`");
@@ -1476,7 +1476,7 @@ rpc_password = "p"
 
     #[test]
     fn the_compose_config_loads_with_its_secret_from_the_environment() {
-        let text = include_str!("../deploy/compose/dogetower.toml");
+        let text = include_str!("../../deploy/compose/dogetower.toml");
         let env = |name: &str| (name == ENV_RPC_PASSWORD).then(|| "from-env".to_string());
         let config = Config::from_toml(text, Path::new("/etc/dogetower/dogetower.toml"), env).unwrap();
         assert_eq!(config.network, Network::Mainnet);
