@@ -201,7 +201,10 @@ async fn every_event_type_arrives_signed_once_through_failures_and_a_restart() {
     shop.tower.wait_processed(shop.devnet.height().await).await;
     shop.devnet.mine(4).await;
 
-    let wanted: BTreeSet<&str> = dogetower::config::EVENT_TYPES.iter().copied().collect();
+    let wanted: BTreeSet<&str> = dogetower::engine::EventKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
     let outbox = wait_for(
         "every event type delivered",
         Duration::from_secs(60),

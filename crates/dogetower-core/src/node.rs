@@ -184,3 +184,18 @@ impl FromStr for Topic {
         Topic::from_frame(s.as_bytes()).ok_or_else(|| UnknownTopic(s.to_string()))
     }
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_through_their_names() {
+        for topic in Topic::ALL {
+            assert_eq!(Topic::from_frame(topic.as_str().as_bytes()), Some(topic));
+            assert_eq!(topic.as_str().parse::<Topic>(), Ok(topic));
+            assert_eq!(topic.to_string(), topic.as_str());
+            assert_eq!(Topic::ALL[topic.index()], topic);
+        }
+        assert!("sequence".parse::<Topic>().is_err());
+    }
+}

@@ -1,0 +1,393 @@
+//! The TOML configuration file.
+//!
+//! Loading happens in three steps: the file is parsed with a default for every
+//! optional key, secrets are taken from the environment where set (so they
+//! need not be written in the file), and the result is validated as a whole.
+//! Errors name the file and the key; all values that do not parse are
+//! reported together, then all broken rules between keys.
+//!
+//! The keys listed in `API.md` are a contract with operators and deploy
+//! scripts: rename none of them. `deploy/dogetower.example.toml` documents
+//! every key and is loaded by a test in `tests.rs`.
+//!
+//! The parts: this file holds the resolved types and the loading entry
+//! points; `raw` is the file as written, with its defaults; `resolve` turns
+//! it into a [`Config`] (parsing values, applying the environment);
+//! `validate` checks the rules between keys.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::chain::Network;
+use crate::logging::LogFormat;
+
+mod raw;
+mod resolve;
+mod validate;
+
+use raw::RawConfig;
+
+/// Environment variables that override the file.
+pub const ENV_RPC_USER: &str = "DOGETOWER_RPC_USER";
+pub const ENV_RPC_PASSWORD: &str = "DOGETOWER_RPC_PASSWORD";
+pub const ENV_RPC_COOKIE_FILE: &str = "DOGETOWER_RPC_COOKIE_FILE";
+/// Followed by the 0-based index of the `[[webhooks]]` entry.
+pub const ENV_WEBHOOK_SECRET_PREFIX: &str = "DOGETOWER_WEBHOOK_SECRET_";
+pub const ENV_LOG: &str = "DOGETOWER_LOG";
+
+/// The log level used when neither the file, the environment nor the command
+/// line sets one.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The whole configuration, resolved: defaults filled in, environment
+/// overrides applied, relative paths made absolute, and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub network: Network,
+    pub node: NodeConfig,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub metrics: MetricsConfig,
+    pub policy: PolicyConfig,
+    pub notify: NotifyConfig,
+    pub webhooks: Vec<WebhookConfig>,
+    pub log: LogConfig,
+}
+
+/// `[node]`: how to reach dogecoind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub rpc_url: Url,
+    pub auth: RpcAuth,
+    pub rpc_timeout_secs: u64,
+    pub zmq_rawtx: Option<String>,
+    pub zmq_rawblock: Option<String>,
+    pub zmq_hashblock: Option<String>,
+    /// How often `getbestblockhash` is polled as a backstop for lost ZMQ
+    /// notifications.
+    pub poll_interval_secs: u64,
+    /// On a first start (empty store), process blocks from this height;
+    /// `None`: from the node's tip.
+    pub start_height: Option<u32>,
+}
+
+/// RPC credentials: exactly one of the two forms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RpcAuth {
+    UserPass {
+        user: String,
+        password: Secret,
+    },
+    /// dogecoind's `.cookie` file, read at connect time because the node
+    /// rewrites it on every start.
+    CookieFile(PathBuf),
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Absolute: a relative `path` in the file is taken relative to the
+    /// file's directory, so the tower finds its database whatever its working
+    /// directory.
+    pub path: PathBuf,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Larger request bodies are answered with 413.
+    pub body_limit_bytes: usize,
+    /// The token the CLI's API commands (`channels`, `status`) use when
+    /// neither `--token` nor `DOGETOWER_API_TOKEN` gives one.
+    pub token: Option<Secret>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+/// `[policy]`: the safety margins and the node's relay policy. Heights are in
+/// blocks, amounts in koinu.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Broadcast the close this many blocks before the deadline.
+    pub broadcast_margin_blocks: u32,
+    /// Refuse payments when fewer blocks than this remain before the deadline.
+    pub payment_margin_blocks: u32,
+    /// Refuse a registration (`locktime_too_soon`) whose deadline is nearer.
+    pub min_channel_lifetime_blocks: u32,
+    /// Emit `channel.deadline_near` this many blocks before the deadline.
+    pub deadline_warning_blocks: u32,
+    pub funding_confirmations: u32,
+    pub close_confirmations: u32,
+    /// Miners may date blocks up to two hours ahead, so time locks are
+    /// planned this many seconds earlier.
+    pub time_lock_drift_secs: u64,
+    /// Koinu per 1000 bytes of the finalized transaction.
+    pub min_relay_fee_per_kb: u64,
+    /// Outputs below this are non-standard.
+    pub hard_dust_limit: u64,
+    /// Each output below this must add `soft_dust_fee` to the fee.
+    pub soft_dust_limit: u64,
+    pub soft_dust_fee: u64,
+}
+
+impl NodeConfig {
+    /// What the RPC client needs.
+    pub fn rpc_settings(&self) -> crate::node::RpcSettings {
+        let auth = match &self.auth {
+            RpcAuth::UserPass { user, password } => crate::node::RpcCredentials::UserPass {
+                user: user.clone(),
+                password: password.expose().to_string(),
+            },
+            RpcAuth::CookieFile(path) => crate::node::RpcCredentials::CookieFile(path.clone()),
+        };
+        crate::node::RpcSettings {
+            url: self.rpc_url.to_string(),
+            auth,
+            timeout: std::time::Duration::from_secs(self.rpc_timeout_secs),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The channel rules' view of the policy on `network`.
+    pub fn channel_policy(&self, network: Network) -> crate::channel::ChannelPolicy {
+        crate::channel::ChannelPolicy {
+            broadcast_margin_blocks: self.broadcast_margin_blocks,
+            payment_margin_blocks: self.payment_margin_blocks,
+            min_channel_lifetime_blocks: self.min_channel_lifetime_blocks,
+            time_lock_drift_secs: u32::try_from(self.time_lock_drift_secs).unwrap_or(u32::MAX),
+            target_spacing_secs: network.params().target_spacing_secs,
+            relay: crate::channel::RelayPolicy {
+                min_relay_fee_per_kb: self.min_relay_fee_per_kb,
+                hard_dust_limit: self.hard_dust_limit,
+                soft_dust_limit: self.soft_dust_limit,
+                soft_dust_fee: self.soft_dust_fee,
+            },
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            broadcast_margin_blocks: 60,
+            payment_margin_blocks: 70,
+            min_channel_lifetime_blocks: 180,
+            deadline_warning_blocks: 120,
+            funding_confirmations: 1,
+            close_confirmations: 6,
+            time_lock_drift_secs: 7200,
+            // Dogecoin Core 1.14.6+ relay policy: 0.001 DOGE/kB, hard dust
+            // 0.001 DOGE, soft dust 0.01 DOGE costing 0.01 DOGE each.
+            min_relay_fee_per_kb: 100_000,
+            hard_dust_limit: 100_000,
+            soft_dust_limit: 1_000_000,
+            soft_dust_fee: 1_000_000,
+        }
+    }
+}
+
+/// `[notify]`: webhook delivery, retried with exponential backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub retry_initial_secs: u64,
+    pub retry_max_secs: u64,
+    /// A delivery still failing this long after its event is dropped.
+    pub give_up_after_secs: u64,
+    pub request_timeout_secs: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            retry_initial_secs: 1,
+            retry_max_secs: 600,
+            give_up_after_secs: 3 * 24 * 60 * 60,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+/// One `[[webhooks]]` entry.
+#[derive(Clone, PartialEq)]
+pub struct WebhookConfig {
+    pub url: Url,
+    /// Key of the `X-Dogetower-Signature` HMAC.
+    pub secret: Secret,
+    /// Event types sent to this endpoint; empty means all.
+    pub events: Vec<String>,
+}
+
+impl WebhookConfig {
+    /// Whether this endpoint wants events of type `event_type`.
+    pub fn accepts(&self, event_type: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == event_type)
+    }
+}
+
+// By hand, because a URL may carry a password (`https://user:pw@host/`).
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            // Cannot fail: the URL already has a password, so it has a host.
+            let _ = url.set_password(Some("<redacted>"));
+        }
+        f.debug_struct("WebhookConfig")
+            .field("url", &url.as_str())
+            .field("secret", &self.secret)
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info` or `info,dogetower=debug`.
+    pub level: String,
+}
+
+/// A password or key that must never reach a log line: `Debug` prints a
+/// placeholder and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it (an RPC call, an
+    /// HMAC).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the key, e.g. `policy.payment_margin_blocks` or
+    /// `webhooks[1].url`.
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax errors, wrong types and unknown keys; toml's message quotes the
+    /// offending line.
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("config file {}: {}", path.display(), ProblemList(problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "{} problems", many.len())?;
+                for p in many {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, taking overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, |name| std::env::var(name).ok())
+    }
+
+    /// Loads `path`, taking overrides from `env` (a variable name to its
+    /// value), so tests need not touch the process environment.
+    pub fn load_with_env(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path, env)
+    }
+
+    /// Parses `text` as if read from `path`: `path` names the file in errors
+    /// and its directory anchors relative paths.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // Anchor relative paths to an absolute directory so a later change of
+        // working directory cannot move the database.
+        let base = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        // Values that do not parse are reported before the rules between
+        // keys, which need every value.
+        let config = raw
+            .resolve(&base, &env)
+            .and_then(|config| config.validate().map(|()| config));
+        config.map_err(|problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
