@@ -4,15 +4,13 @@
 //! expression evaluates, and every metric a rule reads has data.
 //! Needs the `prometheus` binary (Debian's package; `.ci/run` installs it).
 
-mod common;
-mod devnet_support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, kill, wait_for, Shop};
 use serde_json::{json, Value};
+
+use crate::support::{free_port, kill, wait_for, Shop};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

@@ -6,6 +6,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+use crate::support::BIN;
+
 fn fixture(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -13,7 +15,7 @@ fn fixture(relative: &str) -> PathBuf {
 }
 
 fn decode_cmd(network: &str, file: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dogetower"));
+    let mut cmd = Command::new(BIN);
     cmd.args(["block", "decode", "--network", network, file]);
     cmd
 }
