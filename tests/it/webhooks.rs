@@ -20,9 +20,7 @@ use dogetower::notify::signature;
 use dogetower::store::Store;
 use serde_json::{json, Value};
 
-use crate::support::{
-    free_port, kill, wait_for, DevnetProcess, Shop, TestChannel, TowerProcess, CAPACITY, FEE,
-};
+use crate::support::{kill, wait_for, DevnetProcess, Shop, TestChannel, TowerProcess, CAPACITY, FEE};
 
 const SECRET: &str = "webhook-test-secret";
 
@@ -83,11 +81,12 @@ async fn every_event_type_arrives_signed_once_through_failures_and_a_restart() {
         failing: true,
         ..Received::default()
     }));
-    let port = free_port();
     let app = axum::Router::new()
         .route("/hook", post(hook))
         .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    // Port 0: the system picks a free one, no other test can hold it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let devnet = DevnetProcess::spawn();
