@@ -15,7 +15,7 @@ use dogetower::channel::sig::flip_s;
 use dogetower::channel::{ChannelScript, Locktime};
 use serde_json::Value;
 
-use crate::support::BIN;
+use crate::support::{fixture_path, BIN};
 
 struct Fixed {
     payer: Payer,
@@ -85,7 +85,7 @@ fn examples() -> Vec<(&'static str, String)> {
 }
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/psbt")
+    fixture_path("psbt")
 }
 
 #[test]

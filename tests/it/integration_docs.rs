@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::Shop;
+use crate::support::{repo_path, Shop};
 
 /// Long base64 and hex strings shortened for reading.
 fn shorten(value: &Value) -> Value {
@@ -172,7 +172,7 @@ delivery is at least once, retried with backoff, in order per channel.
     .replace(&format!("/v1/channels/{id}/"), "/v1/channels/{id}/")
     .replace(&format!("/v1/channels/{id}`"), "/v1/channels/{id}`");
 
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/INTEGRATION.md");
+    let path = repo_path("docs/INTEGRATION.md");
     if std::env::var_os("DOGETOWER_UPDATE_DOCS").is_some() {
         std::fs::write(&path, &doc).unwrap();
     }

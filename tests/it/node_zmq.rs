@@ -12,7 +12,6 @@
 //! checked without waiting for silence.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use crate::support::{free_port, wait_for};
+use crate::support::{fixture_path, free_port, wait_for};
 
 /// Upper bound for anything that should take milliseconds: generous for a
 /// loaded 2-core CI machine, and still a failure rather than a hang.
@@ -61,9 +60,7 @@ impl Recorded {
 }
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/node/zmq")
-        .join(name);
+    let path = fixture_path("node/zmq").join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

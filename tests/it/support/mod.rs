@@ -12,6 +12,7 @@ mod devnet;
 mod tower;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +23,17 @@ pub use tower::{Shop, TowerDir, TowerProcess};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_dogetower");
+
+/// A file of the repository, from its path relative to the root (where
+/// Cargo.toml is), whatever the current directory.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A file under tests/fixtures.
+pub fn fixture_path(relative: &str) -> PathBuf {
+    repo_path("tests/fixtures").join(relative)
+}
 
 /// Polls `check` until it returns `Some`, and returns that value; panics
 /// naming `what` when `limit` has passed first. The first polls come quickly
