@@ -12,7 +12,6 @@
 //! checked without waiting for silence.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,8 @@ use dogetower::node::zmq::{
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
+
+use crate::support::{fixture_path, free_port, wait_for};
 
 /// Upper bound for anything that should take milliseconds: generous for a
 /// loaded 2-core CI machine, and still a failure rather than a hang.
@@ -59,9 +60,7 @@ impl Recorded {
 }
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/node/zmq")
-        .join(name);
+    let path = fixture_path("node/zmq").join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -223,14 +222,9 @@ impl Harness {
     /// Gets past the slow joiner (see the module comment) and leaves the
     /// counter of each listed topic at the given value.
     async fn warm_up(&mut self, bridges: &[(Topic, u32)]) {
-        let started = Instant::now();
         let mut seen: HashSet<Topic> = HashSet::new();
         let mut seq = 0u32;
-        while seen.len() < bridges.len() {
-            assert!(
-                started.elapsed() < DEADLINE,
-                "warm-up messages never reached the subscriber"
-            );
+        wait_for("warm-up messages to reach the subscriber", DEADLINE, async || {
             for (topic, _) in bridges.iter().filter(|(t, _)| !seen.contains(t)) {
                 self.publisher.publish(*topic, &warm_up_body(*topic), seq);
             }
@@ -241,7 +235,9 @@ impl Harness {
                     note_seen(&mut seen, event);
                 }
             }
-        }
+            (seen.len() == bridges.len()).then_some(())
+        })
+        .await;
         for (topic, seq) in bridges {
             self.publisher.publish(*topic, &bridge_body(*topic), *seq);
         }
@@ -665,16 +661,16 @@ async fn a_restarted_publisher_is_picked_up_again_without_restarting_the_subscri
     // listening socket and the connection.
     h.publisher = Publisher::bind("tcp://127.0.0.1:*").expect("placeholder");
     let started = Instant::now();
-    let restarted = loop {
-        match Publisher::bind(&endpoint) {
-            Ok(publisher) => break publisher,
-            Err(zmq::Error::EADDRINUSE) if started.elapsed() < DEADLINE => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
+    h.publisher = wait_for(
+        "the port to be free again",
+        DEADLINE,
+        async || match Publisher::bind(&endpoint) {
+            Ok(publisher) => Some(publisher),
+            Err(zmq::Error::EADDRINUSE) => None,
             Err(e) => panic!("re-binding {endpoint}: {e}"),
-        }
-    };
-    h.publisher = restarted;
+        },
+    )
+    .await;
 
     // The restarted node counts from 0 again; whatever it publishes before
     // the subscriber has reconnected is lost, as with a real node.
@@ -684,14 +680,17 @@ async fn a_restarted_publisher_is_picked_up_again_without_restarting_the_subscri
         b
     };
     let mut next = 0u32;
-    let first = loop {
-        assert!(started.elapsed() < DEADLINE, "the subscriber did not reconnect");
-        h.publisher.publish(Topic::HashBlock, &block_body(next), next);
-        next += 1;
-        if let Ok(Some(event)) = timeout(WARM_UP_ROUND, h.rx.recv()).await {
-            break event;
-        }
-    };
+    // Both waits together within DEADLINE, as one.
+    let first = wait_for(
+        "the subscriber to reconnect",
+        DEADLINE.saturating_sub(started.elapsed()),
+        async || {
+            h.publisher.publish(Topic::HashBlock, &block_body(next), next);
+            next += 1;
+            timeout(WARM_UP_ROUND, h.rx.recv()).await.ok().flatten()
+        },
+    )
+    .await;
     let ZmqEvent::Reset { topic, last, got } = first else {
         panic!("expected a reset first, got {first:?}");
     };
@@ -761,11 +760,10 @@ async fn shutdown_returns_within_a_second_while_waiting_on_a_full_channel() {
     }
     // The first message fills the channel; counting the second means the
     // thread is now waiting for room.
-    let started = Instant::now();
-    while h.stats.snapshot().hashtx.messages < base + 2 {
-        assert!(started.elapsed() < DEADLINE, "the subscriber did not receive");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for("the subscriber to receive two messages", DEADLINE, async || {
+        (h.stats.snapshot().hashtx.messages >= base + 2).then_some(())
+    })
+    .await;
     let handle = h.handle.take().expect("running");
     let took = timed_stop(move || handle.shutdown());
     assert!(took < Duration::from_secs(1), "{took:?}");
@@ -816,11 +814,10 @@ async fn the_thread_ends_when_the_receiver_is_dropped() {
     let handle = handle.take().expect("running");
     assert!(!handle.is_finished());
     drop(rx);
-    let started = Instant::now();
-    while !handle.is_finished() {
-        assert!(started.elapsed() < DEADLINE, "the thread did not notice");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for("the thread to notice", DEADLINE, async || {
+        handle.is_finished().then_some(())
+    })
+    .await;
     handle.shutdown().expect("a dropped receiver is a clean stop");
 }
 
@@ -865,10 +862,7 @@ fn bad_configurations_are_refused_at_spawn() {
 #[test]
 fn a_node_that_is_not_running_yet_is_not_an_error() {
     // Nothing listens on this port: libzmq keeps trying in the background.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
     let (tx, rx) = mpsc::channel(1);
     let subscriptions = subscriptions_from_endpoints(None, Some(&endpoint), None, None);
     let handle = ZmqSubscriber::spawn(subscriptions, tx, Arc::new(ZmqStats::new())).expect("spawn");

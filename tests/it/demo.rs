@@ -2,8 +2,10 @@
 
 use std::process::Command;
 
+use crate::support::BIN;
+
 fn demo(scenario: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_dogetower"))
+    let out = Command::new(BIN)
         .args(["demo", "--scenario", scenario])
         .output()
         .expect("run dogetower demo");

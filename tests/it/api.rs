@@ -2,12 +2,8 @@
 //! endpoint, the error codes of API.md, merchants isolated from each other,
 //! and for each bad request, proof that nothing in the store changed.
 
-mod common;
-mod devnet_support;
-
 use bitcoin::secp256k1::Secp256k1;
 use bitcoin::{Amount, PublicKey, ScriptBuf, TxOut};
-use common::{presigned_payment, DevnetProcess, Shop, CAPACITY};
 use dogetower::chain::Network;
 use dogetower::channel::payer::{countersign, Funding, Payer};
 use dogetower::channel::psbt::encode_base64;
@@ -15,6 +11,8 @@ use dogetower::channel::{ChannelScript, Locktime};
 use dogetower::store::Store;
 use reqwest::Method;
 use serde_json::{json, Value};
+
+use crate::support::{kill, presigned_payment, DevnetProcess, Shop, TowerDir, BIN, CAPACITY};
 
 type Setup = Shop;
 
@@ -336,7 +334,7 @@ async fn a_payment_answered_200_survives_a_sigkill() {
         .await;
     assert_eq!(status, 200);
     // No grace: SIGKILL right after the answer.
-    common::kill(&mut s.tower.child);
+    kill(&mut s.tower.child);
     s.tower.restart().await;
     let (status, channel) = s.tower.get(&format!("/v1/channels/{id}")).await;
     assert_eq!(status, 200);
@@ -382,7 +380,7 @@ async fn the_cli_reads_and_closes_through_the_api() {
         text.replacen("[api]\n", &format!("[api]\ntoken = \"{token}\"\n"), 1),
     )
     .unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(BIN)
         .args(["--config", with_token.to_str().unwrap(), "channels", "list"])
         .env_remove("DOGETOWER_API_TOKEN")
         .output()
@@ -390,7 +388,7 @@ async fn the_cli_reads_and_closes_through_the_api() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
     // A wrong token is an error with the API's code, and a non-zero exit.
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(BIN)
         .args([
             "--config",
             dir.config.to_str().unwrap(),
@@ -411,12 +409,12 @@ fn run_refuses_a_key_file_others_can_read_and_names_it() {
 
     use bitcoin::bip32::Xpriv;
 
-    let devnet = DevnetProcess::spawn(&[]);
-    let dir = common::TowerDir::new(&devnet.node_config(1, false));
+    let devnet = DevnetProcess::spawn();
+    let dir = TowerDir::new(&devnet.node_config(1, false));
     let xprv = Xpriv::new_master(bitcoin::NetworkKind::Test, &[9; 32]).unwrap();
     let key_file = dir.add_signer_merchant("vault", &xprv);
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(BIN)
         .args(["--config", dir.config.to_str().unwrap(), "run"])
         .output()
         .unwrap();

@@ -1,104 +1,16 @@
-//! Shared harness for the integration tests: the real `dogetower` binary as
-//! a devnet node and as the tower (or one of its tools), talking over
-//! loopback sockets.
-
-#![allow(dead_code)] // each test file uses its own subset
+//! The tower's side: a directory with its config, `dogetower run` as a
+//! child process and its HTTP API, and a shop (a devnet plus a tower).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use serde_json::{json, Value};
+use std::time::Duration;
 
 use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
-use bitcoin::{Amount, PublicKey, ScriptBuf, Transaction, TxOut};
+use bitcoin::PublicKey;
 use dogetower::chain::{Address, Network};
-use dogetower::channel::payer::{countersign, Funding, Payer};
-use dogetower::channel::psbt::encode_base64;
-use dogetower::channel::{verify_spend, ChannelScript, Locktime};
+use serde_json::Value;
 
-use crate::devnet_support::{Rpc, Spawned};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_dogetower");
-
-/// A `dogetower devnet` process (see `devnet_support`) and calls on it.
-pub struct DevnetProcess {
-    spawned: Spawned,
-    rpc: Rpc,
-    pub rpc_url: String,
-    pub rpc_user: String,
-    pub rpc_password: String,
-    pub zmq: String,
-}
-
-impl DevnetProcess {
-    pub fn spawn(extra_args: &[&str]) -> DevnetProcess {
-        let spawned = Spawned::start(extra_args);
-        DevnetProcess {
-            rpc: spawned.rpc(),
-            rpc_url: spawned.rpc_url.clone(),
-            rpc_user: spawned.rpc_user.clone(),
-            rpc_password: spawned.rpc_password.clone(),
-            zmq: spawned.zmq.clone(),
-            spawned,
-        }
-    }
-
-    /// One JSON-RPC call that must succeed.
-    pub async fn call(&self, method: &str, params: Value) -> Value {
-        self.rpc.ok(method, params).await
-    }
-
-    /// One JSON-RPC call: the HTTP status and the parsed body (Null when not JSON).
-    pub async fn call_raw(&self, method: &str, params: Value) -> (u16, Value) {
-        let answer = self.rpc.request(method, params, json!(1)).await;
-        (
-            answer.status,
-            serde_json::from_str(&answer.body).unwrap_or(Value::Null),
-        )
-    }
-
-    pub async fn height(&self) -> u32 {
-        self.rpc.height().await
-    }
-
-    pub async fn hash_at(&self, height: u32) -> String {
-        self.call("getblockhash", json!([height]))
-            .await
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    /// The active chain's hashes from `from` to the tip.
-    pub async fn hashes_from(&self, from: u32) -> Vec<(u32, String)> {
-        let tip = self.height().await;
-        let mut out = Vec::new();
-        for h in from..=tip {
-            out.push((h, self.hash_at(h).await));
-        }
-        out
-    }
-
-    pub async fn mine(&self, blocks: u32) -> Vec<String> {
-        self.rpc.mine(blocks).await
-    }
-
-    /// The `[node]` part of a tower config pointing at this devnet.
-    pub fn node_config(&self, poll_interval_secs: u64, with_zmq: bool) -> String {
-        let mut s = format!(
-            "[node]\nrpc_url = \"{}\"\nrpc_user = \"{}\"\nrpc_password = \"{}\"\npoll_interval_secs = {}\n",
-            self.rpc_url, self.rpc_user, self.rpc_password, poll_interval_secs
-        );
-        if with_zmq {
-            s += &format!(
-                "zmq_rawtx = \"{z}\"\nzmq_rawblock = \"{z}\"\nzmq_hashblock = \"{z}\"\n",
-                z = self.zmq
-            );
-        }
-        s
-    }
-}
+use super::{free_port, kill, wait_for, DevnetProcess, TestChannel, BIN};
 
 /// A temporary directory with a tower config file in it.
 pub struct TowerDir {
@@ -193,36 +105,6 @@ impl TowerDir {
     }
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
-pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Stops a child the hard way (SIGKILL): no chance to clean up.
-pub fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// A free loopback port (bound and released; the race is acceptable in tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running `dogetower run` on a devnet, with one presigned merchant
 /// ("shop") and its API token.
 pub struct TowerProcess {
@@ -235,7 +117,7 @@ pub struct TowerProcess {
 }
 
 /// Small margins so the tests reach deadlines in a few dozen blocks.
-pub const TEST_POLICY: &str = "[policy]\nbroadcast_margin_blocks = 10\npayment_margin_blocks = 12\n\
+const TEST_POLICY: &str = "[policy]\nbroadcast_margin_blocks = 10\npayment_margin_blocks = 12\n\
     min_channel_lifetime_blocks = 20\ndeadline_warning_blocks = 15\nfunding_confirmations = 1\nclose_confirmations = 3\n";
 
 impl TowerProcess {
@@ -340,119 +222,6 @@ impl Drop for TowerProcess {
     }
 }
 
-pub const CAPACITY: u64 = 10 * 100_000_000;
-pub const FEE: u64 = 1_000_000;
-
-/// A presigned payment of `amount` to `payout`, the rest of the funding back
-/// to the payer less FEE, as base64.
-pub fn presigned_payment(
-    payer: &Payer,
-    script: &ChannelScript,
-    funding: &[Funding],
-    payout: &ScriptBuf,
-    merchant: &SecretKey,
-    amount: u64,
-) -> String {
-    let outputs = vec![
-        TxOut {
-            value: Amount::from_sat(amount),
-            script_pubkey: payout.clone(),
-        },
-        TxOut {
-            value: Amount::from_sat(
-                funding.iter().map(|f| f.output().value.to_sat()).sum::<u64>() - amount - FEE,
-            ),
-            script_pubkey: ScriptBuf::new_p2pkh(&payer.public_key().pubkey_hash()),
-        },
-    ];
-    let mut psbt = payer.payment(script, funding, outputs);
-    countersign(&mut psbt, script, merchant);
-    encode_base64(&psbt)
-}
-
-/// A payer with a funded channel to the test's merchant key.
-pub struct TestChannel {
-    pub payer: Payer,
-    pub merchant: SecretKey,
-    pub script: ChannelScript,
-    pub funding: Vec<Funding>,
-    pub payout: ScriptBuf,
-    pub id: String,
-}
-
-impl TestChannel {
-    /// Funds a new channel of `merchant` with CAPACITY (mined at once with `confirm`).
-    pub async fn open(
-        devnet: &DevnetProcess,
-        merchant: &SecretKey,
-        payout: &Address,
-        locktime: u32,
-        confirm: bool,
-    ) -> TestChannel {
-        Self::open_with(devnet, merchant, payout, locktime, CAPACITY, confirm, false).await
-    }
-
-    /// Funds a new channel of `koinu`; `rbf` makes the funding replaceable
-    /// (what a payer planning a double spend would do).
-    pub async fn open_with(
-        devnet: &DevnetProcess,
-        merchant: &SecretKey,
-        payout: &Address,
-        locktime: u32,
-        koinu: u64,
-        confirm: bool,
-        rbf: bool,
-    ) -> TestChannel {
-        let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
-        let merchant_pub = PublicKey::new(merchant.public_key(&Secp256k1::new()));
-        let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
-        let id = script.address(Network::Regtest).to_string();
-        let funded = devnet.call("devnet_fund", json!([id, koinu, confirm, rbf])).await;
-        let tx: Transaction =
-            bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
-        let funding = vec![Funding {
-            tx,
-            vout: funded["vout"].as_u64().unwrap() as u32,
-        }];
-        TestChannel {
-            payer,
-            merchant: *merchant,
-            script,
-            funding,
-            payout: payout.script_pubkey(),
-            id,
-        }
-    }
-
-    pub fn announcement(&self) -> String {
-        encode_base64(&self.payer.announcement(&self.script, &self.funding, None))
-    }
-
-    /// A payment of `amount` to the merchant, change to the payer, fee FEE,
-    /// countersigned by the merchant (presigned custody), as base64.
-    pub fn payment(&self, amount: u64) -> String {
-        presigned_payment(
-            &self.payer,
-            &self.script,
-            &self.funding,
-            &self.payout,
-            &self.merchant,
-            amount,
-        )
-    }
-
-    /// Checks `tx` spends this channel's funding and passes libbitcoinconsensus.
-    pub fn verify_close(&self, tx: &Transaction) {
-        let spent = |o: &bitcoin::OutPoint| {
-            self.funding
-                .iter()
-                .find(|f| f.outpoint() == *o)
-                .map(|f| f.output().clone())
-        };
-        verify_spend(tx, spent).expect("the close passes the script interpreter");
-    }
-}
-
 /// The devnet and a tower whose presigned merchant "shop" pays out to `payout`.
 pub struct Shop {
     pub devnet: DevnetProcess,
@@ -463,7 +232,7 @@ pub struct Shop {
 
 impl Shop {
     pub async fn start() -> Shop {
-        let devnet = DevnetProcess::spawn(&[]);
+        let devnet = DevnetProcess::spawn();
         let merchant = SecretKey::new(&mut rand::thread_rng());
         let payout = Address::p2pkh(
             Network::Regtest,

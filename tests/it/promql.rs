@@ -4,19 +4,12 @@
 //! expression evaluates, and every metric a rule reads has data.
 //! Needs the `prometheus` binary (Debian's package; `.ci/run` installs it).
 
-mod common;
-mod devnet_support;
-
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, kill, wait_for, Shop};
 use serde_json::{json, Value};
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use crate::support::{free_port, kill, repo_path, wait_for, Shop};
 
 /// Every `"expr"` string anywhere in a dashboard.
 fn dashboard_exprs(value: &Value, out: &mut Vec<String>) {
@@ -91,7 +84,7 @@ impl Drop for Prometheus {
 fn start_prometheus(target: &str) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let rules = repo("deploy/prometheus/dogetower.rules.yml");
+    let rules = repo_path("deploy/prometheus/dogetower.rules.yml");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: dogetower\n    static_configs:\n      - targets: ['{target}']\n",
         rules.display()
@@ -177,7 +170,7 @@ async fn every_dashboard_and_rule_expression_evaluates_on_a_working_tower() {
     }
 
     let mut exprs = Vec::new();
-    for entry in std::fs::read_dir(repo("dashboards")).unwrap() {
+    for entry in std::fs::read_dir(repo_path("dashboards")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {
             let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -207,7 +200,8 @@ async fn every_dashboard_and_rule_expression_evaluates_on_a_working_tower() {
         );
     }
 
-    let rules = rule_exprs(&std::fs::read_to_string(repo("deploy/prometheus/dogetower.rules.yml")).unwrap());
+    let rules =
+        rule_exprs(&std::fs::read_to_string(repo_path("deploy/prometheus/dogetower.rules.yml")).unwrap());
     assert!(
         rules.len() >= 8,
         "eight alert rules at least ({} found)",

@@ -4,14 +4,12 @@
 //! everything, duplicates or reorders, whether the node restarts, and whether
 //! the follower is killed in the middle of a catch-up.
 
-mod common;
-mod devnet_support;
-
 use std::process::Child;
 use std::time::Duration;
 
-use common::{kill, wait_for, DevnetProcess, TowerDir};
 use serde_json::json;
+
+use crate::support::{kill, wait_for, DevnetProcess, TowerDir};
 
 type Log = Vec<(char, u32, String)>;
 
@@ -25,7 +23,7 @@ struct Run {
 
 impl Run {
     async fn start(with_zmq: bool) -> Run {
-        let devnet = DevnetProcess::spawn(&[]);
+        let devnet = DevnetProcess::spawn();
         let tower = TowerDir::new(&devnet.node_config(1, with_zmq));
         // Start right above the current tip, so blocks mined before the
         // follower is up are still processed.

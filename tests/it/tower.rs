@@ -4,19 +4,17 @@
 //! refund, a SIGKILL between broadcast and confirmation, and fifty channels
 //! closing in one block. Every close is checked with libbitcoinconsensus.
 
-mod common;
-mod devnet_support;
-
 use std::time::Duration;
 
 use bitcoin::secp256k1::{rand, SecretKey};
 use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
-use common::{kill, wait_for, Shop, TestChannel, CAPACITY, FEE};
 use dogetower::chain::{Address, Network};
 use dogetower::channel::payer::{Funding, Payer};
 use dogetower::channel::psbt::encode_base64;
 use dogetower::channel::Locktime;
 use serde_json::{json, Value};
+
+use crate::support::{kill, wait_for, Shop, TestChannel, CAPACITY, FEE};
 
 type World = Shop;
 type Channel = TestChannel;

@@ -1,14 +1,12 @@
 //! docs/INTEGRATION.md is written by this test from a real run of the tower
 //! on the devnet: every request and answer in it came over the wire.
-//! `DOGETOWER_UPDATE_DOCS=1 cargo test --test integration_docs` rewrites it;
+//! `DOGETOWER_UPDATE_DOCS=1 cargo test --test it integration_docs` rewrites it;
 //! otherwise the test fails when an answer's shape (its keys) no longer
 //! matches the document.
 
-mod common;
-mod devnet_support;
-
-use common::Shop;
 use serde_json::{json, Value};
+
+use crate::support::{repo_path, Shop};
 
 /// Long base64 and hex strings shortened for reading.
 fn shorten(value: &Value) -> Value {
@@ -95,7 +93,7 @@ How a payment server drives dogetower at each step of the channel protocol
 (PROTOCOL in short: the payer funds a P2SH output, announces it, pays with
 ever newer PSBTs; the merchant must get the latest one mined before the
 locktime). Every example below was produced by a real run of the tower on the
-devnet by `tests/integration_docs.rs`; long base64 and hex strings are
+devnet by `tests/it/integration_docs.rs`; long base64 and hex strings are
 shortened. Every call carries `Authorization: Bearer <token>` (from
 `dogetower token create NAME`).
 
@@ -174,7 +172,7 @@ delivery is at least once, retried with backoff, in order per channel.
     .replace(&format!("/v1/channels/{id}/"), "/v1/channels/{id}/")
     .replace(&format!("/v1/channels/{id}`"), "/v1/channels/{id}`");
 
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/INTEGRATION.md");
+    let path = repo_path("docs/INTEGRATION.md");
     if std::env::var_os("DOGETOWER_UPDATE_DOCS").is_some() {
         std::fs::write(&path, &doc).unwrap();
     }

@@ -1,15 +1,13 @@
 //! The tower's RPC client against the devnet over a real socket: typed
 //! answers, batches, and every error kind the tower acts on.
 
-mod common;
-mod devnet_support;
-
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
-use common::{wait_for, DevnetProcess};
 use dogetower::node::{ErrorKind, RpcClient, RpcCredentials, RpcError, RpcSettings};
 use serde_json::json;
+
+use crate::support::{wait_for, DevnetProcess};
 
 fn client(devnet: &DevnetProcess, password: &str) -> RpcClient {
     RpcClient::new(&RpcSettings {
@@ -25,7 +23,7 @@ fn client(devnet: &DevnetProcess, password: &str) -> RpcClient {
 
 #[tokio::test]
 async fn typed_answers_and_batches() {
-    let devnet = DevnetProcess::spawn(&[]);
+    let devnet = DevnetProcess::spawn();
     let rpc = client(&devnet, &devnet.rpc_password);
     let info = rpc.get_blockchain_info().await.unwrap();
     assert_eq!(info.chain, "regtest");
@@ -58,7 +56,7 @@ async fn typed_answers_and_batches() {
 
 #[tokio::test]
 async fn errors_are_sorted_into_kinds() {
-    let devnet = DevnetProcess::spawn(&[]);
+    let devnet = DevnetProcess::spawn();
     let rpc = client(&devnet, &devnet.rpc_password);
 
     let wrong = client(&devnet, "not the password");
@@ -83,7 +81,8 @@ async fn errors_are_sorted_into_kinds() {
 
     // A transaction spending an output that does not exist.
     let tx: bitcoin::Transaction = bitcoin::consensus::deserialize(
-        &hex::decode(include_str!("fixtures/tx/mainnet_coinbase_250000_seq0_15aedd0a.hex").trim()).unwrap(),
+        &hex::decode(include_str!("../fixtures/tx/mainnet_coinbase_250000_seq0_15aedd0a.hex").trim())
+            .unwrap(),
     )
     .unwrap();
     let mut spend = tx.clone();
@@ -94,7 +93,7 @@ async fn errors_are_sorted_into_kinds() {
 
 #[tokio::test]
 async fn outages_are_transient() {
-    let devnet = DevnetProcess::spawn(&[]);
+    let devnet = DevnetProcess::spawn();
     let rpc = client(&devnet, &devnet.rpc_password);
     devnet.call("devnet_pause_rpc", json!([2])).await;
     let err = rpc.get_best_block_hash().await.unwrap_err();
@@ -107,16 +106,14 @@ async fn outages_are_transient() {
 
     devnet.call("devnet_restart", json!([0])).await;
     // Right after a restart the node answers -28 for a moment (200 ms on the devnet).
-    let started = std::time::Instant::now();
-    let message = loop {
+    let message = wait_for("a warm-up answer", Duration::from_secs(10), async || {
         match rpc.get_best_block_hash().await {
-            Err(RpcError::WarmingUp(message)) => break message,
-            Err(RpcError::Unreachable(_)) => {}
+            Err(RpcError::WarmingUp(message)) => Some(message),
+            Err(RpcError::Unreachable(_)) => None,
             other => panic!("expected a warm-up answer first, got {other:?}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "no warm-up answer");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    })
+    .await;
     assert!(message.ends_with("..."), "{message}");
     assert!(RpcError::WarmingUp(message).is_transient());
     wait_for("RPC after the restart", Duration::from_secs(20), async || {
@@ -127,7 +124,7 @@ async fn outages_are_transient() {
 
 #[tokio::test]
 async fn cookie_file_auth() {
-    let devnet = DevnetProcess::spawn(&[]);
+    let devnet = DevnetProcess::spawn();
     let dir = tempfile::tempdir().unwrap();
     let cookie = dir.path().join(".cookie");
     // dogecoind's cookie is "user:password" on one line.

@@ -1,19 +1,14 @@
 //! `dogetower block decode` run as a real process on fixture files and stdin.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn fixture(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(relative)
-}
+use crate::support::{fixture_path, BIN};
 
 fn decode_cmd(network: &str, file: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dogetower"));
+    let mut cmd = Command::new(BIN);
     cmd.args(["block", "decode", "--network", network, file]);
     cmd
 }
@@ -39,7 +34,8 @@ fn json_of(output: &Output) -> Value {
 }
 
 fn manifest_entry(file: &str) -> Value {
-    let manifest: Value = serde_json::from_slice(&std::fs::read(fixture("manifest.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(fixture_path("manifest.json")).unwrap()).unwrap();
     manifest["blocks"][file].clone()
 }
 
@@ -73,7 +69,7 @@ fn stderr_of(output: &Output) -> String {
 
 #[test]
 fn decodes_binary_auxpow_block() {
-    let path = fixture("mainnet/block_371337_auxpow.bin");
+    let path = fixture_path("mainnet/block_371337_auxpow.bin");
     let output = decode_cmd("mainnet", path.to_str().unwrap()).output().unwrap();
     let json = json_of(&output);
     assert_matches_manifest(&json, "mainnet/block_371337_auxpow.bin");
@@ -91,7 +87,7 @@ fn decodes_binary_auxpow_block() {
 
 #[test]
 fn decodes_hex_block_without_auxpow() {
-    let path = fixture("mainnet/block_028092.hex");
+    let path = fixture_path("mainnet/block_028092.hex");
     let output = decode_cmd("mainnet", path.to_str().unwrap()).output().unwrap();
     let json = json_of(&output);
     assert_matches_manifest(&json, "mainnet/block_028092.hex");
@@ -106,7 +102,7 @@ fn decodes_hex_block_without_auxpow() {
 
 #[test]
 fn decodes_hex_from_stdin_with_trailing_newline() {
-    let mut hex = std::fs::read(fixture("node/regtest_auxpow_block.hex")).unwrap();
+    let mut hex = std::fs::read(fixture_path("node/regtest_auxpow_block.hex")).unwrap();
     hex.push(b'\n');
     let json = json_of(&run_with_stdin("regtest", &hex));
     assert_eq!(
@@ -128,7 +124,7 @@ fn decodes_hex_from_stdin_with_trailing_newline() {
 
 #[test]
 fn reports_a_broken_auxpow_without_failing() {
-    let mut bytes = std::fs::read(fixture("mainnet/block_371337_auxpow.bin")).unwrap();
+    let mut bytes = std::fs::read(fixture_path("mainnet/block_371337_auxpow.bin")).unwrap();
     // Coinbase index (bytes 350..354) set to 1: decodes, but is no proof.
     bytes[350] = 1;
     let output = run_with_stdin("mainnet", &bytes);
@@ -170,7 +166,7 @@ fn garbage_exits_non_zero_with_a_message() {
 
 #[test]
 fn truncated_block_names_the_failing_byte() {
-    let hex = std::fs::read(fixture("mainnet/block_028092.hex")).unwrap();
+    let hex = std::fs::read(fixture_path("mainnet/block_028092.hex")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cut.hex");
     std::fs::write(&path, &hex[..850]).unwrap();
@@ -193,7 +189,7 @@ fn missing_file_and_bad_network_fail() {
         stderr_of(&output)
     );
 
-    let path = fixture("mainnet/block_028092.hex");
+    let path = fixture_path("mainnet/block_028092.hex");
     let output = decode_cmd("dogenet", path.to_str().unwrap()).output().unwrap();
     assert!(!output.status.success());
     assert!(

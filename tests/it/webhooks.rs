@@ -3,9 +3,6 @@
 //! while, and the tower is killed and restarted meanwhile; in the end every
 //! outbox event arrived, once by id, none unknown.
 
-mod common;
-mod devnet_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,13 +13,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
 use bitcoin::{Amount, PublicKey, ScriptBuf, TxOut};
-use common::{free_port, wait_for, DevnetProcess, Shop, TestChannel, TowerProcess, CAPACITY, FEE};
 use dogetower::chain::{Address, Network};
 use dogetower::channel::payer::countersign;
 use dogetower::channel::psbt::encode_base64;
 use dogetower::notify::signature;
 use dogetower::store::Store;
 use serde_json::{json, Value};
+
+use crate::support::{kill, wait_for, DevnetProcess, Shop, TestChannel, TowerProcess, CAPACITY, FEE};
 
 const SECRET: &str = "webhook-test-secret";
 
@@ -83,14 +81,15 @@ async fn every_event_type_arrives_signed_once_through_failures_and_a_restart() {
         failing: true,
         ..Received::default()
     }));
-    let port = free_port();
     let app = axum::Router::new()
         .route("/hook", post(hook))
         .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    // Port 0: the system picks a free one, no other test can hold it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let devnet = DevnetProcess::spawn(&[]);
+    let devnet = DevnetProcess::spawn();
     let merchant = SecretKey::new(&mut rand::thread_rng());
     let payout = Address::p2pkh(
         Network::Regtest,
@@ -168,7 +167,7 @@ async fn every_event_type_arrives_signed_once_through_failures_and_a_restart() {
     // The tower dies while the receiver still fails, and comes back.
     shop.devnet.mine(1).await;
     shop.tower.wait_processed(shop.devnet.height().await).await;
-    common::kill(&mut shop.tower.child);
+    kill(&mut shop.tower.child);
     shop.tower.restart().await;
     received.lock().unwrap().failing = false;
 

@@ -15,6 +15,8 @@ use dogetower::channel::sig::flip_s;
 use dogetower::channel::{ChannelScript, Locktime};
 use serde_json::Value;
 
+use crate::support::{fixture_path, BIN};
+
 struct Fixed {
     payer: Payer,
     merchant_secret: SecretKey,
@@ -83,7 +85,7 @@ fn examples() -> Vec<(&'static str, String)> {
 }
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/psbt")
+    fixture_path("psbt")
 }
 
 #[test]
@@ -105,7 +107,7 @@ fn example_psbts_are_current() {
 }
 
 fn inspect(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dogetower"))
+    let mut child = Command::new(BIN)
         .args(["psbt", "inspect"])
         .args(args)
         .stdin(Stdio::piped())

@@ -1,12 +1,9 @@
 //! `dogetower check-node` against the devnet: a good configuration passes,
 //! and each misconfiguration is named.
 
-mod common;
-mod devnet_support;
-
 use std::process::Command;
 
-use common::{free_port, DevnetProcess, TowerDir, BIN};
+use crate::support::{free_port, DevnetProcess, TowerDir, BIN};
 
 fn check(dir: &TowerDir) -> (bool, String) {
     let out = Command::new(BIN)
@@ -21,7 +18,7 @@ fn check(dir: &TowerDir) -> (bool, String) {
 
 #[test]
 fn a_good_node_passes_and_each_problem_is_named() {
-    let devnet = DevnetProcess::spawn(&[]);
+    let devnet = DevnetProcess::spawn();
     let (ok, out) = check(&TowerDir::new(&devnet.node_config(1, true)));
     assert!(ok, "{out}");
     assert!(out.contains("ok    network    regtest"), "{out}");

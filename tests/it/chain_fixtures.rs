@@ -2,7 +2,6 @@
 //! tests/fixtures, compared field by field with the expected values in
 //! manifest.json and with the recorded dogecoind answers.
 
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use bitcoin::block::Header;
@@ -12,14 +11,10 @@ use dogetower::chain::block::{decode_block, decode_header, parse_block_input, Do
 use dogetower::chain::{AuxPow, Network};
 use serde_json::Value;
 
-fn path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(relative)
-}
+use crate::support::fixture_path;
 
 fn read(relative: &str) -> Vec<u8> {
-    std::fs::read(path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+    std::fs::read(fixture_path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
 }
 
 fn json(relative: &str) -> Value {
