@@ -150,21 +150,13 @@ async fn cookie_file_auth() {
 }
 
 /// Moved from the devnet crate's shape tests: the tower's client, not the
-/// devnet, is what this checks.
+/// devnet, is what this checks (blocks with AuxPoW, a transaction sent,
+/// resent and found again, and one already in the chain).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_towers_rpc_client_reads_the_devnet() {
-    let devnet = devnet_support::Spawned::start(&[]);
-    let rpc = devnet.rpc();
-    rpc.ok("generate", json!([1, 1_000_000, true])).await;
-    let client = RpcClient::new(&RpcSettings {
-        url: devnet.rpc_url.clone(),
-        auth: RpcCredentials::UserPass {
-            user: devnet.rpc_user.clone(),
-            password: devnet.rpc_password.clone(),
-        },
-        timeout: std::time::Duration::from_secs(10),
-    })
-    .unwrap();
+    let devnet = DevnetProcess::spawn();
+    devnet.call("generate", json!([1, 1_000_000, true])).await;
+    let client = client(&devnet, &devnet.rpc_password);
     let info = client.get_blockchain_info().await.unwrap();
     assert_eq!((info.chain.as_str(), info.blocks), ("regtest", 101));
     let block = client.get_block(&info.bestblockhash).await.unwrap();
@@ -172,43 +164,48 @@ async fn the_towers_rpc_client_reads_the_devnet() {
     assert_eq!(block.block_hash(), info.bestblockhash);
     let hashes = client.get_block_hashes(&[1, 2, 3]).await.unwrap();
     assert_eq!(hashes.len(), 3);
-    let raw = rpc.ok("getblock", json!([hashes[0].to_string(), 0])).await;
+    let raw = devnet.call("getblock", json!([hashes[0].to_string(), 0])).await;
     let raw = hex::decode(raw.as_str().expect("hex block")).unwrap();
     assert_eq!(
         dogetower::chain::decode_block(&raw).unwrap().block_hash(),
         hashes[0]
     );
 
-    // A payment broadcast through the client, then found again.
-    let key = devnet_support::Key::new(21);
-    let (funding, vout) = rpc.fund(&key.address(), 10 * 100_000_000, true).await;
-    let coin = devnet_support::Coin::of(&funding, vout);
-    let spend = devnet_support::pay(
-        &coin,
-        &key,
-        key.script(),
-        coin.value() - 1_000_000,
-        devnet_support::Spend::default(),
+    // The devnet's wallet pays a key of ours; the client sends it again
+    // (a success), then finds it in the mempool and the UTXO set.
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let key = bitcoin::secp256k1::SecretKey::from_slice(&[21; 32]).unwrap();
+    let address = dogetower::chain::Address::p2pkh(
+        dogetower::chain::Network::Regtest,
+        &bitcoin::PublicKey::new(key.public_key(&secp)),
     );
-    let txid = client.send_raw_transaction(&spend).await.unwrap();
-    assert_eq!(txid, spend.compute_txid());
+    let value = 10 * 100_000_000;
+    let funded = devnet
+        .call("devnet_fund", json!([address.to_string(), value]))
+        .await;
+    let tx: bitcoin::Transaction =
+        bitcoin::consensus::encode::deserialize_hex(funded["hex"].as_str().unwrap()).unwrap();
+    let txid = tx.compute_txid();
+    let vout = funded["vout"].as_u64().unwrap() as u32;
     assert_eq!(
-        client.send_raw_transaction(&spend).await.unwrap(),
+        client.send_raw_transaction(&tx).await.unwrap(),
         txid,
         "resend is a success"
     );
     assert_eq!(client.get_raw_mempool().await.unwrap(), vec![txid]);
-    let out = client.get_tx_out(&txid, 0, true).await.unwrap().unwrap();
-    assert_eq!((out.confirmations, out.value), (0, coin.value() - 1_000_000));
-    assert!(client
-        .get_tx_out(&coin.outpoint.txid, vout, true)
-        .await
-        .unwrap()
-        .is_none());
-    assert_eq!(
-        devnet_support::decode_tx(&devnet_support::tx_hex(&spend)),
-        client.get_raw_transaction(&txid).await.unwrap()
+    let out = client.get_tx_out(&txid, vout, true).await.unwrap().unwrap();
+    assert_eq!((out.confirmations, out.value), (0, value));
+    let spent = tx.input[0].previous_output;
+    assert!(
+        client
+            .get_tx_out(&spent.txid, spent.vout, true)
+            .await
+            .unwrap()
+            .is_none(),
+        "the wallet's coin is spent in the mempool"
     );
-    let err = client.send_raw_transaction(&funding).await.unwrap_err();
+    assert_eq!(client.get_raw_transaction(&txid).await.unwrap(), tx);
+    devnet.mine(1).await;
+    let err = client.send_raw_transaction(&tx).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyInChain, "{err}");
 }
