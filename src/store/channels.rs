@@ -1,4 +1,4 @@
-//! Merchants, channels, payments, transitions, broadcasts and the outbox.
+//! Channels, payments, transitions and broadcasts.
 
 use std::str::FromStr;
 
@@ -9,32 +9,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{Result, Store, StoreError, WriteTx};
 use crate::channel::ChannelScript;
-use crate::engine::{ChannelState, CloseState, Event, FundingOutputState, FundingStatus, TrackedChannel};
-
-/// How the merchant's side of its channels is signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CustodyMode {
-    Presigned,
-    Signer,
-}
-
-impl CustodyMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CustodyMode::Presigned => "presigned",
-            CustodyMode::Signer => "signer",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Merchant {
-    pub id: i64,
-    pub name: String,
-    pub payout_address: Option<String>,
-    pub custody: CustodyMode,
-    pub xprv_file: Option<String>,
-}
+use crate::engine::{ChannelState, CloseState, FundingOutputState, FundingStatus, TrackedChannel};
 
 /// A channel as first stored at registration.
 #[derive(Debug, Clone)]
@@ -65,7 +40,7 @@ pub struct ChannelRecord {
 
 pub use crate::engine::PaymentRecord;
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -97,20 +72,6 @@ fn opt_txid(bytes: Option<Vec<u8>>, column: &'static str) -> Result<Option<Txid>
 }
 
 impl WriteTx<'_> {
-    pub fn insert_merchant(
-        &self,
-        name: &str,
-        payout_address: Option<&str>,
-        custody: CustodyMode,
-        xprv_file: Option<&str>,
-    ) -> Result<i64> {
-        self.tx.execute(
-            "INSERT INTO merchants (name, payout_address, custody, xprv_file, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![name, payout_address, custody.as_str(), xprv_file, now()],
-        )?;
-        Ok(self.tx.last_insert_rowid())
-    }
-
     /// Stores a newly registered channel; returns its key.
     pub fn insert_channel(&self, c: &NewChannel<'_>, funding: &TrackedChannel) -> Result<i64> {
         let at = now();
@@ -244,63 +205,6 @@ impl WriteTx<'_> {
         )?;
         Ok(())
     }
-
-    /// Puts an event into the outbox. False when an event with this id is
-    /// already there (the same cause processed again after a restart).
-    pub fn enqueue_event(&self, event: &Event, merchant_id: Option<i64>) -> Result<bool> {
-        let created_at = now();
-        let payload = serde_json::json!({
-            "id": event.id,
-            "type": event.kind.as_str(),
-            "created_at": rfc3339(created_at),
-            "channel_id": event.channel_id,
-            "data": event.data,
-        });
-        let inserted = self.tx.execute(
-            "INSERT OR IGNORE INTO outbox (event_id, type, channel_id, merchant_id, payload, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                event.id,
-                event.kind.as_str(),
-                event.channel_id,
-                merchant_id,
-                payload.to_string(),
-                created_at
-            ],
-        )?;
-        Ok(inserted == 1)
-    }
-}
-
-/// One outbox event as the webhook sender reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxEvent {
-    pub seq: i64,
-    pub event_id: String,
-    pub kind: String,
-    pub channel_id: Option<String>,
-    /// The exact body to POST.
-    pub payload: String,
-    pub created_at: i64,
-}
-
-impl WriteTx<'_> {
-    /// Marks an outbox event finished for `endpoint` (`delivered`, `given_up` or `filtered`).
-    pub fn finish_delivery(
-        &self,
-        endpoint: &str,
-        seq: i64,
-        state: &str,
-        attempts: u32,
-        last_status: Option<&str>,
-    ) -> Result<()> {
-        self.tx.execute(
-            "INSERT OR REPLACE INTO webhook_deliveries (endpoint, outbox_seq, state, attempts, last_status, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![endpoint, seq, state, attempts, last_status, now()],
-        )?;
-        Ok(())
-    }
 }
 
 /// RFC 3339 in UTC, second precision (`1970-01-01T00:00:00Z`).
@@ -326,25 +230,6 @@ pub fn rfc3339(unix: i64) -> String {
 }
 
 impl Store {
-    pub fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>> {
-        self.conn
-            .query_row(
-                "SELECT id, name, payout_address, custody, xprv_file FROM merchants WHERE name = ?1",
-                [name],
-                merchant_from_row,
-            )
-            .optional()?
-            .transpose()
-    }
-
-    pub fn merchants(&self) -> Result<Vec<Merchant>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, name, payout_address, custody, xprv_file FROM merchants ORDER BY id")?;
-        let rows = stmt.query_map([], merchant_from_row)?;
-        rows.map(|r| r?).collect()
-    }
-
     pub fn channel_record(&self, address: &str) -> Result<Option<ChannelRecord>> {
         self.conn
             .query_row(
@@ -536,37 +421,6 @@ impl Store {
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
-    /// Outbox events after `after_seq`, oldest first: (seq, event id, payload JSON).
-    pub fn outbox_after(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, event_id, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-        let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        rows.map(|r| r.map_err(Into::into)).collect()
-    }
-
-    /// Outbox events not yet finished for `endpoint`, oldest first.
-    pub fn outbox_pending(&self, endpoint: &str, limit: usize) -> Result<Vec<OutboxEvent>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT o.seq, o.event_id, o.type, o.channel_id, o.payload, o.created_at FROM outbox o
-             LEFT JOIN webhook_deliveries d ON d.endpoint = ?1 AND d.outbox_seq = o.seq
-             WHERE d.outbox_seq IS NULL ORDER BY o.seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![endpoint, limit as i64], |r| {
-            Ok(OutboxEvent {
-                seq: r.get(0)?,
-                event_id: r.get(1)?,
-                kind: r.get(2)?,
-                channel_id: r.get(3)?,
-                payload: r.get(4)?,
-                created_at: r.get(5)?,
-            })
-        })?;
-        rows.map(|r| r.map_err(Into::into)).collect()
-    }
-
     /// The recorded transitions of a channel: (from, to, cause).
     pub fn transitions(&self, key: i64) -> Result<Vec<(String, String, String)>> {
         let mut stmt = self.conn.prepare(
@@ -575,22 +429,6 @@ impl Store {
         let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
-}
-
-fn merchant_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Merchant>> {
-    let custody: String = row.get(3)?;
-    let custody = match custody.as_str() {
-        "presigned" => CustodyMode::Presigned,
-        "signer" => CustodyMode::Signer,
-        _ => return Ok(Err(StoreError::Corrupt("merchants.custody"))),
-    };
-    Ok(Ok(Merchant {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        payout_address: row.get(2)?,
-        custody,
-        xprv_file: row.get(4)?,
-    }))
 }
 
 fn tracked_from_row(row: &Row<'_>) -> Result<TrackedChannel> {
@@ -637,7 +475,7 @@ mod tests {
     use super::*;
     use crate::channel::payer::{synthetic_funding, Payer};
     use crate::channel::{ChannelTerms, FundingOutput, Locktime};
-    use crate::engine::EventData;
+    use crate::store::CustodyMode;
     use bitcoin::secp256k1::{Secp256k1, SecretKey};
 
     fn channel_fixture() -> (ChannelTerms, bitcoin::Transaction) {
@@ -728,25 +566,6 @@ mod tests {
             "a sequence is stored once"
         );
         assert_eq!(store.latest_payment(key).unwrap(), Some(payment));
-    }
-
-    #[test]
-    fn the_outbox_keeps_one_copy_per_event_id() {
-        let mut store = Store::open_in_memory().unwrap();
-        let event = Event::new(
-            None,
-            "5",
-            EventData::NodeDown {
-                processed_height: Some(5),
-            },
-        );
-        assert!(store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
-        assert!(!store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
-        let rows = store.outbox_after(0, 10).unwrap();
-        assert_eq!(rows.len(), 1);
-        let body: serde_json::Value = serde_json::from_str(&rows[0].2).unwrap();
-        assert_eq!(body["type"], "node.down");
-        assert_eq!(body["id"], event.id);
     }
 
     #[test]

@@ -13,9 +13,13 @@ use bitcoin::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub mod channels;
+pub mod merchants;
+pub mod outbox;
 pub mod tokens;
 
-pub use channels::{ChannelRecord, CustodyMode, Merchant, NewChannel, OutboxEvent, PaymentRecord};
+pub use channels::{ChannelRecord, NewChannel, PaymentRecord};
+pub use merchants::{CustodyMode, Merchant};
+pub use outbox::OutboxEvent;
 
 use crate::chain::headers::HeaderRecord;
 use crate::follower::ChainEvent;

@@ -1,0 +1,125 @@
+//! The outbox: every webhook event, written in the same transaction as the
+//! state change that caused it, and what each endpoint has finished.
+
+use rusqlite::params;
+
+use super::channels::{now, rfc3339};
+use super::{Result, Store, WriteTx};
+use crate::engine::Event;
+
+impl WriteTx<'_> {
+    /// Puts an event into the outbox. False when an event with this id is
+    /// already there (the same cause processed again after a restart).
+    pub fn enqueue_event(&self, event: &Event, merchant_id: Option<i64>) -> Result<bool> {
+        let created_at = now();
+        let payload = serde_json::json!({
+            "id": event.id,
+            "type": event.kind.as_str(),
+            "created_at": rfc3339(created_at),
+            "channel_id": event.channel_id,
+            "data": event.data,
+        });
+        let inserted = self.tx.execute(
+            "INSERT OR IGNORE INTO outbox (event_id, type, channel_id, merchant_id, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                event.id,
+                event.kind.as_str(),
+                event.channel_id,
+                merchant_id,
+                payload.to_string(),
+                created_at
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+}
+
+/// One outbox event as the webhook sender reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub channel_id: Option<String>,
+    /// The exact body to POST.
+    pub payload: String,
+    pub created_at: i64,
+}
+
+impl WriteTx<'_> {
+    /// Marks an outbox event finished for `endpoint` (`delivered`, `given_up` or `filtered`).
+    pub fn finish_delivery(
+        &self,
+        endpoint: &str,
+        seq: i64,
+        state: &str,
+        attempts: u32,
+        last_status: Option<&str>,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO webhook_deliveries (endpoint, outbox_seq, state, attempts, last_status, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![endpoint, seq, state, attempts, last_status, now()],
+        )?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Outbox events after `after_seq`, oldest first: (seq, event id, payload JSON).
+    pub fn outbox_after(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, event_id, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Outbox events not yet finished for `endpoint`, oldest first.
+    pub fn outbox_pending(&self, endpoint: &str, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT o.seq, o.event_id, o.type, o.channel_id, o.payload, o.created_at FROM outbox o
+             LEFT JOIN webhook_deliveries d ON d.endpoint = ?1 AND d.outbox_seq = o.seq
+             WHERE d.outbox_seq IS NULL ORDER BY o.seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![endpoint, limit as i64], |r| {
+            Ok(OutboxEvent {
+                seq: r.get(0)?,
+                event_id: r.get(1)?,
+                kind: r.get(2)?,
+                channel_id: r.get(3)?,
+                payload: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EventData;
+
+    #[test]
+    fn the_outbox_keeps_one_copy_per_event_id() {
+        let mut store = Store::open_in_memory().unwrap();
+        let event = Event::new(
+            None,
+            "5",
+            EventData::NodeDown {
+                processed_height: Some(5),
+            },
+        );
+        assert!(store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
+        assert!(!store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
+        let rows = store.outbox_after(0, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        let body: serde_json::Value = serde_json::from_str(&rows[0].2).unwrap();
+        assert_eq!(body["type"], "node.down");
+        assert_eq!(body["id"], event.id);
+    }
+}
