@@ -1,0 +1,271 @@
+//! The merchant's commands on the writer thread: each reads what its rule
+//! needs from the store, lets the engine decide, and commits what was
+//! decided before it answers.
+
+use bitcoin::OutPoint;
+
+use super::Writer;
+use crate::channel::psbt::{decode_base64, DecodedPsbt};
+use crate::engine::{
+    ChannelState, FundingLookup, Input, MerchantProfile, PaymentDecision, PaymentRequest,
+    RegistrationDecision, RegistrationRequest, StoredRegistration,
+};
+use crate::error::{ErrorCode, Refusal};
+use crate::service::view::ChannelView;
+use crate::service::{Command, PaymentReply};
+use crate::store::{ChannelRecord, CustodyMode, Merchant, NewChannel};
+
+impl Writer {
+    pub(super) fn view_of(&self, key: i64) -> Result<ChannelView, Refusal> {
+        let channel = self.tower.channel(key);
+        let stored;
+        let channel = match channel {
+            Some(c) => c,
+            None => {
+                stored = self
+                    .store
+                    .tracked_channel(key)
+                    .map_err(Refusal::internal)?
+                    .ok_or_else(|| Refusal::channel_not_found(&key.to_string()))?;
+                &stored
+            }
+        };
+        let record = self
+            .store
+            .channel_record_by_key(key)
+            .map_err(Refusal::internal)?
+            .ok_or_else(|| Refusal::channel_not_found(&channel.id))?;
+        Ok(ChannelView::new(channel, &record, self.tip_height()))
+    }
+
+    /// The channel `address` of `merchant_id`; another merchant's is "not found".
+    fn owned(&self, merchant_id: i64, address: &str) -> Result<ChannelRecord, Refusal> {
+        match self.store.channel_record(address).map_err(Refusal::internal)? {
+            Some(r) if r.merchant_id == merchant_id => Ok(r),
+            _ => Err(Refusal::channel_not_found(address)),
+        }
+    }
+
+    pub(super) fn command(&mut self, command: Command) {
+        match command {
+            Command::Register {
+                merchant_id,
+                psbt,
+                payout_address,
+                merchant_pubkey,
+                funding,
+                reply,
+            } => {
+                let result = self.register(
+                    merchant_id,
+                    &psbt,
+                    payout_address.as_deref(),
+                    merchant_pubkey.as_deref(),
+                    &funding,
+                );
+                let _ = reply.send(result);
+            }
+            Command::Pay {
+                merchant_id,
+                channel,
+                psbt,
+                reply,
+            } => {
+                let result = self.pay(merchant_id, &channel, &psbt);
+                let _ = reply.send(result);
+            }
+            Command::Close {
+                merchant_id,
+                channel,
+                reply,
+            } => {
+                let result = self.close(merchant_id, &channel);
+                let _ = reply.send(result);
+            }
+            Command::Get {
+                merchant_id,
+                channel,
+                reply,
+            } => {
+                let result = self
+                    .owned(merchant_id, &channel)
+                    .and_then(|r| self.view_of(r.key));
+                let _ = reply.send(result);
+            }
+            Command::List {
+                merchant_id,
+                state,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.list(merchant_id, state, after, limit));
+            }
+        }
+    }
+
+    fn list(
+        &self,
+        merchant_id: i64,
+        state: Option<ChannelState>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> (Vec<ChannelView>, Option<i64>) {
+        let keys = self
+            .store
+            .channel_keys(merchant_id, state.map(ChannelState::as_str), after, limit)
+            .unwrap_or_default();
+        let last = keys.last().copied();
+        (
+            keys.into_iter().filter_map(|k| self.view_of(k).ok()).collect(),
+            last,
+        )
+    }
+
+    fn register(
+        &mut self,
+        merchant_id: i64,
+        psbt: &DecodedPsbt,
+        payout_address: Option<&str>,
+        merchant_pubkey: Option<&str>,
+        funding: &[(OutPoint, FundingLookup)],
+    ) -> Result<(ChannelView, bool), Refusal> {
+        let merchant = self.merchant(merchant_id)?;
+        let custody = self.custody(merchant_id).map_err(Refusal::internal)?;
+        let existing = match crate::engine::announced_channel_id(psbt, self.network) {
+            Some(id) => self
+                .store
+                .channel_record(&id)
+                .map_err(Refusal::internal)?
+                .map(|r| StoredRegistration {
+                    key: r.key,
+                    merchant_id: r.merchant_id,
+                    announcement: r.announcement,
+                    payout_script: r.payout_script,
+                }),
+            None => None,
+        };
+        let decision = self.tower.decide_registration(&RegistrationRequest {
+            merchant: MerchantProfile {
+                id: merchant_id,
+                custody: &custody,
+                default_payout: merchant.payout_address.as_deref(),
+            },
+            psbt,
+            payout_address,
+            merchant_pubkey,
+            funding,
+            existing: existing.as_ref(),
+        })?;
+        let new = match decision {
+            RegistrationDecision::Repeat { key } => return Ok((self.view_of(key)?, false)),
+            RegistrationDecision::New(new) => new,
+        };
+        let mut channel = new.channel;
+        let id = channel.id.clone();
+        let record = NewChannel {
+            address: &id,
+            merchant_id,
+            script: &new.terms.script,
+            merchant_key_origin: new.terms.merchant_key_origin.as_ref(),
+            payout_script: &new.payout_script,
+            announcement: &new.announcement,
+            capacity: new.terms.capacity(),
+            broadcast_height: channel.broadcast_height,
+            warning_height: channel.warning_height,
+        };
+        // The row id is the engine's key: the channel row, the engine's
+        // state and its events are written in one transaction.
+        let tower = &mut self.tower;
+        let (key, actions, broadcasts) = self
+            .store
+            .write(|tx| {
+                let key = tx.insert_channel(&record, &channel)?;
+                channel.key = key;
+                let actions = tower.apply_registration(channel);
+                let broadcasts = Self::apply(tx, tower, &actions)?;
+                Ok((key, actions, broadcasts))
+            })
+            .map_err(Refusal::internal)?;
+        self.after_commit(&actions, broadcasts);
+        tracing::info!(channel = %id, merchant = %merchant.name, capacity = new.terms.capacity(), "channel registered");
+        Ok((self.view_of(key)?, true))
+    }
+
+    fn merchant(&mut self, merchant_id: i64) -> Result<Merchant, Refusal> {
+        if let Some(m) = self.merchants.get(&merchant_id) {
+            return Ok(m.clone());
+        }
+        // A merchant added while the tower runs (with `dogetower merchant add`).
+        for m in self.store.merchants().map_err(Refusal::internal)? {
+            self.merchants.entry(m.id).or_insert(m);
+        }
+        let merchant = self
+            .merchants
+            .get(&merchant_id)
+            .cloned()
+            .ok_or_else(|| Refusal::new(ErrorCode::Unauthorized, "unknown merchant"))?;
+        if merchant.custody == CustodyMode::Signer && !self.signers.contains_key(&merchant_id) {
+            let path = merchant.xprv_file.as_deref().unwrap_or_default();
+            let signer =
+                crate::key_file::load_signer(std::path::Path::new(path), self.network).map_err(|e| {
+                    Refusal::new(
+                        ErrorCode::SignerUnavailable,
+                        format!("merchant {}: {e}", merchant.name),
+                    )
+                })?;
+            self.signers.insert(merchant_id, signer);
+        }
+        Ok(merchant)
+    }
+
+    fn pay(&mut self, merchant_id: i64, address: &str, psbt_text: &str) -> Result<PaymentReply, Refusal> {
+        let record = self.owned(merchant_id, address)?;
+        self.merchant(merchant_id)?;
+        let custody = self.custody(merchant_id).map_err(Refusal::internal)?;
+        let psbt = decode_base64(psbt_text)?;
+        let latest = self.store.latest_payment(record.key).map_err(Refusal::internal)?;
+        let decision = self.tower.decide_payment(&PaymentRequest {
+            key: record.key,
+            psbt: &psbt,
+            custody: &custody,
+            payout_script: &record.payout_script,
+            merchant_key_origin: record.merchant_key_origin.as_ref(),
+            latest: latest.as_ref(),
+        })?;
+        let payment = match decision {
+            PaymentDecision::Repeat {
+                sequence,
+                merchant_amount,
+            } => {
+                return Ok(PaymentReply {
+                    channel: self.view_of(record.key)?,
+                    sequence,
+                    merchant_amount,
+                })
+            }
+            PaymentDecision::Accept(payment) => payment,
+        };
+        let actions = self.tower.handle(Input::PaymentAccepted {
+            key: record.key,
+            sequence: payment.sequence,
+            merchant_amount: payment.merchant_amount,
+            unsigned_txid: payment.unsigned_txid,
+        })?;
+        // Durable (synchronous=FULL commit) before the answer goes out.
+        self.commit(&actions, |tx| tx.insert_payment(record.key, &payment))
+            .map_err(Refusal::internal)?;
+        Ok(PaymentReply {
+            channel: self.view_of(record.key)?,
+            sequence: payment.sequence,
+            merchant_amount: payment.merchant_amount,
+        })
+    }
+
+    fn close(&mut self, merchant_id: i64, address: &str) -> Result<ChannelView, Refusal> {
+        let record = self.owned(merchant_id, address)?;
+        let actions = self.tower.handle(Input::CloseRequested { key: record.key })?;
+        self.commit(&actions, |_| Ok(())).map_err(Refusal::internal)?;
+        self.view_of(record.key)
+    }
+}
