@@ -5,8 +5,6 @@
 //! message, the firing order of block connects, invalidations, reorgs and
 //! RBF, counter resets on restart, and the fault-injection controls.
 
-mod devnet_support;
-
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -17,7 +15,7 @@ use dogetower_core::chain::Network;
 use dogetower_devnet::{Devnet, DevnetConfig};
 use serde_json::json;
 
-use devnet_support::{pay, Coin, Key, Rpc, Spend, WAIT};
+use crate::support::{pay, Coin, Key, Rpc, Spend, WAIT};
 
 const TOPICS: [&str; 4] = ["hashtx", "rawtx", "hashblock", "rawblock"];
 

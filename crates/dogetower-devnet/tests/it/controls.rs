@@ -2,15 +2,13 @@
 //! away and coming back, restarts with their warm-up, eviction, the clock,
 //! mining to an address, reorgs that drop their txs, and funding.
 
-mod devnet_support;
-
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use dogetower_devnet::{Devnet, DevnetConfig};
 use serde_json::json;
 
-use devnet_support::{until, Auth, Key, Rpc};
+use crate::support::{until, Auth, Key, Rpc};
 
 async fn start(warmup: Duration) -> (Devnet, Rpc) {
     let devnet = Devnet::start(DevnetConfig {

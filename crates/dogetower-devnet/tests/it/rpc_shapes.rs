@@ -4,14 +4,12 @@
 //! differ), the same HTTP status and, for errors, the same code and message.
 //! Plus the HTTP-level behaviours of `sendrawtransaction-errors.json`.
 
-mod devnet_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use devnet_support::{pay, tx_hex, Auth, Coin, Key, Rpc, Spawned, Spend};
+use crate::support::{pay, tx_hex, Auth, Coin, Key, Rpc, Spawned, Spend};
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/node/rpc")

@@ -4,8 +4,6 @@
 //! transactions are built with the channel code (`Payer`, `countersign`,
 //! `cooperative_script_sig`), funding with `devnet_fund`.
 
-mod devnet_support;
-
 use std::collections::BTreeSet;
 
 use bitcoin::absolute::LockTime;
@@ -21,7 +19,7 @@ use dogetower_core::channel::{ChannelScript, Locktime};
 use dogetower_devnet::{Devnet, DevnetConfig};
 use serde_json::{json, Value};
 
-use devnet_support::{
+use crate::support::{
     p2pkh_script_sig, p2pkh_signature, pay, pay_sized, unsigned, Coin, Key, Rpc, RpcError, Spend,
 };
 
@@ -134,7 +132,7 @@ impl Net {
             .send(tx)
             .await
             .unwrap_or_else(|e| panic!("{what}: refused with {e:?}"));
-        assert_eq!(devnet_support::txid(&txid), tx.compute_txid(), "{what}");
+        assert_eq!(crate::support::txid(&txid), tx.compute_txid(), "{what}");
     }
 
     /// `n` confirmed coins of `value` for `key`.
@@ -474,7 +472,7 @@ async fn finality_and_coinbase_maturity() {
         .rpc
         .ok("getrawtransaction", json!([block["tx"][0]["txid"].clone()]))
         .await;
-    let coinbase = devnet_support::decode_tx(coinbase_hex.as_str().unwrap());
+    let coinbase = crate::support::decode_tx(coinbase_hex.as_str().unwrap());
     let h = block["height"].as_u64().unwrap() as u32;
     net.rpc.mine(h + 58 - net.rpc.height().await).await;
     let reward = Coin::of(&coinbase, 0);
@@ -619,11 +617,11 @@ async fn fees_and_decoding() {
         .rpc
         .ok(
             "sendrawtransaction",
-            json!([devnet_support::tx_hex(&absurd), true]),
+            json!([crate::support::tx_hex(&absurd), true]),
         )
         .await;
     assert_eq!(
-        devnet_support::txid(&allowed),
+        crate::support::txid(&allowed),
         absurd.compute_txid(),
         "absurd fee with allowhighfees=true"
     );

@@ -1,7 +1,6 @@
 //! Helpers shared by the devnet integration tests: spawning the real
 //! binary, a plain HTTP JSON-RPC client, test keys and transaction building.
 //! Each test file uses a different subset.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
