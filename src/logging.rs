@@ -45,7 +45,7 @@ pub fn init(format: LogFormat, level_directive: &str) -> Result<(), LoggingError
 
 /// The subscriber `init` installs, writing to `writer`; separate so tests can
 /// capture its output.
-fn subscriber<W>(
+pub(crate) fn subscriber<W>(
     format: LogFormat,
     level_directive: &str,
     writer: W,
@@ -76,16 +76,17 @@ where
     })
 }
 
+/// Log output captured in memory, for tests that read what was logged.
 #[cfg(test)]
-mod tests {
+pub(crate) mod capture {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
-    use super::*;
+    use tracing_subscriber::fmt::MakeWriter;
 
     /// A writer collecting everything into a shared buffer.
     #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Buffer(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -105,10 +106,16 @@ mod tests {
     }
 
     impl Buffer {
-        fn text(&self) -> String {
+        pub(crate) fn text(&self) -> String {
             String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capture::Buffer;
+    use super::*;
 
     fn capture(format: LogFormat, directive: &str, log: impl FnOnce()) -> String {
         let buffer = Buffer::default();

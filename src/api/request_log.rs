@@ -47,7 +47,6 @@ pub(crate) async fn request_id(request: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
     use std::sync::{Arc, Mutex};
 
     use axum::body::Body;
@@ -57,20 +56,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-
-    /// Log output captured in memory.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::logging::{self, capture::Buffer, LogFormat};
 
     fn line_with<'a>(log: &'a str, needle: &str) -> &'a str {
         log.lines()
@@ -82,12 +68,9 @@ mod tests {
     /// that another task writes meanwhile on the same thread.
     #[tokio::test(flavor = "current_thread")]
     async fn a_parked_request_does_not_lend_its_span_to_other_tasks() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
+        // The tower's own human log format, written to memory.
+        let captured = Buffer::default();
+        let subscriber = logging::subscriber(LogFormat::Human, "info", captured.clone(), false).unwrap();
         let _default = tracing::subscriber::set_default(subscriber);
 
         let (release, released) = oneshot::channel::<()>();
@@ -121,7 +104,7 @@ mod tests {
         let response = handled.await.unwrap().unwrap();
         assert_eq!(response.headers()["x-request-id"], "req-under-test");
 
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let log = captured.text();
         assert!(
             line_with(&log, "inside the handler").contains("request{request_id=req-under-test}"),
             "the handler's own line carries the request span:\n{log}"

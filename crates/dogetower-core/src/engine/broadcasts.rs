@@ -3,6 +3,16 @@
 use super::{BroadcastOutcome, ChannelState, Event, EventData, Out, Tower};
 use crate::node::ErrorKind;
 
+/// Why a close will never be mined.
+struct CloseFailure {
+    /// The node's rejection kind, or `not_finalized`.
+    reason: &'static str,
+    /// What the node or the finalizer said.
+    message: String,
+    /// The transition's cause.
+    cause: &'static str,
+}
+
 impl Tower {
     pub(super) fn broadcast_result(&mut self, key: i64, outcome: BroadcastOutcome, out: &mut Out) {
         let height = self.tip.map_or(0, |t| t.height);
@@ -40,44 +50,45 @@ impl Tower {
             // Refused for now (the service logs why): re-sent at the next block.
             BroadcastOutcome::Rejected { kind, .. } if !rejection_is_final(kind) => {}
             BroadcastOutcome::Rejected { kind, message } => {
-                out.emit(Event::new(
-                    Some(&id),
-                    &format!("{sequence}:{}", kind.label()),
-                    EventData::CloseRejected {
-                        reason: kind.label(),
-                        message,
-                        sequence,
-                    },
-                ));
-                self.idx.unmined_closes.remove(&key);
-                self.terminal(
-                    key,
-                    ChannelState::Failed,
-                    height,
-                    "the node refuses the close for good",
-                    out,
-                );
+                let failure = CloseFailure {
+                    reason: kind.label(),
+                    message,
+                    cause: "the node refuses the close for good",
+                };
+                self.close_failed(key, &id, sequence, height, failure, out);
             }
             BroadcastOutcome::NotFinalized { reason } => {
-                out.emit(Event::new(
-                    Some(&id),
-                    &format!("{sequence}:not_finalized"),
-                    EventData::CloseRejected {
-                        reason: "not_finalized",
-                        message: reason,
-                        sequence,
-                    },
-                ));
-                self.idx.unmined_closes.remove(&key);
-                self.terminal(
-                    key,
-                    ChannelState::Failed,
-                    height,
-                    "the close cannot be finalized",
-                    out,
-                );
+                let failure = CloseFailure {
+                    reason: "not_finalized",
+                    message: reason,
+                    cause: "the close cannot be finalized",
+                };
+                self.close_failed(key, &id, sequence, height, failure, out);
             }
         }
+    }
+
+    /// A close that can never be mined: `close.rejected`, and the channel fails.
+    fn close_failed(
+        &mut self,
+        key: i64,
+        id: &str,
+        sequence: u64,
+        height: u32,
+        failure: CloseFailure,
+        out: &mut Out,
+    ) {
+        out.emit(Event::new(
+            Some(id),
+            &format!("{sequence}:{}", failure.reason),
+            EventData::CloseRejected {
+                reason: failure.reason,
+                message: failure.message,
+                sequence,
+            },
+        ));
+        self.idx.unmined_closes.remove(&key);
+        self.terminal(key, ChannelState::Failed, height, failure.cause, out);
     }
 
     pub(super) fn node_reachable(&mut self, up: bool, out: &mut Out) {
