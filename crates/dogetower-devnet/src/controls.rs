@@ -1,5 +1,5 @@
 //! The devnet's test controls: extra JSON-RPC methods a real dogecoind does
-//! not have (all named `devnet_*`). See the module docs of [`crate::devnet`]
+//! not have (all named `devnet_*`). See the crate docs ([`crate`])
 //! and `docs/DEVNET.md`.
 
 use std::time::Duration;

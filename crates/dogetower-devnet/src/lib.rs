@@ -24,12 +24,14 @@
 //! |---|---|
 //! | `devnet_mine [n=1] [address]` | mines n blocks (mempool txs included) to the wallet or `address`; returns the hashes |
 //! | `devnet_reorg depth [new_blocks=depth+1] [drop_txs=false]` | replaces the top `depth` blocks with a longer fork of coinbase-only blocks; the disconnected txs go back to the mempool, or are dropped with `drop_txs`; returns the fork's hashes |
-//! | `devnet_fund address koinu [confirm=false]` | pays `address` from the wallet with a real signed tx (fee 0.01 DOGE/kB); mines it with `confirm`; returns `{"txid","vout","hex"}` |
+//! | `devnet_fund address koinu [confirm=false] [rbf=false]` | pays `address` from the wallet with a real signed tx (fee 0.01 DOGE/kB, BIP125-replaceable with `rbf`); mines it with `confirm`; returns `{"txid","vout","hex"}` |
+//! | `devnet_double_spend txid` | replaces a replaceable wallet transaction by one spending the same inputs back to the wallet with 0.01 DOGE more fee; returns `{"txid","hex"}` |
 //! | `devnet_zmq {"drop_next": n}` / `{"drop_all": bool}` / `{"duplicate_next": n}` / `{"reorder_next": n}` | ZMQ fault injection: lose, duplicate or reverse the next n messages (one message = one topic's three frames); counters still advance for lost ones |
 //! | `devnet_pause_rpc seconds` | closes the RPC listener (connection refused, live connections ended) for that long, then reopens it on the same port |
 //! | `devnet_restart [seconds_down=1] [keep_mempool=true] [catch_up_blocks=0]` | a node restart: RPC down, the node forgets mock time, reloads (or drops) its mempool, connects `catch_up_blocks` blocks with no ZMQ message, ZMQ counters start again at 0, then RPC answers -28 warm-up errors for ~200 ms |
 //! | `devnet_evict txid` | drops a tx and its descendants from the mempool silently, as expiry would; returns their txids |
 //! | `devnet_settime unix` | `setmocktime`: the node clock (block times, mempool times and expiry); 0 = wall clock |
+//! | `devnet_rpc_delay milliseconds` | every later RPC answer waits this long first, as a slow node would (0 = off) |
 
 pub mod chain;
 pub mod cli;
