@@ -16,6 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+#[cfg(test)]
+mod contract_tests;
 mod request_log;
 
 use crate::engine::ChannelState;
