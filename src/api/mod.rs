@@ -332,7 +332,7 @@ async fn list(
         limit,
         reply,
     })
-    .await?;
+    .await??;
     let next_cursor = (channels.len() == limit)
         .then(|| last_key.map(|k| k.to_string()))
         .flatten();

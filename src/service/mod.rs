@@ -55,6 +55,9 @@ pub struct RegisterRequest {
     pub merchant_pubkey: Option<String>,
 }
 
+/// A page of channels and the key of its last channel (the next cursor).
+pub type ChannelPage = (Vec<ChannelView>, Option<i64>);
+
 /// What the API asks of the writer.
 #[derive(Debug)]
 pub enum Command {
@@ -90,8 +93,7 @@ pub enum Command {
         /// The page cursor: the last key of the previous page.
         after: Option<i64>,
         limit: usize,
-        /// The page and the key of its last channel (the next cursor).
-        reply: oneshot::Sender<(Vec<ChannelView>, Option<i64>)>,
+        reply: oneshot::Sender<Result<ChannelPage, Refusal>>,
     },
 }
 

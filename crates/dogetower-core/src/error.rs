@@ -77,7 +77,7 @@ error_codes! {
     NotFinal => ("not_final", 422, "The close's nLockTime has not passed yet."),
     TooCloseToDeadline => ("too_close_to_deadline", 422, "Fewer than policy.payment_margin_blocks remain before the channel's deadline: no more payments."),
     CloseNotSignable => ("close_not_signable", 422, "Signer custody: the tower cannot sign and finalize this payment's close with the merchant's key."),
-    ChannelClosed => ("channel_closed", 409, "The channel is closing or finished and takes no more payments or closes."),
+    ChannelClosed => ("channel_closed", 409, "The channel is closing or finished: it takes no more payments, and a finished channel cannot be closed."),
     NothingToClose => ("nothing_to_close", 409, "The channel has no payment yet, so there is no close to broadcast."),
     // The tower.
     SignerUnavailable => ("signer_unavailable", 500, "The merchant's key file cannot be read; the operator must fix it."),

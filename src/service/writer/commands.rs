@@ -12,7 +12,7 @@ use crate::engine::{
 };
 use crate::error::{ErrorCode, Refusal};
 use crate::service::view::ChannelView;
-use crate::service::{Command, PaymentReply};
+use crate::service::{ChannelPage, Command, PaymentReply};
 use crate::store::{ChannelRecord, CustodyMode, Merchant, NewChannel};
 
 impl Writer {
@@ -26,7 +26,7 @@ impl Writer {
                     .store
                     .tracked_channel(key)
                     .map_err(Refusal::internal)?
-                    .ok_or_else(|| Refusal::channel_not_found(&key.to_string()))?;
+                    .ok_or_else(|| Refusal::internal(format!("the state of channel row {key} is missing")))?;
                 &stored
             }
         };
@@ -110,16 +110,18 @@ impl Writer {
         state: Option<ChannelState>,
         after: Option<i64>,
         limit: usize,
-    ) -> (Vec<ChannelView>, Option<i64>) {
+    ) -> Result<ChannelPage, Refusal> {
         let keys = self
             .store
             .channel_keys(merchant_id, state.map(ChannelState::as_str), after, limit)
-            .unwrap_or_default();
+            .map_err(Refusal::internal)?;
         let last = keys.last().copied();
-        (
-            keys.into_iter().filter_map(|k| self.view_of(k).ok()).collect(),
-            last,
-        )
+        // A channel that cannot be read fails the page rather than vanishing from it.
+        let page = keys
+            .into_iter()
+            .map(|k| self.view_of(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((page, last))
     }
 
     fn register(

@@ -342,7 +342,12 @@ impl Tower {
     }
 
     pub(super) fn close_requested(&mut self, key: i64, out: &mut Out) -> Result<(), CommandError> {
-        let channel = self.channels.get(&key).ok_or(CommandError::UnknownChannel(key))?;
+        // The service found the channel in the store; one the engine does
+        // not track has finished (finished channels are not loaded at start).
+        let channel = self
+            .channels
+            .get(&key)
+            .ok_or(CommandError::ChannelClosed("finished"))?;
         match channel.state {
             ChannelState::Closing => {
                 // Asking again is harmless: send it once more now.

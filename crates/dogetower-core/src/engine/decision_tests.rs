@@ -450,7 +450,11 @@ fn close_commands_are_refused_with_their_codes() {
     let mut desk = Desk::new(false);
     let code =
         |tower: &mut Tower, key| Refusal::from(tower.handle(Input::CloseRequested { key }).unwrap_err()).code;
-    assert_eq!(code(&mut desk.tower, 1), ErrorCode::ChannelNotFound);
+    assert_eq!(
+        code(&mut desk.tower, 1),
+        ErrorCode::ChannelClosed,
+        "a stored channel the engine does not track has finished"
+    );
     desk.register();
     assert_eq!(code(&mut desk.tower, 1), ErrorCode::NothingToClose);
     desk.pay(5_000_000);

@@ -480,7 +480,8 @@ fn close_commands() {
     );
     assert_eq!(
         s.tower.handle(Input::CloseRequested { key: 9 }).unwrap_err(),
-        CommandError::UnknownChannel(9)
+        CommandError::ChannelClosed("finished"),
+        "the service found it in the store, so an untracked key has finished"
     );
     s.open_and_pay(100_000_000);
     let a = s.tower.handle(Input::CloseRequested { key: 1 }).unwrap();
