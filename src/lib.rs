@@ -15,6 +15,7 @@
 pub use dogetower_core::{chain, channel, engine, error};
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -90,6 +90,9 @@ pub enum Command {
     /// Run a simulated dogecoind regtest node (JSON-RPC + ZMQ on loopback)
     /// for demos and tests; prints its endpoints as one JSON line.
     Devnet(dogetower_devnet::cli::DevnetArgs),
+    /// Measure the tower's speed and memory against limits measured in the
+    /// same run (devnet, tower and clients in this process; no config needed).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// What every command gets: the configuration, when one was given.
@@ -129,8 +132,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .filter(|p| !p.as_os_str().is_empty())
         .map(Config::load)
         .transpose()?;
-    // The demo tells its story on stdout; its parts' logs stay quiet unless asked.
-    let demo_level = matches!(cli.command, Command::Demo { .. }).then_some("warn");
+    // The demo tells its story on stdout; its parts' logs stay quiet unless
+    // asked. So do a bench's (a log line per payment would be measured too).
+    let demo_level = matches!(cli.command, Command::Demo { .. } | Command::Bench(_)).then_some("warn");
     let (format, level) = log_settings(
         cli.log_format,
         cli.log_level.as_deref().or(demo_level),
@@ -183,6 +187,7 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Channels { command, api } => client::channels(command, &api, ctx),
         Command::Status { api } => client::status(&api, ctx),
         Command::Devnet(args) => dogetower_devnet::cli::run(args),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }
 

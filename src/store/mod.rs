@@ -12,6 +12,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 use rusqlite::{params, Connection, OptionalExtension};
 
+pub mod bulk;
 pub mod channels;
 pub mod merchants;
 pub mod outbox;

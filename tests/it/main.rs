@@ -10,6 +10,7 @@
 mod support;
 
 mod api;
+mod bench;
 mod chain_fixtures;
 mod check_node;
 mod cli_block;
