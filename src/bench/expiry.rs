@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::harness::{
     fund, height, node, progress, start_devnet, status, wait_processed, wait_ready, TowerDir, ANY_PORT,
+    FUNDINGS_PER_BLOCK,
 };
 use super::population::{
     deadline_heights, parallel, payment_record, presigned_payment, write_prepared, Merchant, Prepared,
@@ -30,7 +31,7 @@ pub struct Args {
     /// Channels due at the same height [default: 10000].
     #[arg(long)]
     pub channels: Option<u64>,
-    /// Give up waiting for the closes after this many seconds [default: 600].
+    /// Stop waiting for the closes after this many seconds [default: 120].
     #[arg(long)]
     pub max_seconds: Option<u64>,
 }
@@ -42,15 +43,14 @@ const AMOUNT: u64 = 100_000_000;
 pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
     let mut report = Report::new("expiry", ctx.quick);
     let n = ctx.size(args.channels, 10_000, 10).max(1);
-    let limit = Duration::from_secs(ctx.size(args.max_seconds, 600, 120));
+    let limit = Duration::from_secs(ctx.size(args.max_seconds, 120, 60));
     report.detail("sizes", json!({"channels": n}));
     let devnet = start_devnet().await?;
     let merchant = Merchant::bench();
     let start = height(&devnet).await?;
-    let per_block = 400;
     // The broadcast height (60 blocks before the locktime with the default
     // policy) comes 20 blocks after the funding is mined.
-    let locktime = start + n.div_ceil(per_block) as u32 + 80;
+    let locktime = start + n.div_ceil(FUNDINGS_PER_BLOCK as u64) as u32 + 80;
 
     let scripts = parallel(0..n, TAG, |payers, i| {
         payers
@@ -63,7 +63,7 @@ pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
         .collect();
     progress(format!("funding {n} channels on the devnet"));
     let started = Instant::now();
-    let fundings = fund(&devnet, &addresses, CAPACITY, per_block as usize).await?;
+    let fundings = fund(&devnet, &addresses, CAPACITY).await?;
     report.detail("devnet_funding_secs", round(started.elapsed().as_secs_f64(), 1));
 
     let tower_dir = TowerDir::new(&ctx, "expiry", &devnet, ANY_PORT, "")?;
@@ -125,41 +125,52 @@ pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
     let started = Instant::now();
     node(&devnet, "devnet_mine", json!([1])).await?;
     let mut processed_at = None;
-    let mut in_mempool;
+    // The last time the count of closes in the devnet's mempool grew.
+    let (mut closes, mut last_growth) = (0, Duration::ZERO);
     loop {
-        in_mempool = node(&devnet, "getmempoolinfo", json!([])).await?["size"]
+        let in_mempool = node(&devnet, "getmempoolinfo", json!([])).await?["size"]
             .as_u64()
             .unwrap_or(0);
+        if in_mempool.saturating_sub(before) > closes {
+            closes = in_mempool.saturating_sub(before);
+            last_growth = started.elapsed();
+        }
         if processed_at.is_none() {
             let s = status(&http, &base, &token).await?;
             if s["processed_height"].as_u64() >= Some(u64::from(broadcast_height)) {
                 processed_at = Some(started.elapsed());
             }
         }
-        if in_mempool >= before + n || started.elapsed() > limit {
+        if closes >= n || started.elapsed() > limit {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let took = started.elapsed();
     let final_status = status(&http, &base, &token).await?;
+    // What the tower says came of its broadcasts.
+    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
+    let outcomes: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("dogetower_broadcasts"))
+        .collect();
     running.stop().await?;
     devnet.shutdown().await;
 
-    let closes = in_mempool.saturating_sub(before);
     report.detail(
         "run",
         json!({
             "broadcast_height": broadcast_height,
             "closes_in_devnet_mempool": closes,
+            "last_close_accepted_secs": round(last_growth.as_secs_f64(), 3),
             "block_processed_by_tower_secs": processed_at.map(|d| round(d.as_secs_f64(), 3)),
             "channels_by_state_after": final_status["channels_by_state"],
+            "tower_broadcast_outcomes": outcomes,
         }),
     );
-    anyhow::ensure!(
-        closes >= n,
-        "only {closes} of {n} closes reached the devnet within {limit:?}"
-    );
+    anyhow::ensure!(closes > 0, "no close reached the devnet within {limit:?}");
+    // All in: the time of the last one. Some missing: the whole wait, and
+    // the row says how many made it.
+    let took = if closes >= n { last_growth } else { limit };
     report.row(
         Row::new(
             format!("block → last of {n} closes accepted by the node"),
@@ -168,7 +179,18 @@ pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
         )
         .goal(Want::AtMost, 10.0),
     );
+    report.row(
+        Row::new(
+            format!(
+                "closes accepted within {}s (no further block mined)",
+                limit.as_secs()
+            ),
+            closes as f64,
+            "closes",
+        )
+        .goal(Want::AtLeast, n as f64),
+    );
     report.note("fundings are real devnet transactions; the channels and their one presigned payment each were written with the store's bulk loader");
-    report.note("the time runs from the devnet_mine call for the broadcast block to getmempoolinfo showing every close (polled every 20 ms)");
+    report.note("the time runs from the devnet_mine call for the broadcast block to getmempoolinfo showing every close (polled every 20 ms); no later block is mined, so a close the tower failed to hand over waits for the limit");
     Ok(report)
 }

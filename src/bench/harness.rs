@@ -51,10 +51,64 @@ pub fn progress(what: impl AsRef<str>) {
     eprintln!("bench: {}", what.as_ref());
 }
 
-pub async fn start_devnet() -> anyhow::Result<Devnet> {
-    Devnet::start(DevnetConfig::default())
-        .await
-        .context("starting the devnet")
+/// A devnet on a tokio runtime of its own. In production the node is
+/// another process; sharing the tower's runtime would let the tower's
+/// blocking RPC calls (a `spawn_blocking` each) take every thread of the
+/// blocking pool that the devnet needs to answer them.
+pub struct DevnetHost {
+    runtime: Option<tokio::runtime::Runtime>,
+    devnet: Option<Arc<Devnet>>,
+}
+
+impl DevnetHost {
+    pub fn devnet(&self) -> &Devnet {
+        self.devnet.as_ref().expect("running until shutdown")
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("running until shutdown")
+    }
+
+    /// One call in the devnet's runtime (in-process, no HTTP).
+    pub async fn call(&self, method: &str, params: Vec<Value>) -> anyhow::Result<Value> {
+        let devnet = self.devnet.clone().expect("running until shutdown");
+        let method_name = method.to_string();
+        self.runtime()
+            .spawn(async move { devnet.call(&method_name, params).await })
+            .await?
+            .map_err(|e| anyhow::anyhow!("devnet {method}: {e}"))
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(devnet) = self.devnet.take().and_then(|d| Arc::try_unwrap(d).ok()) {
+            let _ = self.runtime().spawn(devnet.shutdown()).await;
+        }
+    }
+}
+
+impl Drop for DevnetHost {
+    fn drop(&mut self) {
+        self.devnet = None;
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+pub async fn start_devnet() -> anyhow::Result<DevnetHost> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("devnet")
+        .enable_all()
+        .build()?;
+    let devnet = runtime
+        .spawn(Devnet::start(DevnetConfig::default()))
+        .await?
+        .context("starting the devnet")?;
+    Ok(DevnetHost {
+        runtime: Some(runtime),
+        devnet: Some(Arc::new(devnet)),
+    })
 }
 
 /// A tower directory: its config file and store path.
@@ -72,10 +126,11 @@ impl TowerDir {
     pub fn new(
         ctx: &Ctx,
         name: &str,
-        devnet: &Devnet,
+        devnet: &DevnetHost,
         api: SocketAddr,
         extra: &str,
     ) -> anyhow::Result<TowerDir> {
+        let devnet = devnet.devnet();
         let dir = BenchDir::new(ctx, name)?;
         let zmq = devnet.zmq_endpoint();
         let text = format!(
@@ -287,31 +342,36 @@ impl Drop for ChildTower {
 }
 
 /// One devnet call that must succeed.
-pub async fn node(devnet: &Devnet, method: &str, params: Value) -> anyhow::Result<Value> {
-    let params = params.as_array().cloned().unwrap_or_default();
+pub async fn node(devnet: &DevnetHost, method: &str, params: Value) -> anyhow::Result<Value> {
     devnet
-        .call(method, params)
+        .call(method, params.as_array().cloned().unwrap_or_default())
         .await
-        .map_err(|e| anyhow::anyhow!("devnet {method}: {e}"))
 }
 
-pub async fn height(devnet: &Devnet) -> anyhow::Result<u32> {
+pub async fn height(devnet: &DevnetHost) -> anyhow::Result<u32> {
     Ok(node(devnet, "getblockcount", json!([]))
         .await?
         .as_u64()
         .context("getblockcount")? as u32)
 }
 
+/// Fundings mined per devnet block. The wallet spends its largest coin
+/// first, confirmed ones before unconfirmed change; the devnet starts with
+/// 41 mature coins and gains one per block, so 40 payments per block each
+/// spend a confirmed coin and no chain of unconfirmed change ever reaches
+/// the mempool's limit of 25.
+pub const FUNDINGS_PER_BLOCK: usize = 40;
+
 /// Pays `koinu` to each address from the devnet's wallet (real signed
-/// transactions, `devnet_fund`), mining a block after every `per_block`
-/// payments and once at the end, so every payment is confirmed. Returns
-/// each funding and the height of the block that holds it.
+/// transactions, `devnet_fund`), mining a block after every
+/// [`FUNDINGS_PER_BLOCK`] payments and once at the end, so every payment is
+/// confirmed. Returns each funding and the height of the block that holds it.
 pub async fn fund(
-    devnet: &Devnet,
+    devnet: &DevnetHost,
     addresses: &[String],
     koinu: u64,
-    per_block: usize,
 ) -> anyhow::Result<Vec<(Funding, u32)>> {
+    let per_block = FUNDINGS_PER_BLOCK;
     let mut out = Vec::with_capacity(addresses.len());
     let mut unmined = 0;
     let started = Instant::now();

@@ -101,7 +101,7 @@ struct Figure {
 
 async fn one_run(
     ctx: &Ctx,
-    devnet: &dogetower_devnet::Devnet,
+    devnet: &super::harness::DevnetHost,
     channels: u64,
     updates: u64,
     clients: u64,
@@ -171,7 +171,7 @@ async fn one_run(
             .send()
             .await?;
         let body: serde_json::Value = r.json().await?;
-        checked = json!({"channel": id, "sent": sent, "sequence": body["sequence"]});
+        checked = json!({"channel": id, "updates_planned": sent, "sequence_after": body["sequence"]});
     }
     running.stop().await?;
     let p99 = load.latencies.percentile_ms(99.0);

@@ -30,10 +30,6 @@ pub struct Args {
     pub max_seconds: Option<u64>,
 }
 
-/// Fundings mined per devnet block while preparing (the wallet's chains of
-/// unconfirmed change stay well under the mempool's limit of 25).
-const FUNDINGS_PER_BLOCK: usize = 400;
-
 pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
     let mut report = Report::new("register", ctx.quick);
     let count = ctx.size(args.registrations, 10_000, 20);
@@ -61,7 +57,7 @@ pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
         .collect();
     progress(format!("funding {count} channels on the devnet"));
     let started = std::time::Instant::now();
-    let fundings = fund(&devnet, &addresses, CAPACITY, FUNDINGS_PER_BLOCK).await?;
+    let fundings = fund(&devnet, &addresses, CAPACITY).await?;
     let fund_secs = started.elapsed().as_secs_f64();
     let mut announcement_bytes = 0;
     let mut per_client: Vec<Vec<Request>> = vec![Vec::new(); clients as usize];
