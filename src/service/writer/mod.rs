@@ -55,7 +55,7 @@ pub(super) struct Writer {
     status: watch::Sender<ServiceStatus>,
     /// The last follower status, for `/v1/status`.
     follower: FollowerStatus,
-    /// Channel totals, refreshed when channels change (not per mempool tx).
+    /// Channel totals, as of the last change.
     summary: ChannelSummary,
 }
 
@@ -180,7 +180,7 @@ impl Writer {
         self.start_broadcasts(broadcasts);
     }
 
-    /// Recomputes the channel totals (one pass) and publishes them.
+    /// Publishes the channel totals (kept up to date by the engine).
     fn refresh_channels(&mut self) {
         self.summary = self.tower.summary(&Metrics::deadline_windows());
         self.metrics.channels(&self.summary, self.tip_height());

@@ -8,6 +8,7 @@
 use bitcoin::bip32::KeySource;
 use bitcoin::{OutPoint, PublicKey, Script, ScriptBuf, Transaction, Txid};
 
+use super::totals::Share;
 use super::{ChannelState, CommandError, EventData, FundingStatus, Out, Tower, TrackedChannel};
 use crate::chain::Address;
 use crate::channel::psbt::DecodedPsbt;
@@ -326,9 +327,11 @@ impl Tower {
         if !channel.state.is_live() {
             return Err(CommandError::ChannelClosed(channel.state.as_str()));
         }
+        let before = Share::of(channel);
         channel.sequence = sequence;
         channel.merchant_amount = amount;
         channel.latest_unsigned_txid = Some(unsigned_txid);
+        self.totals.replace(before, Share::of(channel));
         out.emit(Event::new(
             Some(&channel.id),
             &sequence.to_string(),

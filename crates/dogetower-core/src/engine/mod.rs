@@ -17,6 +17,7 @@ mod commands;
 mod deadlines;
 pub mod event;
 mod funding;
+mod totals;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -34,6 +35,7 @@ use crate::chain::{ChainEvent, Network};
 use crate::channel::{ChainView, ChannelPolicy, Locktime};
 use crate::error::{ErrorCode, Refusal};
 use crate::node::ErrorKind;
+use totals::{Share, Totals};
 
 /// The engine's policy knobs (from `[policy]`) and the network it guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +192,7 @@ pub struct Tower {
     tip: Option<HeaderRecord>,
     channels: HashMap<i64, TrackedChannel>,
     idx: Indexes,
+    totals: Totals,
     /// Blocks disconnected since the last connect (for `chain.reorg`).
     pending_reorg: Vec<HeaderRecord>,
     node_reachable: Option<bool>,
@@ -203,6 +206,7 @@ impl Tower {
             tip,
             channels: HashMap::with_capacity(channels.len()),
             idx: Indexes::default(),
+            totals: Totals::default(),
             pending_reorg: Vec::new(),
             node_reachable: None,
         };
@@ -230,49 +234,37 @@ impl Tower {
         self.channels.get(key).map(|c| c.merchant_id)
     }
 
-    /// Totals over every tracked channel, in one pass: for `/v1/status` and
-    /// the metrics. `windows` are deadline windows in seconds.
+    /// Totals over every tracked channel for `/v1/status` and the metrics;
+    /// `windows` are deadline windows in seconds. Costs one step per
+    /// distinct broadcast height inside the widest window, not per channel.
     pub fn summary(&self, windows: &[u64]) -> ChannelSummary {
         let spacing = u64::from(self.settings.channel.target_spacing_secs.max(1));
-        let margin = self.settings.channel.broadcast_margin_blocks;
-        let tip = self.tip.map_or(0, |t| t.height);
-        let mut summary = ChannelSummary {
-            within: windows.iter().map(|w| (*w, 0, 0)).collect(),
-            ..ChannelSummary::default()
-        };
-        for c in self.channels.values() {
-            let index = ChannelState::ALL.iter().position(|s| *s == c.state).unwrap_or(0);
-            summary.by_state[index] += 1;
-            if c.state.is_live() || c.state == ChannelState::Closing {
-                summary.value_locked += c.capacity();
-            }
-            if !c.state.is_live() {
-                continue;
-            }
-            if summary
-                .nearest_live
-                .as_ref()
-                .is_none_or(|(h, _)| c.broadcast_height < *h)
-            {
-                summary.nearest_live = Some((c.broadcast_height, c.id.clone()));
-            }
-            if c.sequence == 0 {
-                continue;
-            }
-            let seconds_left = u64::from((c.broadcast_height + margin).saturating_sub(tip)) * spacing;
-            for (window, count, value) in summary.within.iter_mut() {
-                if seconds_left <= *window {
-                    *count += 1;
-                    *value += c.merchant_amount;
-                }
-            }
-            summary.nearest_with_payment = Some(
-                summary
-                    .nearest_with_payment
-                    .map_or(c.broadcast_height, |n| n.min(c.broadcast_height)),
-            );
+        let margin = u64::from(self.settings.channel.broadcast_margin_blocks);
+        let tip = u64::from(self.tip.map_or(0, |t| t.height));
+        let totals = &self.totals;
+        let within = windows
+            .iter()
+            .map(|window| {
+                // A channel is inside the window when its deadline
+                // (broadcast height + margin) is at most this many blocks
+                // past the tip, or already behind it.
+                let reach = tip + window / spacing;
+                let (count, value) = reach
+                    .checked_sub(margin)
+                    .map_or((0, 0), |height| totals.paid_up_to(height));
+                (*window, count, value)
+            })
+            .collect();
+        ChannelSummary {
+            by_state: totals.by_state,
+            value_locked: totals.value_locked,
+            within,
+            nearest_live: totals
+                .live
+                .first()
+                .and_then(|(height, key)| Some((*height, self.channels.get(key)?.id.clone()))),
+            nearest_with_payment: totals.paid.keys().next().copied(),
         }
-        summary
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -319,6 +311,8 @@ impl Tower {
             Input::BroadcastResult { key, outcome } => self.broadcast_result(key, outcome, &mut out),
             Input::NodeReachable(up) => self.node_reachable(up, &mut out),
         }
+        #[cfg(test)]
+        self.assert_totals_match_a_recount();
         Ok(out.finish())
     }
 
@@ -327,6 +321,8 @@ impl Tower {
     pub fn apply_registration(&mut self, channel: TrackedChannel) -> Vec<Action> {
         let mut out = Out::default();
         self.registered(channel, &mut out);
+        #[cfg(test)]
+        self.assert_totals_match_a_recount();
         out.finish()
     }
 
@@ -381,7 +377,22 @@ impl Tower {
             self.idx.facts_at.entry(height).or_default().insert(key);
             self.idx.confirm_due.entry(height).or_default().insert(key);
         }
+        if let Some(replaced) = self.channels.get(&key) {
+            self.totals.remove(Share::of(replaced));
+        }
+        self.totals.add(Share::of(&channel));
         self.channels.insert(key, channel);
+    }
+
+    /// Every engine test checks that the totals kept up to date equal the
+    /// totals counted from scratch.
+    #[cfg(test)]
+    fn assert_totals_match_a_recount(&self) {
+        let mut recount = Totals::default();
+        for channel in self.channels.values() {
+            recount.add(Share::of(channel));
+        }
+        assert_eq!(self.totals, recount, "channel totals drifted from a recount");
     }
 
     fn note_fact(&mut self, key: i64, height: u32, confirmations_needed: u32) {
@@ -400,7 +411,9 @@ impl Tower {
         if from == to {
             return;
         }
+        let before = Share::of(channel);
         channel.state = to;
+        self.totals.replace(before, Share::of(channel));
         if !to.is_live() {
             self.idx.time_locked.remove(&key);
         }
