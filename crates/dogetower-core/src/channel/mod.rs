@@ -27,8 +27,8 @@ pub use policy::{ChainView, ChannelPolicy, Deadline, RelayPolicy};
 pub use psbt::DecodedPsbt;
 pub use script::{ChannelScript, Locktime, ScriptMismatch, Template};
 pub use validate::{
-    check_payment, validate_announcement, validate_payment, AnnouncementCheck, ChannelTerms, FundingOutput,
-    PaymentCheck, PaymentSummary,
+    amount_violation, check_payment, deadline_violation, finality_violation, validate_announcement,
+    validate_payment, AnnouncementCheck, ChannelTerms, FundingOutput, PaymentCheck, PaymentSummary,
 };
 pub use violation::{Signer, Violation, ViolationReport};
 

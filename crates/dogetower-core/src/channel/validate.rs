@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use bitcoin::bip32::KeySource;
 use bitcoin::psbt::{Input, Psbt};
 use bitcoin::secp256k1::{Secp256k1, VerifyOnly};
-use bitcoin::{OutPoint, PublicKey, Script, Transaction, TxIn, TxOut};
+use bitcoin::{absolute, OutPoint, PublicKey, Script, Transaction, TxIn, TxOut};
 use serde::{Deserialize, Serialize};
 
 use super::close::{cooperative_script_sig, MAX_SIG_LEN};
@@ -219,13 +219,7 @@ pub fn check_payment(
     let script = &terms.script;
     let mut violations = Vec::new();
 
-    let blocks_left = check.policy.blocks_left(script.locktime, &check.view);
-    if blocks_left < check.policy.payment_margin_blocks {
-        violations.push(Violation::TooCloseToDeadline {
-            blocks_left,
-            required: check.policy.payment_margin_blocks,
-        });
-    }
+    violations.extend(deadline_violation(script.locktime, &check.view, check.policy));
     if let Err(v) = check_inputs_are_funding(tx, terms) {
         violations.push(v);
         return (None, violations);
@@ -249,11 +243,7 @@ pub fn check_payment(
             });
         }
     }
-    if !is_final_now(tx, &check.view) {
-        violations.push(Violation::NotFinal {
-            locktime: tx.lock_time.to_consensus_u32(),
-        });
-    }
+    violations.extend(finality_violation(tx.lock_time, &check.view));
     for (index, output) in tx.output.iter().enumerate() {
         if check.policy.relay.is_dust(output) {
             violations.push(Violation::DustOutput {
@@ -269,12 +259,7 @@ pub fn check_payment(
         .filter(|o| o.script_pubkey.as_script() == check.payout_script)
         .map(|o| o.value.to_sat())
         .sum();
-    if merchant_amount < check.latest_amount {
-        violations.push(Violation::AmountDecreased {
-            stored: check.latest_amount,
-            offered: merchant_amount,
-        });
-    }
+    violations.extend(amount_violation(merchant_amount, check.latest_amount));
 
     let secp = Secp256k1::verification_only();
     let mut signers = vec![(Signer::Payer, script.payer)];
@@ -423,8 +408,31 @@ fn check_payment_input(
 
 /// nLockTime 0, or a lock that has already passed (as the mempool sees it:
 /// heights against the next block, times against the median time past).
-fn is_final_now(tx: &Transaction, view: &ChainView) -> bool {
-    let lock = tx.lock_time.to_consensus_u32();
+/// The payment rules that read the tip and the latest stored amount: all
+/// that can change between checking a payment on a snapshot and storing it,
+/// so the writer checks these again when the snapshot is stale.
+pub fn deadline_violation(locktime: Locktime, view: &ChainView, policy: &ChannelPolicy) -> Option<Violation> {
+    let blocks_left = policy.blocks_left(locktime, view);
+    (blocks_left < policy.payment_margin_blocks).then_some(Violation::TooCloseToDeadline {
+        blocks_left,
+        required: policy.payment_margin_blocks,
+    })
+}
+
+/// See [`deadline_violation`].
+pub fn finality_violation(lock_time: absolute::LockTime, view: &ChainView) -> Option<Violation> {
+    (!is_final_now(lock_time, view)).then_some(Violation::NotFinal {
+        locktime: lock_time.to_consensus_u32(),
+    })
+}
+
+/// See [`deadline_violation`].
+pub fn amount_violation(offered: u64, stored: u64) -> Option<Violation> {
+    (offered < stored).then_some(Violation::AmountDecreased { stored, offered })
+}
+
+fn is_final_now(lock_time: absolute::LockTime, view: &ChainView) -> bool {
+    let lock = lock_time.to_consensus_u32();
     match Locktime::from_consensus(lock) {
         _ if lock == 0 => true,
         Locktime::Height(h) => h < view.height.saturating_add(1),

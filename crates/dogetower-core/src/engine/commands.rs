@@ -8,13 +8,14 @@
 use bitcoin::bip32::KeySource;
 use bitcoin::{OutPoint, PublicKey, Script, ScriptBuf, Transaction, Txid};
 
+use super::payment_check::{CheckedPayment, PaymentCheckJob};
 use super::totals::Share;
 use super::{ChannelState, CommandError, EventData, FundingStatus, Out, Tower, TrackedChannel};
 use crate::chain::Address;
 use crate::channel::psbt::DecodedPsbt;
 use crate::channel::{
-    finalize_close, validate_announcement, validate_payment, AnnouncementCheck, ChannelScript, ChannelTerms,
-    Custody, FundingOutput, PaymentCheck,
+    amount_violation, deadline_violation, finality_violation, validate_announcement, AnnouncementCheck,
+    ChannelScript, ChannelTerms, Custody, FundingOutput,
 };
 use crate::engine::event::{Event, SeenIn};
 use crate::error::{ErrorCode, Refusal};
@@ -206,11 +207,91 @@ impl Tower {
         })))
     }
 
-    /// Decides a payment; changes nothing.
+    /// Decides a payment in one go; changes nothing. The writer does the
+    /// same in two steps, [`Tower::payment_check_job`] and
+    /// [`Tower::decide_checked_payment`], so the checks run off its thread.
     pub fn decide_payment(&self, req: &PaymentRequest<'_>) -> Result<PaymentDecision, Refusal> {
-        // The engine tracks every channel that can still be paid; one it does
-        // not track has finished.
-        let channel = self.channels.get(&req.key).ok_or_else(|| {
+        let job = self.payment_check_job(req.key, req.custody, req.payout_script, req.merchant_key_origin)?;
+        self.decide_checked_payment(&job.check(req.psbt), req.latest)
+    }
+
+    /// A snapshot of what a payment on channel `key` is checked against;
+    /// refuses at once when the channel takes no more payments.
+    pub fn payment_check_job(
+        &self,
+        key: i64,
+        custody: &Custody,
+        payout_script: &Script,
+        merchant_key_origin: Option<&KeySource>,
+    ) -> Result<PaymentCheckJob, Refusal> {
+        let channel = self.payable(key)?;
+        Ok(PaymentCheckJob {
+            key,
+            terms: terms_of(channel, merchant_key_origin),
+            payout_script: payout_script.to_owned(),
+            custody: custody.clone(),
+            sequence: channel.sequence,
+            latest_amount: channel.merchant_amount,
+            view: self.view(),
+            policy: self.settings.channel,
+        })
+    }
+
+    /// Whether `checked` can be byte for byte the channel's latest state:
+    /// only then must the caller read that state to pass it as `latest`.
+    pub fn may_repeat_latest(&self, checked: &CheckedPayment) -> bool {
+        self.channels
+            .get(&checked.key)
+            .is_some_and(|c| c.latest_unsigned_txid == Some(checked.unsigned_txid))
+    }
+
+    /// Decides a payment checked on a snapshot; changes nothing. Re-checks
+    /// what may have moved since the snapshot: the channel's state, its
+    /// latest amount (another payment came first) and the tip. `latest` is
+    /// the latest stored state, to recognise an identical repeat.
+    pub fn decide_checked_payment(
+        &self,
+        checked: &CheckedPayment,
+        latest: Option<&PaymentRecord>,
+    ) -> Result<PaymentDecision, Refusal> {
+        let channel = self.payable(checked.key)?;
+        if let Some(latest) = latest.filter(|latest| latest.psbt == checked.psbt) {
+            return Ok(PaymentDecision::Repeat {
+                sequence: latest.sequence,
+                merchant_amount: latest.merchant_amount,
+            });
+        }
+        let (merchant_amount, fee) = checked.outcome.clone()?;
+        let moved = if channel.sequence != checked.snapshot_sequence {
+            amount_violation(merchant_amount, channel.merchant_amount)
+        } else {
+            None
+        };
+        let view = self.view();
+        let moved = moved.or_else(|| {
+            (view != checked.snapshot_view)
+                .then(|| {
+                    deadline_violation(channel.locktime(), &view, &self.settings.channel)
+                        .or_else(|| finality_violation(checked.lock_time, &view))
+                })
+                .flatten()
+        });
+        if let Some(violation) = moved {
+            return Err(violation.into());
+        }
+        Ok(PaymentDecision::Accept(PaymentRecord {
+            sequence: channel.sequence + 1,
+            psbt: checked.psbt.clone(),
+            merchant_amount,
+            fee,
+            unsigned_txid: checked.unsigned_txid,
+        }))
+    }
+
+    /// The channel `key` if it still takes payments. The engine tracks every
+    /// channel that can still be paid; one it does not track has finished.
+    fn payable(&self, key: i64) -> Result<&TrackedChannel, Refusal> {
+        let channel = self.channels.get(&key).ok_or_else(|| {
             Refusal::new(
                 ErrorCode::ChannelClosed,
                 "the channel has finished and takes no more payments",
@@ -222,39 +303,7 @@ impl Tower {
                 format!("channel {} is {}", channel.id, channel.state.as_str()),
             ));
         }
-        let bytes = req.psbt.psbt.serialize();
-        if let Some(latest) = req.latest.filter(|latest| latest.psbt == bytes) {
-            return Ok(PaymentDecision::Repeat {
-                sequence: latest.sequence,
-                merchant_amount: latest.merchant_amount,
-            });
-        }
-        let terms = terms_of(channel, req.merchant_key_origin);
-        let policy = self.settings.channel;
-        let summary = validate_payment(
-            req.psbt,
-            &PaymentCheck {
-                terms: &terms,
-                payout_script: req.payout_script,
-                presigned: matches!(req.custody, Custody::Presigned),
-                latest_amount: channel.merchant_amount,
-                view: self.view(),
-                policy: &policy,
-            },
-        )?;
-        // In signer custody the close must still be signable: check it now,
-        // not at the deadline.
-        if matches!(req.custody, Custody::Signer(_)) {
-            finalize_close(&req.psbt.psbt, &terms, req.custody)
-                .map_err(|e| Refusal::new(ErrorCode::CloseNotSignable, e.to_string()))?;
-        }
-        Ok(PaymentDecision::Accept(PaymentRecord {
-            sequence: channel.sequence + 1,
-            psbt: bytes,
-            merchant_amount: summary.merchant_amount,
-            fee: summary.fee,
-            unsigned_txid: req.psbt.psbt.unsigned_tx.compute_txid(),
-        }))
+        Ok(channel)
     }
 
     /// The terms a channel's payments and close are checked against.

@@ -474,3 +474,44 @@ fn close_commands_are_refused_with_their_codes() {
     });
     assert_eq!(Refusal::from(refused.unwrap_err()).code, ErrorCode::ChannelClosed);
 }
+
+/// The writer checks payments on a snapshot, off its thread; what moved in
+/// between (a newer payment, the tip) is checked again when it decides.
+#[test]
+fn a_payment_checked_on_a_stale_snapshot_is_checked_again_for_what_moved() {
+    let mut desk = Desk::new(false);
+    desk.register();
+    let payout = desk.payout.script_pubkey();
+    let job = |desk: &Desk| {
+        desk.tower
+            .payment_check_job(1, &desk.custody, &payout, None)
+            .unwrap()
+    };
+
+    let lower = job(&desk).check(&desk.payment(10_000_000));
+    desk.pay(20_000_000);
+    assert_eq!(
+        refusal_code(desk.tower.decide_checked_payment(&lower, None)),
+        ErrorCode::AmountDecreased,
+        "a payment of more was accepted after the snapshot"
+    );
+
+    let higher = job(&desk).check(&desk.payment(30_000_000));
+    let snapshot_tip = *desk.tower.tip().unwrap();
+    desk.tower.tip = Some(HeaderRecord {
+        height: 9_999,
+        ..snapshot_tip
+    });
+    assert_eq!(
+        refusal_code(desk.tower.decide_checked_payment(&higher, None)),
+        ErrorCode::TooCloseToDeadline,
+        "the tip reached the payment margin after the snapshot"
+    );
+
+    desk.tower.tip = Some(snapshot_tip);
+    let Ok(PaymentDecision::Accept(record)) = desk.tower.decide_checked_payment(&higher, None) else {
+        panic!("nothing moved: accepted");
+    };
+    assert_eq!((record.sequence, record.merchant_amount), (2, 30_000_000));
+    assert!(!desk.tower.may_repeat_latest(&higher), "not the latest state yet");
+}

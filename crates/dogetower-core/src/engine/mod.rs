@@ -17,6 +17,7 @@ mod commands;
 mod deadlines;
 pub mod event;
 mod funding;
+mod payment_check;
 mod totals;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,6 +30,7 @@ pub use commands::{
     RegisteredChannel, RegistrationDecision, RegistrationRequest, StoredRegistration,
 };
 pub use event::{BlockRef, Event, EventData, EventKind, SeenIn};
+pub use payment_check::{CheckedPayment, PaymentCheckJob};
 
 use crate::chain::headers::HeaderRecord;
 use crate::chain::{ChainEvent, Network};

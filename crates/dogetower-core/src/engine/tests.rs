@@ -673,7 +673,11 @@ fn summary_from_kept_totals_equals_a_walk_over_every_channel() {
         c.id = format!("2Nchan{key}");
         c.state = ChannelState::ALL[next(6) as usize];
         c.sequence = next(3);
-        c.merchant_amount = if c.sequence > 0 { 1_000 * (1 + next(1_000)) } else { 0 };
+        c.merchant_amount = if c.sequence > 0 {
+            1_000 * (1 + next(1_000))
+        } else {
+            0
+        };
         c.broadcast_height = 90 + next(2_000) as u32;
         channels.push(c);
     }
@@ -713,7 +717,8 @@ fn summary_by_walking(tower: &Tower, windows: &[u64]) -> ChannelSummary {
         if c.sequence == 0 {
             continue;
         }
-        let seconds_left = u64::from((c.broadcast_height + margin).saturating_sub(tip)).saturating_mul(spacing);
+        let seconds_left =
+            u64::from((c.broadcast_height + margin).saturating_sub(tip)).saturating_mul(spacing);
         for (window, count, value) in summary.within.iter_mut() {
             if seconds_left <= *window {
                 *count += 1;

@@ -35,7 +35,10 @@ impl Share {
     }
 
     fn state_index(&self) -> usize {
-        ChannelState::ALL.iter().position(|s| *s == self.state).unwrap_or(0)
+        ChannelState::ALL
+            .iter()
+            .position(|s| *s == self.state)
+            .unwrap_or(0)
     }
 
     fn locks_value(&self) -> bool {
