@@ -36,7 +36,7 @@ use crate::node::RpcClient;
 pub use crate::status::ServiceStatus;
 use crate::store::{CustodyMode, Store};
 pub use view::ChannelView;
-use writer::{BroadcastDone, Writer};
+use writer::{BroadcastDone, PaymentChecked, Writer};
 
 /// The answer to a payment.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -104,6 +104,8 @@ enum WriterInput {
     Anchor(Vec<HeaderRecord>),
     Chain(ChainEvent),
     Command(Command),
+    /// A payment checked off the writer's thread (see [`Command::Pay`]).
+    PaymentChecked(Box<PaymentChecked>),
     BroadcastDone(BroadcastDone),
     Follower(FollowerStatus),
     Stop,

@@ -344,6 +344,93 @@ async fn a_payment_answered_200_survives_a_sigkill() {
     );
 }
 
+/// Group commit must not weaken durability: the tower is SIGKILLed inside
+/// a burst of concurrent payments (several are committed together, one
+/// fsync each group), and after the restart every channel holds at least
+/// the latest payment that was answered 200 for it.
+#[tokio::test]
+async fn every_payment_answered_in_a_concurrent_burst_survives_a_sigkill() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    const CHANNELS: usize = 6;
+    const UPDATES: u64 = 80;
+    const STEP: u64 = 1_000_000;
+    let mut s = Setup::new().await;
+    let mut plans = Vec::new();
+    for _ in 0..CHANNELS {
+        let (payer, script, funding) = s.funded_channel().await;
+        let id = script.address(Network::Regtest).to_string();
+        let announcement = encode_base64(&payer.announcement(&script, &funding, None));
+        let (status, body) = s.tower.post("/v1/channels", json!({"psbt": announcement})).await;
+        assert!(status == 200 || status == 201, "{status} {body}");
+        let payments: Vec<(u64, String)> = (1..=UPDATES)
+            .map(|i| (i * STEP, s.payment(&payer, &script, &funding, i * STEP)))
+            .collect();
+        plans.push((id, payments));
+    }
+
+    // The client that sees a quarter of the burst answered kills the tower
+    // at once, while the others have payments in flight.
+    let answered = Arc::new(AtomicU64::new(0));
+    let kill_at = CHANNELS as u64 * UPDATES / 4;
+    let pid = s.tower.child.id().to_string();
+    let http = reqwest::Client::new();
+    let mut clients = Vec::new();
+    for (id, payments) in plans {
+        let (http, answered, pid) = (http.clone(), answered.clone(), pid.clone());
+        let (url, token) = (s.tower.base_url.clone(), s.tower.token.clone());
+        clients.push(tokio::spawn(async move {
+            let mut last_answered = None;
+            for (amount, psbt) in payments {
+                let sent = http
+                    .post(format!("{url}/v1/channels/{id}/payments"))
+                    .bearer_auth(&token)
+                    .json(&json!({"psbt": psbt}))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                let status = response.status().as_u16();
+                if status != 200 {
+                    let body = response.text().await.unwrap_or_default();
+                    panic!("payment of {amount} on {id} answered {status}: {body}");
+                }
+                last_answered = Some(amount);
+                if answered.fetch_add(1, Ordering::SeqCst) + 1 == kill_at {
+                    std::process::Command::new("kill")
+                        .args(["-KILL", &pid])
+                        .status()
+                        .unwrap();
+                }
+            }
+            (id, last_answered)
+        }));
+    }
+    let mut results = Vec::new();
+    for client in clients {
+        results.push(client.await.unwrap());
+    }
+    let total = answered.load(Ordering::SeqCst);
+    assert!(
+        (kill_at..CHANNELS as u64 * UPDATES).contains(&total),
+        "the kill came inside the burst: {total} answered"
+    );
+
+    s.tower.restart().await;
+    for (id, last_answered) in results {
+        let (status, channel) = s.tower.get(&format!("/v1/channels/{id}")).await;
+        assert_eq!(status, 200);
+        let stored = channel["merchant_amount"].as_u64().unwrap();
+        let sequence = channel["sequence"].as_u64().unwrap();
+        if let Some(amount) = last_answered {
+            assert!(stored >= amount, "{id}: answered {amount}, stored {stored}");
+        }
+        // Each channel's states were sent in order, one at a time: the
+        // stored one is a sent state with its own sequence number.
+        assert_eq!(stored, sequence * STEP, "{id}: {channel}");
+    }
+}
+
 #[tokio::test]
 async fn the_cli_reads_and_closes_through_the_api() {
     let s = Setup::new().await;

@@ -4,14 +4,15 @@
 
 use bitcoin::OutPoint;
 
-use super::Writer;
-use crate::channel::psbt::{decode_base64, DecodedPsbt};
+use super::{PaymentAnswer, PaymentChecked, PaymentReplyTo, UncommittedPayment, Writer};
+use crate::channel::psbt::DecodedPsbt;
 use crate::engine::{
-    ChannelState, FundingLookup, Input, MerchantProfile, PaymentDecision, PaymentRequest,
-    RegistrationDecision, RegistrationRequest, StoredRegistration,
+    ChannelState, FundingLookup, Input, MerchantProfile, PaymentDecision, RegistrationDecision,
+    RegistrationRequest, StoredRegistration,
 };
 use crate::error::{ErrorCode, Refusal};
 use crate::service::view::ChannelView;
+use crate::service::WriterInput;
 use crate::service::{ChannelPage, Command, PaymentReply};
 use crate::store::{ChannelRecord, CustodyMode, Merchant, NewChannel};
 
@@ -70,10 +71,7 @@ impl Writer {
                 channel,
                 psbt,
                 reply,
-            } => {
-                let result = self.pay(merchant_id, &channel, &psbt);
-                let _ = reply.send(result);
-            }
+            } => self.start_payment(merchant_id, &channel, psbt, reply),
             Command::Close {
                 merchant_id,
                 channel,
@@ -221,47 +219,144 @@ impl Writer {
         Ok(merchant)
     }
 
-    fn pay(&mut self, merchant_id: i64, address: &str, psbt_text: &str) -> Result<PaymentReply, Refusal> {
-        let record = self.owned(merchant_id, address)?;
-        self.merchant(merchant_id)?;
-        let custody = self.custody(merchant_id).map_err(Refusal::internal)?;
-        let psbt = decode_base64(psbt_text)?;
-        let latest = self.store.latest_payment(record.key).map_err(Refusal::internal)?;
-        let decision = self.tower.decide_payment(&PaymentRequest {
-            key: record.key,
-            psbt: &psbt,
-            custody: &custody,
-            payout_script: &record.payout_script,
-            merchant_key_origin: record.merchant_key_origin.as_ref(),
-            latest: latest.as_ref(),
-        })?;
-        let payment = match decision {
-            PaymentDecision::Repeat {
+    /// The first step of a payment: snapshot what it is checked against and
+    /// check it on the blocking pool; the result comes back as
+    /// [`WriterInput::PaymentChecked`] and is decided in [`Writer::payment_checked`].
+    fn start_payment(&mut self, merchant_id: i64, address: &str, psbt_text: String, reply: PaymentReplyTo) {
+        let job = self.owned(merchant_id, address).and_then(|record| {
+            self.merchant(merchant_id)?;
+            let custody = self.custody(merchant_id).map_err(Refusal::internal)?;
+            self.tower.payment_check_job(
+                record.key,
+                &custody,
+                &record.payout_script,
+                record.merchant_key_origin.as_ref(),
+            )
+        });
+        let job = match job {
+            Ok(job) => job,
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+                return;
+            }
+        };
+        let inputs = self.inputs.clone();
+        self.runtime.spawn_blocking(move || {
+            let checked = job.run(&psbt_text);
+            // Fails only when the writer has stopped; the reply is dropped
+            // with it and the client hears the tower is not running.
+            let _ = inputs.blocking_send(WriterInput::PaymentChecked(Box::new(PaymentChecked {
+                checked,
+                reply,
+            })));
+        });
+    }
+
+    /// Decides a checked payment. An accepted one is applied to the engine
+    /// at once (so the next payment on the channel sees it) and joins the
+    /// group that [`Writer::commit_payments`] writes in one transaction; its
+    /// answer waits for that commit.
+    pub(super) fn payment_checked(&mut self, done: PaymentChecked) -> anyhow::Result<()> {
+        let PaymentChecked { checked, reply } = done;
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+                return Ok(());
+            }
+        };
+        let key = checked.key;
+        let stored;
+        let latest = if self.tower.may_repeat_latest(&checked) {
+            match self.uncommitted.iter().rev().find(|p| p.key == key) {
+                Some(p) => Some(&p.record),
+                None => {
+                    stored = self.store.latest_payment(key)?;
+                    stored.as_ref()
+                }
+            }
+        } else {
+            None
+        };
+        let decision = self.tower.decide_checked_payment(&checked, latest);
+        let record = match decision {
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+                return Ok(());
+            }
+            Ok(PaymentDecision::Repeat {
                 sequence,
                 merchant_amount,
-            } => {
-                return Ok(PaymentReply {
-                    channel: self.view_of(record.key)?,
+            }) => {
+                // The repeated state may still be in the uncommitted group:
+                // answer after the commit like the others.
+                self.answers.push(PaymentAnswer {
+                    key,
                     sequence,
                     merchant_amount,
-                })
+                    reply,
+                });
+                return Ok(());
             }
-            PaymentDecision::Accept(payment) => payment,
+            Ok(PaymentDecision::Accept(record)) => record,
         };
         let actions = self.tower.handle(Input::PaymentAccepted {
-            key: record.key,
-            sequence: payment.sequence,
-            merchant_amount: payment.merchant_amount,
-            unsigned_txid: payment.unsigned_txid,
+            key,
+            sequence: record.sequence,
+            merchant_amount: record.merchant_amount,
+            unsigned_txid: record.unsigned_txid,
         })?;
-        // Durable (synchronous=FULL commit) before the answer goes out.
-        self.commit(&actions, |tx| tx.insert_payment(record.key, &payment))
-            .map_err(Refusal::internal)?;
-        Ok(PaymentReply {
-            channel: self.view_of(record.key)?,
-            sequence: payment.sequence,
-            merchant_amount: payment.merchant_amount,
-        })
+        self.answers.push(PaymentAnswer {
+            key,
+            sequence: record.sequence,
+            merchant_amount: record.merchant_amount,
+            reply,
+        });
+        self.uncommitted.push(UncommittedPayment { key, record, actions });
+        Ok(())
+    }
+
+    /// Writes every accepted payment waiting since the last commit in one
+    /// transaction (synchronous=FULL: one fsync for the group), then
+    /// answers them. A failed commit fails every answer and stops the
+    /// writer: the engine already holds those payments, the store does not,
+    /// and a restart rebuilds the engine from the store.
+    pub(super) fn commit_payments(&mut self) -> anyhow::Result<()> {
+        if self.answers.is_empty() {
+            return Ok(());
+        }
+        let uncommitted = std::mem::take(&mut self.uncommitted);
+        let answers = std::mem::take(&mut self.answers);
+        let tower = &self.tower;
+        let committed = self.store.write(|tx| {
+            let mut broadcasts = Vec::new();
+            for payment in &uncommitted {
+                tx.insert_payment(payment.key, &payment.record)?;
+                broadcasts.extend(Self::apply(tx, tower, &payment.actions)?);
+            }
+            Ok(broadcasts)
+        });
+        let broadcasts = match committed {
+            Ok(broadcasts) => broadcasts,
+            Err(e) => {
+                for answer in answers {
+                    let _ = answer.reply.send(Err(Refusal::internal(&e)));
+                }
+                return Err(e.into());
+            }
+        };
+        self.metrics.payments_committed(answers.len());
+        let actions: Vec<_> = uncommitted.into_iter().flat_map(|p| p.actions).collect();
+        self.after_commit(&actions, broadcasts);
+        for answer in answers {
+            let reply = self.view_of(answer.key).map(|channel| PaymentReply {
+                channel,
+                sequence: answer.sequence,
+                merchant_amount: answer.merchant_amount,
+            });
+            let _ = answer.reply.send(reply);
+        }
+        Ok(())
     }
 
     fn close(&mut self, merchant_id: i64, address: &str) -> Result<ChannelView, Refusal> {
