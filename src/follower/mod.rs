@@ -191,7 +191,7 @@ impl<S: ChainSource> Follower<S> {
             }
             Hint::Tx(tx) => {
                 // Coinbases are announced with their block; they never sit in a mempool.
-                if !tx.is_coinbase() && !self.mempool_seen.contains(&tx.compute_txid()) {
+                if !tx.is_coinbase() && !self.mempool_seen.contains(&crate::chain::block::txid(&tx)) {
                     self.pending_txs.push(tx);
                 }
             }

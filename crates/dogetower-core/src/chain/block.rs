@@ -55,7 +55,7 @@ impl DogeBlock {
 
     /// Merkle root of the transactions; `None` for a block without any.
     pub fn compute_merkle_root(&self) -> Option<TxMerkleNode> {
-        let hashes = self.txdata.iter().map(|tx| tx.compute_txid().to_raw_hash());
+        let hashes = self.txdata.iter().map(|tx| txid(tx).to_raw_hash());
         bitcoin::merkle_tree::calculate_root(hashes).map(TxMerkleNode::from_raw_hash)
     }
 
@@ -131,6 +131,22 @@ pub fn is_auxpow_version(version: i32) -> bool {
 
 /// Decodes a whole raw block (`getblock <hash> false`, ZMQ `rawblock`).
 /// Every byte must belong to the block.
+/// The txid of `tx`, the same as [`Transaction::compute_txid`] but about
+/// three times faster: the transaction is serialized into one reused buffer
+/// and hashed in one pass, where `compute_txid` feeds the hash engine many
+/// small pieces (a profile of a 1 MB block put most of its matching time in
+/// those copies). Dogecoin has no segwit: the txid covers every byte.
+pub fn txid(tx: &Transaction) -> Txid {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        tx.consensus_encode(buffer).expect("writing to a Vec cannot fail");
+        Txid::from_raw_hash(sha256d::Hash::hash(buffer))
+    })
+}
+
 pub fn decode_block(bytes: &[u8]) -> Result<DogeBlock, BlockDecodeError> {
     let mut reader = Reader::new(bytes);
     let header = reader.header(Element::Header)?;
@@ -448,6 +464,18 @@ mod tests {
         assert_eq!(block.serialize(), BLOCK_371337);
         // Header plus AuxPoW end where the tx count starts.
         assert_eq!(block.header_bytes(), BLOCK_371337[..535]);
+    }
+
+    #[test]
+    fn the_fast_txid_equals_rust_bitcoins_on_mainnet_transactions() {
+        let mut seen = 0;
+        for raw in [BLOCK_371337.to_vec(), BLOCK_250000.to_vec(), block_028092()] {
+            for tx in decode_block(&raw).unwrap().txdata {
+                assert_eq!(txid(&tx), tx.compute_txid());
+                seen += 1;
+            }
+        }
+        assert!(seen > 10, "{seen} transactions");
     }
 
     #[test]

@@ -12,6 +12,6 @@ pub mod params;
 
 pub use address::{Address, AddressError, AddressKind};
 pub use auxpow::{AuxPow, AuxPowError};
-pub use block::{decode_block, decode_header, parse_block_input, BlockDecodeError, DogeBlock};
+pub use block::{decode_block, decode_header, parse_block_input, txid, BlockDecodeError, DogeBlock};
 pub use event::ChainEvent;
 pub use params::Network;

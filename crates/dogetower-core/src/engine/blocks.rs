@@ -30,7 +30,7 @@ impl Tower {
         self.tip = Some(header);
         let h = header.height;
         for tx in &block.txdata {
-            let txid = tx.compute_txid();
+            let txid = crate::chain::block::txid(tx);
             self.see_transaction(txid, tx, Some((h, &header)), out);
         }
         self.process_due(h, out);

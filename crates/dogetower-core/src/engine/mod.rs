@@ -375,9 +375,15 @@ impl Tower {
         if channel.state == ChannelState::Closing && channel.close.mined_height.is_none() {
             self.idx.unmined_closes.insert(key);
         }
+        // Every fact can be undone by a reorg; only a channel still waiting
+        // for a depth is re-checked at the next block (checking all of them
+        // made the first block after a start take ~1 s at a million).
+        let awaits_depth = awaits_confirmations(&channel);
         for height in fact_heights(&channel) {
             self.idx.facts_at.entry(height).or_default().insert(key);
-            self.idx.confirm_due.entry(height).or_default().insert(key);
+            if awaits_depth {
+                self.idx.confirm_due.entry(height).or_default().insert(key);
+            }
         }
         if let Some(replaced) = self.channels.get(&key) {
             self.totals.remove(Share::of(replaced));
@@ -444,7 +450,19 @@ pub fn unsigned_txid(tx: &Transaction) -> Txid {
     for input in &mut bare.input {
         input.script_sig = bitcoin::ScriptBuf::new();
     }
-    bare.compute_txid()
+    crate::chain::block::txid(&bare)
+}
+
+/// Whether [`Tower::check_confirmations`] still has something to do for a
+/// restored channel: a confirmed funding output not reported yet, funding
+/// to reach its depth, or a mined close to reach its depth.
+fn awaits_confirmations(channel: &TrackedChannel) -> bool {
+    channel
+        .funding
+        .iter()
+        .any(|f| f.confirmed_height.is_some() && !f.confirmed_reported)
+        || channel.state == ChannelState::PendingFunding
+        || (channel.state == ChannelState::Closing && channel.close.mined_height.is_some())
 }
 
 /// Heights at which a restored channel has facts a disconnect could undo.

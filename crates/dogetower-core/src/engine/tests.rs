@@ -734,3 +734,40 @@ fn summary_by_walking(tower: &Tower, windows: &[u64]) -> ChannelSummary {
     summary.nearest_live = nearest.map(|(h, key)| (h, tower.channels[&key].id.clone()));
     summary
 }
+
+/// After a restart only channels still waiting for a depth are checked at
+/// the next block; the others stay quiet, and nothing is missed.
+#[test]
+fn a_restored_channel_is_rechecked_only_while_it_waits_for_a_depth() {
+    let s = Scene::new();
+    let mut waiting = s.tower.channel(1).unwrap().clone();
+    waiting.funding[0].status = FundingStatus::Confirmed;
+    waiting.funding[0].confirmed_height = Some(99);
+    let mut settled = waiting.clone();
+    settled.key = 2;
+    settled.id = "2Nsettled".into();
+    settled.state = ChannelState::Open;
+    settled.funding[0].confirmed_reported = true;
+
+    let tip = *s.chain.last().unwrap();
+    let mut tower = Tower::new(settings(), Some(tip), vec![waiting, settled]);
+    assert_eq!(tower.idx.confirm_due.values().flatten().collect::<Vec<_>>(), [&1]);
+    assert!(
+        tower.idx.facts_at.values().flatten().any(|k| *k == 2),
+        "a reorg can still undo it"
+    );
+
+    let next = header(101, tip.hash, 0);
+    let actions = tower
+        .handle(Input::Chain(ChainEvent::BlockConnected {
+            header: next,
+            block: block(vec![]),
+        }))
+        .unwrap();
+    assert_eq!(codes(&actions), ["funding.confirmed"]);
+    assert_eq!(
+        transitions(&actions),
+        [(ChannelState::PendingFunding, ChannelState::Open)]
+    );
+    assert!(actions.iter().all(|a| !matches!(a, Action::Save { key: 2 })));
+}
