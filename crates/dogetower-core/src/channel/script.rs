@@ -182,9 +182,10 @@ pub struct ChannelScript {
     pub locktime: Locktime,
     pub payer: PublicKey,
     pub merchant: PublicKey,
-    /// The multisig keys in script order; signatures go in this order.
-    pub key_a: PublicKey,
-    pub key_b: PublicKey,
+    /// The merchant's key is the first multisig key ([`ChannelScript::key_a`]).
+    /// A flag rather than two more copies of the keys: a million tracked
+    /// channels each hold one of these.
+    merchant_first: bool,
     redeem_script: ScriptBuf,
 }
 
@@ -227,8 +228,7 @@ impl ChannelScript {
             locktime,
             payer,
             merchant,
-            key_a,
-            key_b,
+            merchant_first: !payer_first,
             redeem_script: builder.into_script(),
         })
     }
@@ -358,8 +358,7 @@ impl ChannelScript {
             locktime,
             payer,
             merchant,
-            key_a,
-            key_b,
+            merchant_first: merchant == key_a,
             redeem_script: script.to_owned(),
         })
     }
@@ -380,7 +379,25 @@ impl ChannelScript {
 
     /// True when the merchant's key is the first multisig key.
     pub fn merchant_is_key_a(&self) -> bool {
-        self.merchant == self.key_a
+        self.merchant_first
+    }
+
+    /// The first multisig key; signatures go in multisig key order.
+    pub fn key_a(&self) -> PublicKey {
+        if self.merchant_first {
+            self.merchant
+        } else {
+            self.payer
+        }
+    }
+
+    /// The second multisig key.
+    pub fn key_b(&self) -> PublicKey {
+        if self.merchant_first {
+            self.payer
+        } else {
+            self.merchant
+        }
     }
 }
 
@@ -465,7 +482,7 @@ mod tests {
         let parsed = ChannelScript::parse(&script).unwrap();
         assert_eq!(parsed.template, Template::Canonical);
         assert_eq!(parsed.locktime, Locktime::Height(144));
-        assert_eq!(parsed.payer, parsed.key_a);
+        assert_eq!(parsed.payer, parsed.key_a());
         assert_eq!(
             parsed.merchant.to_string(),
             "0397575d5f24128dd45086af52624f0a8d6169c1356f96fe12e78632a5c24bb5f0"

@@ -486,7 +486,7 @@ pub fn finalized_size_bound(psbt: &Psbt, script: &ChannelScript) -> usize {
                 .filter(|s| s.len() <= MAX_SIG_LEN)
                 .unwrap_or_else(|| placeholder.clone())
         };
-        let (sig_a, sig_b) = (sig_for(&script.key_a), sig_for(&script.key_b));
+        let (sig_a, sig_b) = (sig_for(&script.key_a()), sig_for(&script.key_b()));
         txin.script_sig = cooperative_script_sig(script, &sig_a, &sig_b);
     }
     tx.total_size()

@@ -18,6 +18,7 @@ mod deadlines;
 pub mod event;
 mod funding;
 mod payment_check;
+mod table;
 mod totals;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -37,6 +38,7 @@ use crate::chain::{ChainEvent, Network};
 use crate::channel::{ChainView, ChannelPolicy, Locktime};
 use crate::error::{ErrorCode, Refusal};
 use crate::node::ErrorKind;
+use table::ChannelTable;
 use totals::{Share, Totals};
 
 /// The engine's policy knobs (from `[policy]`) and the network it guards.
@@ -189,10 +191,63 @@ struct Indexes {
     time_locked: BTreeSet<i64>,
 }
 
+impl Indexes {
+    /// Indexes a channel the engine starts tracking.
+    fn add(&mut self, channel: &TrackedChannel) {
+        let key = channel.key;
+        self.by_id.insert(channel.id.clone(), key);
+        if channel.state.is_live() || channel.state == ChannelState::Closing {
+            for f in &channel.funding {
+                self.watched
+                    .entry(f.outpoint)
+                    .or_default()
+                    .push(Watch::FundingOutput(key));
+            }
+            for (funding_txid, inputs) in &channel.funding_inputs {
+                self.funding_txids.entry(*funding_txid).or_default().push(key);
+                for input in inputs {
+                    self.watched.entry(*input).or_default().push(Watch::FundingInput {
+                        key,
+                        funding_txid: *funding_txid,
+                    });
+                }
+            }
+        }
+        if channel.state.is_live() {
+            self.broadcast_due
+                .entry(channel.broadcast_height)
+                .or_default()
+                .insert(key);
+            if !channel.deadline_warned {
+                self.warning_due
+                    .entry(channel.warning_height)
+                    .or_default()
+                    .insert(key);
+            }
+            if matches!(channel.locktime(), Locktime::Time(_)) {
+                self.time_locked.insert(key);
+            }
+        }
+        if channel.state == ChannelState::Closing && channel.close.mined_height.is_none() {
+            self.unmined_closes.insert(key);
+        }
+        // Every fact can be undone by a reorg; only a channel still waiting
+        // for a depth is re-checked at the next block (checking all of them
+        // made the first block after a start take ~1 s at a million).
+        let awaits_depth = awaits_confirmations(channel);
+        for height in fact_heights(channel) {
+            self.facts_at.entry(height).or_default().insert(key);
+            if awaits_depth {
+                self.confirm_due.entry(height).or_default().insert(key);
+            }
+        }
+    }
+}
+
 pub struct Tower {
     settings: EngineSettings,
     tip: Option<HeaderRecord>,
-    channels: HashMap<i64, TrackedChannel>,
+    channels: ChannelTable,
     idx: Indexes,
     totals: Totals,
     /// Blocks disconnected since the last connect (for `chain.reorg`).
@@ -203,19 +258,23 @@ pub struct Tower {
 impl Tower {
     /// A tower restored from the store: its channels and the processed tip.
     pub fn new(settings: EngineSettings, tip: Option<HeaderRecord>, channels: Vec<TrackedChannel>) -> Tower {
-        let mut tower = Tower {
+        // The table takes the vector as it is: no second copy of a million
+        // channels while the indexes are built.
+        let channels = ChannelTable::from(channels);
+        let (mut idx, mut totals) = (Indexes::default(), Totals::default());
+        for channel in channels.values() {
+            idx.add(channel);
+            totals.add(Share::of(channel));
+        }
+        Tower {
             settings,
             tip,
-            channels: HashMap::with_capacity(channels.len()),
-            idx: Indexes::default(),
-            totals: Totals::default(),
+            channels,
+            idx,
+            totals,
             pending_reorg: Vec::new(),
             node_reachable: None,
-        };
-        for channel in channels {
-            tower.insert(channel);
         }
-        tower
     }
 
     pub fn channel(&self, key: i64) -> Option<&TrackedChannel> {
@@ -331,65 +390,12 @@ impl Tower {
     // ---- indexes ----
 
     fn insert(&mut self, channel: TrackedChannel) {
-        let key = channel.key;
-        self.idx.by_id.insert(channel.id.clone(), key);
-        if channel.state.is_live() || channel.state == ChannelState::Closing {
-            for f in &channel.funding {
-                self.idx
-                    .watched
-                    .entry(f.outpoint)
-                    .or_default()
-                    .push(Watch::FundingOutput(key));
-            }
-            for (funding_txid, inputs) in &channel.funding_inputs {
-                self.idx.funding_txids.entry(*funding_txid).or_default().push(key);
-                for input in inputs {
-                    self.idx
-                        .watched
-                        .entry(*input)
-                        .or_default()
-                        .push(Watch::FundingInput {
-                            key,
-                            funding_txid: *funding_txid,
-                        });
-                }
-            }
-        }
-        if channel.state.is_live() {
-            self.idx
-                .broadcast_due
-                .entry(channel.broadcast_height)
-                .or_default()
-                .insert(key);
-            if !channel.deadline_warned {
-                self.idx
-                    .warning_due
-                    .entry(channel.warning_height)
-                    .or_default()
-                    .insert(key);
-            }
-            if matches!(channel.locktime(), Locktime::Time(_)) {
-                self.idx.time_locked.insert(key);
-            }
-        }
-        if channel.state == ChannelState::Closing && channel.close.mined_height.is_none() {
-            self.idx.unmined_closes.insert(key);
-        }
-        // Every fact can be undone by a reorg; only a channel still waiting
-        // for a depth is re-checked at the next block (checking all of them
-        // made the first block after a start take ~1 s at a million).
-        let awaits_depth = awaits_confirmations(&channel);
-        for height in fact_heights(&channel) {
-            self.idx.facts_at.entry(height).or_default().insert(key);
-            if awaits_depth {
-                self.idx.confirm_due.entry(height).or_default().insert(key);
-            }
-        }
-        if let Some(replaced) = self.channels.get(&key) {
+        if let Some(replaced) = self.channels.get(&channel.key) {
             self.totals.remove(Share::of(replaced));
         }
+        self.idx.add(&channel);
         self.totals.add(Share::of(&channel));
-        self.channels.insert(key, channel);
+        self.channels.insert(channel);
     }
 
     /// Every engine test checks that the totals kept up to date equal the
