@@ -75,7 +75,7 @@ impl WriteTx<'_> {
     /// Stores a newly registered channel; returns its key.
     pub fn insert_channel(&self, c: &NewChannel<'_>, funding: &TrackedChannel) -> Result<i64> {
         let at = now();
-        self.tx.execute(
+        self.exec(
             "INSERT INTO channels (address, merchant_id, state, redeem_script, merchant_key_origin, payout_script,
                  announcement, capacity, broadcast_height, warning_height, created_at, updated_at)
              VALUES (?1, ?2, 'pending_funding', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
@@ -95,7 +95,7 @@ impl WriteTx<'_> {
         let key = self.tx.last_insert_rowid();
         for (funding_txid, inputs) in &funding.funding_inputs {
             for input in inputs {
-                self.tx.execute(
+                self.exec(
                     "INSERT OR IGNORE INTO funding_inputs (channel_id, funding_txid, txid, vout) VALUES (?1, ?2, ?3, ?4)",
                     params![key, txid_bytes(funding_txid), txid_bytes(&input.txid), input.vout],
                 )?;
@@ -109,7 +109,7 @@ impl WriteTx<'_> {
 
     /// Writes the engine's view of a channel.
     pub fn save_channel(&self, c: &TrackedChannel) -> Result<()> {
-        self.tx.execute(
+        self.exec(
             "UPDATE channels SET state = ?2, sequence = ?3, merchant_amount = ?4, latest_unsigned_txid = ?5,
                  broadcast_height = ?6, warning_height = ?7, deadline_warned = ?8, close_txid = ?9,
                  close_mined_height = ?10, close_first_broadcast = ?11, close_broadcasts = ?12,
@@ -135,7 +135,7 @@ impl WriteTx<'_> {
             ],
         )?;
         for (position, f) in c.funding.iter().enumerate() {
-            self.tx.execute(
+            self.exec(
                 "INSERT INTO funding_outputs (channel_id, txid, vout, position, value, status, confirmed_height,
                      confirmed_reported, spent_by, spent_height)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -160,7 +160,7 @@ impl WriteTx<'_> {
     }
 
     pub fn insert_payment(&self, key: i64, p: &PaymentRecord) -> Result<()> {
-        self.tx.execute(
+        self.exec(
             "INSERT INTO payments (channel_id, sequence, psbt, merchant_amount, fee, unsigned_txid, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
@@ -184,7 +184,7 @@ impl WriteTx<'_> {
         cause: &str,
         height: Option<u32>,
     ) -> Result<()> {
-        self.tx.execute(
+        self.exec(
             "INSERT INTO transitions (channel_id, from_state, to_state, cause, height, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![key, from.as_str(), to.as_str(), cause, height, now()],
         )?;
@@ -199,7 +199,7 @@ impl WriteTx<'_> {
         result: &str,
         message: Option<&str>,
     ) -> Result<()> {
-        self.tx.execute(
+        self.exec(
             "INSERT INTO broadcasts (channel_id, txid, height, result, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![key, txid.map(txid_bytes), height, result, message, now()],
         )?;
@@ -231,8 +231,7 @@ pub fn rfc3339(unix: i64) -> String {
 
 impl Store {
     pub fn channel_record(&self, address: &str) -> Result<Option<ChannelRecord>> {
-        self.conn
-            .query_row(
+        self.row(
                 "SELECT id, address, merchant_id, payout_script, announcement, merchant_key_origin, created_at, updated_at
                  FROM channels WHERE address = ?1",
                 [address],
@@ -265,37 +264,36 @@ impl Store {
     }
 
     pub fn latest_payment(&self, key: i64) -> Result<Option<PaymentRecord>> {
-        self.conn
-            .query_row(
-                "SELECT sequence, psbt, merchant_amount, fee, unsigned_txid FROM payments
+        self.row(
+            "SELECT sequence, psbt, merchant_amount, fee, unsigned_txid FROM payments
                  WHERE channel_id = ?1 ORDER BY sequence DESC LIMIT 1",
-                [key],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                    ))
-                },
-            )
-            .optional()?
-            .map(|(sequence, psbt, amount, fee, unsigned)| {
-                Ok(PaymentRecord {
-                    sequence: sequence as u64,
-                    psbt,
-                    merchant_amount: amount as u64,
-                    fee,
-                    unsigned_txid: txid_from(unsigned, "payments.unsigned_txid")?,
-                })
+            [key],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
+        )
+        .optional()?
+        .map(|(sequence, psbt, amount, fee, unsigned)| {
+            Ok(PaymentRecord {
+                sequence: sequence as u64,
+                psbt,
+                merchant_amount: amount as u64,
+                fee,
+                unsigned_txid: txid_from(unsigned, "payments.unsigned_txid")?,
             })
-            .transpose()
+        })
+        .transpose()
     }
 
     /// Count of stored payment states of a channel.
     pub fn payment_count(&self, key: i64) -> Result<u64> {
-        let n: i64 = self.conn.query_row(
+        let n: i64 = self.row(
             "SELECT COUNT(*) FROM payments WHERE channel_id = ?1",
             [key],
             |r| r.get(0),
@@ -319,10 +317,9 @@ impl Store {
     /// at least `parallel_from`.
     fn load_tracked(&self, undo_above: u32, parts: i64, parallel_from: i64) -> Result<Vec<TrackedChannel>> {
         let (first, last): (Option<i64>, Option<i64>) =
-            self.conn
-                .query_row("SELECT MIN(id), MAX(id) FROM channels", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
+            self.row("SELECT MIN(id), MAX(id) FROM channels", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         let (Some(first), Some(last)) = (first, last) else {
             return Ok(Vec::new());
         };

@@ -38,7 +38,7 @@ impl WriteTx<'_> {
         custody: CustodyMode,
         xprv_file: Option<&str>,
     ) -> Result<i64> {
-        self.tx.execute(
+        self.exec(
             "INSERT INTO merchants (name, payout_address, custody, xprv_file, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![name, payout_address, custody.as_str(), xprv_file, now()],
         )?;
@@ -48,14 +48,13 @@ impl WriteTx<'_> {
 
 impl Store {
     pub fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>> {
-        self.conn
-            .query_row(
-                "SELECT id, name, payout_address, custody, xprv_file FROM merchants WHERE name = ?1",
-                [name],
-                merchant_from_row,
-            )
-            .optional()?
-            .transpose()
+        self.row(
+            "SELECT id, name, payout_address, custody, xprv_file FROM merchants WHERE name = ?1",
+            [name],
+            merchant_from_row,
+        )
+        .optional()?
+        .transpose()
     }
 
     pub fn merchants(&self) -> Result<Vec<Merchant>> {

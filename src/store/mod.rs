@@ -79,6 +79,8 @@ impl Store {
 
     fn init(conn: Connection) -> Result<Store> {
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Room for every statement the writer repeats (see `exec` and `row`).
+        conn.set_prepared_statement_cache_capacity(64);
         let mut store = Store { conn };
         // Switching a new file to WAL needs an exclusive lock for which SQLite
         // does not wait; when several processes create the store at once,
@@ -108,7 +110,7 @@ impl Store {
 
     /// The schema version now in the file.
     pub fn schema_version(&self) -> Result<u32> {
-        Ok(self.conn.query_row(
+        Ok(self.row(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
             [],
             |r| r.get(0),
@@ -215,14 +217,13 @@ impl Store {
 
     /// The processed header at `height`, if any.
     pub fn header_at(&self, height: u32) -> Result<Option<HeaderRecord>> {
-        self.conn
-            .query_row(
-                "SELECT height, hash, prev_hash, time, median_time_past FROM headers WHERE height = ?1",
-                [height],
-                header_from_row,
-            )
-            .optional()?
-            .transpose()
+        self.row(
+            "SELECT height, hash, prev_hash, time, median_time_past FROM headers WHERE height = ?1",
+            [height],
+            header_from_row,
+        )
+        .optional()?
+        .transpose()
     }
 }
 
@@ -272,10 +273,32 @@ pub struct WriteTx<'a> {
     tx: &'a rusqlite::Transaction<'a>,
 }
 
+// The writer runs the same few statements for every payment and block:
+// preparing them once per connection (SQLite's parser was a visible part
+// of the writer's profile) is what these two helpers are for.
+impl WriteTx<'_> {
+    /// Runs one statement, prepared once per connection.
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.tx.prepare_cached(sql)?.execute(params)
+    }
+}
+
+impl Store {
+    /// Reads one row with a statement prepared once per connection.
+    fn row<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.conn.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 impl WriteTx<'_> {
     /// Records `record` as the new tip of the processed chain.
     pub fn connect_header(&self, record: &HeaderRecord) -> Result<()> {
-        self.tx.execute(
+        self.exec(
             "INSERT INTO headers (height, hash, prev_hash, time, median_time_past) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 record.height,
@@ -290,8 +313,7 @@ impl WriteTx<'_> {
 
     /// Removes the processed header at `height` (the tip, when a block is disconnected).
     pub fn disconnect_header(&self, height: u32) -> Result<()> {
-        self.tx
-            .execute("DELETE FROM headers WHERE height >= ?1", [height])?;
+        self.exec("DELETE FROM headers WHERE height >= ?1", [height])?;
         Ok(())
     }
 
@@ -308,7 +330,7 @@ impl WriteTx<'_> {
             }
             ChainEvent::MempoolTx { .. } => return Ok(()),
         };
-        self.tx.execute(
+        self.exec(
             "INSERT INTO chain_log (kind, height, hash, logged_at) VALUES (?1, ?2, ?3, strftime('%s','now'))",
             params![kind, header.height, header.hash.to_byte_array().as_slice()],
         )?;

@@ -19,7 +19,7 @@ impl WriteTx<'_> {
             "channel_id": event.channel_id,
             "data": event.data,
         });
-        let inserted = self.tx.execute(
+        let inserted = self.exec(
             "INSERT OR IGNORE INTO outbox (event_id, type, channel_id, merchant_id, payload, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -57,7 +57,7 @@ impl WriteTx<'_> {
         attempts: u32,
         last_status: Option<&str>,
     ) -> Result<()> {
-        self.tx.execute(
+        self.exec(
             "INSERT OR REPLACE INTO webhook_deliveries (endpoint, outbox_seq, state, attempts, last_status, finished_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![endpoint, seq, state, attempts, last_status, now()],

@@ -39,7 +39,7 @@ impl WriteTx<'_> {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        self.tx.execute(
+        self.exec(
             "INSERT INTO api_tokens (id, merchant_id, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![id, merchant_id, hash(&secret).as_slice(), created],
         )?;
