@@ -105,6 +105,11 @@ impl Store {
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        // 32 MB of page cache instead of SQLite's 2 MB: with a million
+        // channels the B-tree pages a payment walks no longer fit in 2 MB,
+        // and every miss was a read from the OS (payments/s fell to 0.55 of
+        // the 1,000-channel figure).
+        self.conn.pragma_update(None, "cache_size", -32_768)?;
         self.migrate()
     }
 
