@@ -44,7 +44,7 @@ pub struct Metrics {
     double_spends: IntCounter,
     reorgs: IntCounter,
     reorg_depth: Histogram,
-    payment_group: Histogram,
+    commit_group: Histogram,
     events: IntCounterVec,
     api_requests: IntCounterVec,
     webhook_deliveries: IntCounterVec,
@@ -118,15 +118,15 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(reorg_depth.clone()))
             .expect("registered once");
-        let payment_group = Histogram::with_opts(
+        let commit_group = Histogram::with_opts(
             HistogramOpts::new(
-                "dogetower_payment_commit_group_size",
-                "Payments made durable by each group commit (one fsync).",
+                "dogetower_commit_group_size",
+                "Payments and registrations made durable by each group commit (one fsync).",
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )
         .expect("valid metric");
-        r.register(Box::new(payment_group.clone()))
+        r.register(Box::new(commit_group.clone()))
             .expect("registered once");
         let zmq_seen = Mutex::new(ZmqStatsSnapshot::default());
         Metrics {
@@ -242,7 +242,7 @@ impl Metrics {
             ),
             reorgs: counter(&r, "dogetower_reorgs_total", "Chain reorganisations processed."),
             reorg_depth,
-            payment_group,
+            commit_group,
             events: counter_vec(
                 &r,
                 "dogetower_events_total",
@@ -325,9 +325,9 @@ impl Metrics {
         self.webhook_deliveries.with_label_values(&[result]).inc();
     }
 
-    /// One group commit of `payments` answers (accepted or repeated).
-    pub fn payments_committed(&self, payments: usize) {
-        self.payment_group.observe(payments as f64);
+    /// One group commit of `answers` payments and registrations.
+    pub fn group_committed(&self, answers: usize) {
+        self.commit_group.observe(answers as f64);
     }
 
     pub fn outbox_depth(&self, pending: i64) {

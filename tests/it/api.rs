@@ -431,6 +431,62 @@ async fn every_payment_answered_in_a_concurrent_burst_survives_a_sigkill() {
     }
 }
 
+/// Registrations are committed in groups too: concurrent registrations of
+/// different channels are each created once, the same announcement sent
+/// concurrently is created once and answered as a repeat otherwise, and all
+/// of them are there after a SIGKILL.
+#[tokio::test]
+async fn concurrent_registrations_are_each_stored_once() {
+    let mut s = Setup::new().await;
+    let mut announcements = Vec::new();
+    for _ in 0..6 {
+        let (payer, script, funding) = s.funded_channel().await;
+        announcements.push((
+            script.address(Network::Regtest).to_string(),
+            encode_base64(&payer.announcement(&script, &funding, None)),
+        ));
+    }
+    // The first announcement six times over, the others once each.
+    let mut sends: Vec<(String, String)> = vec![announcements[0].clone(); 6];
+    sends.extend(announcements[1..].iter().cloned());
+    let http = reqwest::Client::new();
+    let mut requests = Vec::new();
+    for (id, psbt) in sends {
+        let (http, url, token) = (http.clone(), s.tower.base_url.clone(), s.tower.token.clone());
+        requests.push(tokio::spawn(async move {
+            let response = http
+                .post(format!("{url}/v1/channels"))
+                .bearer_auth(&token)
+                .json(&json!({ "psbt": psbt }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (id, status, body)
+        }));
+    }
+    let mut created = std::collections::HashMap::new();
+    for request in requests {
+        let (id, status, body) = request.await.unwrap();
+        assert!(status == 200 || status == 201, "{status} {body}");
+        assert_eq!(body["id"], id.as_str());
+        *created.entry(id).or_insert(0) += u32::from(status == 201);
+    }
+    assert_eq!(created.len(), 6);
+    assert!(
+        created.values().all(|n| *n == 1),
+        "each channel created once: {created:?}"
+    );
+
+    kill(&mut s.tower.child);
+    s.tower.restart().await;
+    for (id, _) in &announcements {
+        let (status, _) = s.tower.get(&format!("/v1/channels/{id}")).await;
+        assert_eq!(status, 200, "{id}");
+    }
+}
+
 #[tokio::test]
 async fn the_cli_reads_and_closes_through_the_api() {
     let s = Setup::new().await;

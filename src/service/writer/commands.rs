@@ -4,7 +4,8 @@
 
 use bitcoin::OutPoint;
 
-use super::{PaymentAnswer, PaymentChecked, PaymentReplyTo, UncommittedPayment, Writer};
+use super::group::{PaymentReplyTo, RegisterReplyTo};
+use super::{PaymentChecked, Writer};
 use crate::channel::psbt::DecodedPsbt;
 use crate::engine::{
     ChannelState, FundingLookup, Input, MerchantProfile, PaymentDecision, RegistrationDecision,
@@ -13,8 +14,8 @@ use crate::engine::{
 use crate::error::{ErrorCode, Refusal};
 use crate::service::view::ChannelView;
 use crate::service::WriterInput;
-use crate::service::{ChannelPage, Command, PaymentReply};
-use crate::store::{ChannelRecord, CustodyMode, Merchant, NewChannel};
+use crate::service::{ChannelPage, Command};
+use crate::store::{ChannelRecord, CustodyMode, Merchant};
 
 impl Writer {
     pub(super) fn view_of(&self, key: i64) -> Result<ChannelView, Refusal> {
@@ -47,7 +48,8 @@ impl Writer {
         }
     }
 
-    pub(super) fn command(&mut self, command: Command) {
+    /// Handles a merchant's command; fails only when a group commit failed.
+    pub(super) fn command(&mut self, command: Command) -> anyhow::Result<()> {
         match command {
             Command::Register {
                 merchant_id,
@@ -57,14 +59,14 @@ impl Writer {
                 funding,
                 reply,
             } => {
-                let result = self.register(
+                return self.register(
                     merchant_id,
                     &psbt,
                     payout_address.as_deref(),
                     merchant_pubkey.as_deref(),
                     &funding,
-                );
-                let _ = reply.send(result);
+                    reply,
+                )
             }
             Command::Pay {
                 merchant_id,
@@ -100,6 +102,7 @@ impl Writer {
                 let _ = reply.send(self.list(merchant_id, state, after, limit));
             }
         }
+        Ok(())
     }
 
     fn list(
@@ -122,6 +125,8 @@ impl Writer {
         Ok((page, last))
     }
 
+    /// Decides a registration; a new channel joins the group commit and is
+    /// answered after it.
     fn register(
         &mut self,
         merchant_id: i64,
@@ -129,13 +134,53 @@ impl Writer {
         payout_address: Option<&str>,
         merchant_pubkey: Option<&str>,
         funding: &[(OutPoint, FundingLookup)],
-    ) -> Result<(ChannelView, bool), Refusal> {
+        reply: RegisterReplyTo,
+    ) -> anyhow::Result<()> {
+        let announced = crate::engine::announced_channel_id(psbt, self.network);
+        if announced.as_deref().is_some_and(|id| self.group.registers(id)) {
+            // The same channel again before its first registration is
+            // stored: decide this one against the stored row.
+            self.commit_group()?;
+        }
+        let decided = self.decide_registration(
+            merchant_id,
+            announced.as_deref(),
+            psbt,
+            payout_address,
+            merchant_pubkey,
+            funding,
+        );
+        match decided {
+            Ok((merchant_name, RegistrationDecision::New(new))) => {
+                self.group.registration(merchant_id, merchant_name, new, reply)
+            }
+            Ok((_, RegistrationDecision::Repeat { key })) => {
+                let _ = reply.send(self.view_of(key).map(|view| (view, false)));
+            }
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what the registration rules need and lets the engine decide;
+    /// also returns the merchant's name, for the log.
+    fn decide_registration(
+        &mut self,
+        merchant_id: i64,
+        announced: Option<&str>,
+        psbt: &DecodedPsbt,
+        payout_address: Option<&str>,
+        merchant_pubkey: Option<&str>,
+        funding: &[(OutPoint, FundingLookup)],
+    ) -> Result<(String, RegistrationDecision), Refusal> {
         let merchant = self.merchant(merchant_id)?;
         let custody = self.custody(merchant_id).map_err(Refusal::internal)?;
-        let existing = match crate::engine::announced_channel_id(psbt, self.network) {
+        let existing = match announced {
             Some(id) => self
                 .store
-                .channel_record(&id)
+                .channel_record(id)
                 .map_err(Refusal::internal)?
                 .map(|r| StoredRegistration {
                     key: r.key,
@@ -157,39 +202,7 @@ impl Writer {
             funding,
             existing: existing.as_ref(),
         })?;
-        let new = match decision {
-            RegistrationDecision::Repeat { key } => return Ok((self.view_of(key)?, false)),
-            RegistrationDecision::New(new) => new,
-        };
-        let mut channel = new.channel;
-        let id = channel.id.clone();
-        let record = NewChannel {
-            address: &id,
-            merchant_id,
-            script: &new.terms.script,
-            merchant_key_origin: new.terms.merchant_key_origin.as_ref(),
-            payout_script: &new.payout_script,
-            announcement: &new.announcement,
-            capacity: new.terms.capacity(),
-            broadcast_height: channel.broadcast_height,
-            warning_height: channel.warning_height,
-        };
-        // The row id is the engine's key: the channel row, the engine's
-        // state and its events are written in one transaction.
-        let tower = &mut self.tower;
-        let (key, actions, broadcasts) = self
-            .store
-            .write(|tx| {
-                let key = tx.insert_channel(&record, &channel)?;
-                channel.key = key;
-                let actions = tower.apply_registration(channel);
-                let broadcasts = Self::apply(tx, tower, &actions)?;
-                Ok((key, actions, broadcasts))
-            })
-            .map_err(Refusal::internal)?;
-        self.after_commit(&actions, broadcasts);
-        tracing::info!(channel = %id, merchant = %merchant.name, capacity = new.terms.capacity(), "channel registered");
-        Ok((self.view_of(key)?, true))
+        Ok((merchant.name, decision))
     }
 
     fn merchant(&mut self, merchant_id: i64) -> Result<Merchant, Refusal> {
@@ -254,7 +267,7 @@ impl Writer {
 
     /// Decides a checked payment. An accepted one is applied to the engine
     /// at once (so the next payment on the channel sees it) and joins the
-    /// group that [`Writer::commit_payments`] writes in one transaction; its
+    /// group that [`Writer::commit_group`] writes in one transaction; its
     /// answer waits for that commit.
     pub(super) fn payment_checked(&mut self, done: PaymentChecked) -> anyhow::Result<()> {
         let PaymentChecked { checked, reply } = done;
@@ -268,8 +281,8 @@ impl Writer {
         let key = checked.key;
         let stored;
         let latest = if self.tower.may_repeat_latest(&checked) {
-            match self.uncommitted.iter().rev().find(|p| p.key == key) {
-                Some(p) => Some(&p.record),
+            match self.group.latest_payment(key) {
+                Some(record) => Some(record),
                 None => {
                     stored = self.store.latest_payment(key)?;
                     stored.as_ref()
@@ -288,14 +301,9 @@ impl Writer {
                 sequence,
                 merchant_amount,
             }) => {
-                // The repeated state may still be in the uncommitted group:
-                // answer after the commit like the others.
-                self.answers.push(PaymentAnswer {
-                    key,
-                    sequence,
-                    merchant_amount,
-                    reply,
-                });
+                // The repeated state may still be in the group: answer
+                // after the commit like the others.
+                self.group.answer_payment(key, sequence, merchant_amount, reply);
                 return Ok(());
             }
             Ok(PaymentDecision::Accept(record)) => record,
@@ -306,56 +314,7 @@ impl Writer {
             merchant_amount: record.merchant_amount,
             unsigned_txid: record.unsigned_txid,
         })?;
-        self.answers.push(PaymentAnswer {
-            key,
-            sequence: record.sequence,
-            merchant_amount: record.merchant_amount,
-            reply,
-        });
-        self.uncommitted.push(UncommittedPayment { key, record, actions });
-        Ok(())
-    }
-
-    /// Writes every accepted payment waiting since the last commit in one
-    /// transaction (synchronous=FULL: one fsync for the group), then
-    /// answers them. A failed commit fails every answer and stops the
-    /// writer: the engine already holds those payments, the store does not,
-    /// and a restart rebuilds the engine from the store.
-    pub(super) fn commit_payments(&mut self) -> anyhow::Result<()> {
-        if self.answers.is_empty() {
-            return Ok(());
-        }
-        let uncommitted = std::mem::take(&mut self.uncommitted);
-        let answers = std::mem::take(&mut self.answers);
-        let tower = &self.tower;
-        let committed = self.store.write(|tx| {
-            let mut broadcasts = Vec::new();
-            for payment in &uncommitted {
-                tx.insert_payment(payment.key, &payment.record)?;
-                broadcasts.extend(Self::apply(tx, tower, &payment.actions)?);
-            }
-            Ok(broadcasts)
-        });
-        let broadcasts = match committed {
-            Ok(broadcasts) => broadcasts,
-            Err(e) => {
-                for answer in answers {
-                    let _ = answer.reply.send(Err(Refusal::internal(&e)));
-                }
-                return Err(e.into());
-            }
-        };
-        self.metrics.payments_committed(answers.len());
-        let actions: Vec<_> = uncommitted.into_iter().flat_map(|p| p.actions).collect();
-        self.after_commit(&actions, broadcasts);
-        for answer in answers {
-            let reply = self.view_of(answer.key).map(|channel| PaymentReply {
-                channel,
-                sequence: answer.sequence,
-                merchant_amount: answer.merchant_amount,
-            });
-            let _ = answer.reply.send(reply);
-        }
+        self.group.payment(key, record, actions, reply);
         Ok(())
     }
 

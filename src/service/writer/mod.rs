@@ -12,18 +12,19 @@ use std::sync::Arc;
 
 use bitcoin::Txid;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 mod commands;
+mod group;
 
-use super::{broadcaster, engine_settings, Command, PaymentReply, ServiceHandle, WriterInput};
+use group::{Group, PaymentReplyTo, MAX_GROUP};
+
+use super::{broadcaster, engine_settings, Command, ServiceHandle, WriterInput};
 use crate::chain::headers::{HeaderRecord, WINDOW};
 use crate::chain::{ChainEvent, Network};
 use crate::channel::{Custody, MerchantSigner};
 use crate::config::Config;
-use crate::engine::{
-    Action, BroadcastOutcome, ChannelState, ChannelSummary, CheckedPayment, Input, PaymentRecord, Tower,
-};
+use crate::engine::{Action, BroadcastOutcome, ChannelState, ChannelSummary, CheckedPayment, Input, Tower};
 use crate::error::Refusal;
 use crate::follower::FollowerStatus;
 use crate::metrics::Metrics;
@@ -41,34 +42,12 @@ pub(super) struct BroadcastDone {
     outcome: BroadcastOutcome,
 }
 
-/// Where a payment's answer goes.
-pub(super) type PaymentReplyTo = oneshot::Sender<Result<PaymentReply, Refusal>>;
-
 /// A payment checked off the writer's thread, back for its decision.
 #[derive(Debug)]
 pub(super) struct PaymentChecked {
     checked: Result<CheckedPayment, Refusal>,
     reply: PaymentReplyTo,
 }
-
-/// An accepted payment the engine holds and the store does not yet.
-struct UncommittedPayment {
-    key: i64,
-    record: PaymentRecord,
-    actions: Vec<Action>,
-}
-
-/// An answer that waits for the group commit.
-struct PaymentAnswer {
-    key: i64,
-    sequence: u64,
-    merchant_amount: u64,
-    reply: PaymentReplyTo,
-}
-
-/// The most payments one group commit takes: bounds the answer latency of
-/// the first one in a group.
-const MAX_GROUP: usize = 256;
 
 pub(super) struct Writer {
     network: Network,
@@ -89,9 +68,8 @@ pub(super) struct Writer {
     follower: FollowerStatus,
     /// Channel totals, as of the last change.
     summary: ChannelSummary,
-    /// Accepted payments and answers waiting for the next group commit.
-    uncommitted: Vec<UncommittedPayment>,
-    answers: Vec<PaymentAnswer>,
+    /// Accepted payments and registrations waiting for the next commit.
+    group: Group,
 }
 
 impl Writer {
@@ -129,8 +107,7 @@ impl Writer {
             status,
             follower: FollowerStatus::default(),
             summary: ChannelSummary::default(),
-            uncommitted: Vec::new(),
-            answers: Vec::new(),
+            group: Group::default(),
         };
         writer.refresh_channels();
         Ok((writer, headers))
@@ -139,19 +116,16 @@ impl Writer {
     /// Handles inputs until [`WriterInput::Stop`] or a failed commit (the
     /// process then stops, and the engine is rebuilt from the store on restart).
     ///
-    /// Checked payments are committed in groups: the writer takes every one
-    /// that is waiting (up to [`MAX_GROUP`]) and commits them together when
-    /// the queue runs dry, the group is full, or any other input comes (it
-    /// must see the store and the engine agree).
+    /// Payments and registrations are committed in groups (see [`group`]).
     pub(super) fn run(&mut self, mut inputs: mpsc::Receiver<WriterInput>) -> anyhow::Result<()> {
         loop {
-            let input = if self.answers.is_empty() {
+            let input = if self.group.is_empty() {
                 inputs.blocking_recv()
             } else {
                 match inputs.try_recv() {
                     Ok(input) => Some(input),
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        self.commit_payments()?;
+                        self.commit_group()?;
                         continue;
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
@@ -160,10 +134,11 @@ impl Writer {
             let Some(input) = input else { break };
             let joins_group = matches!(
                 input,
-                WriterInput::PaymentChecked(_) | WriterInput::Command(Command::Pay { .. })
+                WriterInput::PaymentChecked(_)
+                    | WriterInput::Command(Command::Pay { .. } | Command::Register { .. })
             );
             if !joins_group {
-                self.commit_payments()?;
+                self.commit_group()?;
             }
             match input {
                 WriterInput::Anchor(base) => {
@@ -171,7 +146,7 @@ impl Writer {
                         .write(|tx| base.iter().try_for_each(|h| tx.connect_header(h)))?;
                 }
                 WriterInput::Chain(event) => self.chain_event(event)?,
-                WriterInput::Command(command) => self.command(command),
+                WriterInput::Command(command) => self.command(command)?,
                 WriterInput::PaymentChecked(done) => self.payment_checked(*done)?,
                 WriterInput::BroadcastDone(done) => self.broadcast_done(done)?,
                 WriterInput::Follower(now) => {
@@ -181,11 +156,11 @@ impl Writer {
                 }
                 WriterInput::Stop => break,
             }
-            if self.answers.len() >= MAX_GROUP {
-                self.commit_payments()?;
+            if self.group.len() >= MAX_GROUP {
+                self.commit_group()?;
             }
         }
-        self.commit_payments()
+        self.commit_group()
     }
 
     /// Applies the engine's actions inside a store transaction; returns the
@@ -400,3 +375,6 @@ impl Writer {
         self.status.send_replace(status);
     }
 }
+
+#[cfg(test)]
+mod tests;

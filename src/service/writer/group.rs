@@ -1,0 +1,229 @@
+//! Group commit. Accepted payments and new registrations wait in a group
+//! that is written in one store transaction (synchronous=FULL: one fsync for
+//! all of them), and only then answered: an answer still means durable. One
+//! fsync per update capped the tower at about a thousand updates a second.
+//!
+//! The writer commits the group when its queue runs dry, when the group is
+//! full ([`MAX_GROUP`]), or before any input that does not join a group (a
+//! chain event, a read, a close), so everything else sees the store and the
+//! engine agree.
+
+use tokio::sync::oneshot;
+
+use super::Writer;
+use crate::engine::{Action, PaymentRecord, RegisteredChannel};
+use crate::error::Refusal;
+use crate::service::{ChannelView, PaymentReply};
+use crate::store::NewChannel;
+
+/// The most answers one group commit holds: bounds the wait of the first.
+pub(super) const MAX_GROUP: usize = 256;
+
+/// Where a payment's answer goes.
+pub(super) type PaymentReplyTo = oneshot::Sender<Result<PaymentReply, Refusal>>;
+/// Where a registration's answer goes (the channel, and whether it is new).
+pub(super) type RegisterReplyTo = oneshot::Sender<Result<(ChannelView, bool), Refusal>>;
+
+/// What the next group commit writes and answers.
+#[derive(Default)]
+pub(super) struct Group {
+    changes: Vec<Change>,
+    answers: Vec<Answer>,
+}
+
+/// A change the engine decided and the store does not hold yet.
+enum Change {
+    /// Applied to the engine already (the next payment on the channel must
+    /// see it); written with its actions.
+    Payment {
+        key: i64,
+        record: PaymentRecord,
+        actions: Vec<Action>,
+    },
+    /// Applied to the engine inside the transaction, once the store has
+    /// given the channel its key.
+    Registration {
+        merchant_id: i64,
+        merchant_name: String,
+        new: Box<RegisteredChannel>,
+    },
+}
+
+enum Answer {
+    Payment {
+        key: i64,
+        sequence: u64,
+        merchant_amount: u64,
+        reply: PaymentReplyTo,
+    },
+    /// The registration at this index of the group's changes.
+    Registration { change: usize, reply: RegisterReplyTo },
+}
+
+impl Group {
+    pub(super) fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
+    /// An accepted payment, applied to the engine with these actions.
+    pub(super) fn payment(
+        &mut self,
+        key: i64,
+        record: PaymentRecord,
+        actions: Vec<Action>,
+        reply: PaymentReplyTo,
+    ) {
+        self.answer_payment(key, record.sequence, record.merchant_amount, reply);
+        self.changes.push(Change::Payment { key, record, actions });
+    }
+
+    /// An answer to a payment that changes nothing (an identical repeat of
+    /// a state that may itself still be in the group).
+    pub(super) fn answer_payment(
+        &mut self,
+        key: i64,
+        sequence: u64,
+        merchant_amount: u64,
+        reply: PaymentReplyTo,
+    ) {
+        self.answers.push(Answer::Payment {
+            key,
+            sequence,
+            merchant_amount,
+            reply,
+        });
+    }
+
+    pub(super) fn registration(
+        &mut self,
+        merchant_id: i64,
+        merchant_name: String,
+        new: Box<RegisteredChannel>,
+        reply: RegisterReplyTo,
+    ) {
+        self.answers.push(Answer::Registration {
+            change: self.changes.len(),
+            reply,
+        });
+        self.changes.push(Change::Registration {
+            merchant_id,
+            merchant_name,
+            new,
+        });
+    }
+
+    /// The latest payment of channel `key` waiting in the group.
+    pub(super) fn latest_payment(&self, key: i64) -> Option<&PaymentRecord> {
+        self.changes.iter().rev().find_map(|c| match c {
+            Change::Payment { key: k, record, .. } if *k == key => Some(record),
+            _ => None,
+        })
+    }
+
+    /// Whether a registration of channel `id` waits in the group.
+    pub(super) fn registers(&self, id: &str) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c, Change::Registration { new, .. } if new.channel.id == id))
+    }
+}
+
+impl Writer {
+    /// Writes the group in one transaction, then answers it. A failed
+    /// commit fails every answer and stops the writer: the engine already
+    /// holds the group's payments, the store does not, and a restart
+    /// rebuilds the engine from the store.
+    pub(super) fn commit_group(&mut self) -> anyhow::Result<()> {
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        let Group { changes, answers } = std::mem::take(&mut self.group);
+        let tower = &mut self.tower;
+        let committed = self.store.write(|tx| {
+            let (mut keys, mut all_actions, mut broadcasts) = (Vec::new(), Vec::new(), Vec::new());
+            for change in changes {
+                match change {
+                    Change::Payment { key, record, actions } => {
+                        tx.insert_payment(key, &record)?;
+                        broadcasts.extend(Self::apply(tx, tower, &actions)?);
+                        all_actions.extend(actions);
+                        keys.push(key);
+                    }
+                    Change::Registration {
+                        merchant_id,
+                        merchant_name,
+                        new,
+                    } => {
+                        let RegisteredChannel {
+                            mut channel,
+                            terms,
+                            payout_script,
+                            announcement,
+                        } = *new;
+                        let id = channel.id.clone();
+                        let record = NewChannel {
+                            address: &id,
+                            merchant_id,
+                            script: &terms.script,
+                            merchant_key_origin: terms.merchant_key_origin.as_ref(),
+                            payout_script: &payout_script,
+                            announcement: &announcement,
+                            capacity: terms.capacity(),
+                            broadcast_height: channel.broadcast_height,
+                            warning_height: channel.warning_height,
+                        };
+                        // The row id is the engine's key.
+                        let key = tx.insert_channel(&record, &channel)?;
+                        channel.key = key;
+                        let actions = tower.apply_registration(channel);
+                        broadcasts.extend(Self::apply(tx, tower, &actions)?);
+                        all_actions.extend(actions);
+                        keys.push(key);
+                        tracing::info!(channel = %id, merchant = %merchant_name, capacity = terms.capacity(), "channel registered");
+                    }
+                }
+            }
+            Ok((keys, all_actions, broadcasts))
+        });
+        let (keys, actions, broadcasts) = match committed {
+            Ok(committed) => committed,
+            Err(e) => {
+                let refusal = Refusal::internal(&e);
+                for answer in answers {
+                    match answer {
+                        Answer::Payment { reply, .. } => drop(reply.send(Err(refusal.clone()))),
+                        Answer::Registration { reply, .. } => drop(reply.send(Err(refusal.clone()))),
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        self.metrics.group_committed(answers.len());
+        self.after_commit(&actions, broadcasts);
+        for answer in answers {
+            match answer {
+                Answer::Payment {
+                    key,
+                    sequence,
+                    merchant_amount,
+                    reply,
+                } => {
+                    let answer = self.view_of(key).map(|channel| PaymentReply {
+                        channel,
+                        sequence,
+                        merchant_amount,
+                    });
+                    let _ = reply.send(answer);
+                }
+                Answer::Registration { change, reply } => {
+                    let _ = reply.send(self.view_of(keys[change]).map(|view| (view, true)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
