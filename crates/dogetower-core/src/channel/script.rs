@@ -290,14 +290,24 @@ impl ChannelScript {
                     locktime = Some(Locktime::from_consensus(value));
                 }
                 (Element::Key(slot), Instruction::PushBytes(bytes)) if bytes.len() == 33 => {
-                    let key = PublicKey::from_slice(bytes.as_bytes()).map_err(|_| {
-                        mismatch(
-                            index,
-                            offset,
-                            element.describe(),
-                            "33 bytes that are not a valid public key".into(),
-                        )
-                    })?;
+                    // The payer's key is in the script twice: decompressing
+                    // a key is most of a parse (and of a tower's start with a
+                    // million channels), so the same bytes are parsed once.
+                    let parsed_before = [payer, key_a, key_b]
+                        .into_iter()
+                        .flatten()
+                        .find(|k: &PublicKey| k.inner.serialize() == bytes.as_bytes());
+                    let key = parsed_before
+                        .map(Ok)
+                        .unwrap_or_else(|| PublicKey::from_slice(bytes.as_bytes()))
+                        .map_err(|_| {
+                            mismatch(
+                                index,
+                                offset,
+                                element.describe(),
+                                "33 bytes that are not a valid public key".into(),
+                            )
+                        })?;
                     match slot {
                         Slot::Payer => payer = Some(key),
                         Slot::A => key_a = Some(key),
