@@ -177,10 +177,11 @@ impl<'a> Inspection<'a> {
             Some(Err(mismatch)) => violations.push(Violation::UnsupportedScript(mismatch.clone())),
             Some(Ok(channel)) => {
                 if let Some(expected) = self.merchant_key {
-                    if expected != channel.merchant {
+                    if expected != channel.merchant() {
                         violations.push(Violation::UnknownMerchantKey(format!(
                             "the script's merchant key is {}, not {}",
-                            channel.merchant, expected
+                            channel.merchant(),
+                            expected
                         )));
                     }
                 }
@@ -200,7 +201,7 @@ impl<'a> Inspection<'a> {
                     let payout = self
                         .payout
                         .clone()
-                        .unwrap_or_else(|| ScriptBuf::new_p2pkh(&channel.merchant.pubkey_hash()));
+                        .unwrap_or_else(|| ScriptBuf::new_p2pkh(&channel.merchant().pubkey_hash()));
                     let check = PaymentCheck {
                         terms: &t,
                         payout_script: &payout,
@@ -225,8 +226,8 @@ impl<'a> Inspection<'a> {
                 "redeem_script": c.redeem_script().to_hex_string(),
                 "locktime": c.locktime.to_consensus(),
                 "locktime_kind": c.locktime.kind_str(),
-                "payer_pubkey": c.payer.to_string(),
-                "merchant_pubkey": c.merchant.to_string(),
+                "payer_pubkey": c.payer().to_string(),
+                "merchant_pubkey": c.merchant().to_string(),
                 "merchant_is_key_a": c.merchant_is_key_a(),
             }),
             _ => serde_json::Value::Null,
@@ -322,8 +323,8 @@ impl<'a> Inspection<'a> {
         let secp = Secp256k1::verification_only();
         let psbt = self.psbt();
         let role_of = |key: &PublicKey| match script {
-            Some(s) if *key == s.payer => "payer",
-            Some(s) if *key == s.merchant => "merchant",
+            Some(s) if *key == s.payer() => "payer",
+            Some(s) if *key == s.merchant() => "merchant",
             _ => "unknown",
         };
         let mut out: Vec<SigReport> = psbt

@@ -51,8 +51,8 @@ impl ChannelView {
             locktime: script.locktime.to_consensus(),
             locktime_kind: script.locktime.kind_str(),
             deadline_height: channel.broadcast_height,
-            payer_pubkey: script.payer.to_string(),
-            merchant_pubkey: script.merchant.to_string(),
+            payer_pubkey: script.payer().to_string(),
+            merchant_pubkey: script.merchant().to_string(),
             funding: channel
                 .funding
                 .iter()

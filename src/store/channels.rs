@@ -482,7 +482,7 @@ fn channel_of<'a>(
 fn tracked_from_row(row: &Row<'_>) -> Result<TrackedChannel> {
     let state: String = row.get(3)?;
     let redeem: Vec<u8> = row.get(4)?;
-    let script = ChannelScript::parse(bitcoin::Script::from_bytes(&redeem))
+    let script = ChannelScript::parse_stored(bitcoin::Script::from_bytes(&redeem))
         .map_err(|_| StoreError::Corrupt("channels.redeem_script"))?;
     let undo_state: Option<String> = row.get(16)?;
     let undo_height: Option<u32> = row.get(17)?;
@@ -550,7 +550,7 @@ mod tests {
     fn a_channel_round_trips_through_the_store() {
         let mut store = Store::open_in_memory().unwrap();
         let (terms, funding_tx) = channel_fixture();
-        let payout = ScriptBuf::new_p2pkh(&terms.script.merchant.pubkey_hash());
+        let payout = ScriptBuf::new_p2pkh(&terms.script.merchant().pubkey_hash());
         let key = store
             .write(|tx| {
                 let merchant = tx.insert_merchant("shop", Some("addr"), CustodyMode::Signer, Some("/k"))?;
@@ -623,7 +623,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("store.sqlite")).unwrap();
         let (terms, _) = channel_fixture();
-        let payout = ScriptBuf::new_p2pkh(&terms.script.merchant.pubkey_hash());
+        let payout = ScriptBuf::new_p2pkh(&terms.script.merchant().pubkey_hash());
         let merchant = store
             .write(|tx| tx.insert_merchant("shop", None, CustodyMode::Presigned, None))
             .unwrap();

@@ -86,13 +86,13 @@ pub fn finalize_close(
         }
         let merchant_sig = match custody {
             Custody::Presigned => {
-                let sig = partial_sig(psbt, index, Signer::Merchant, &script.merchant)?;
+                let sig = partial_sig(psbt, index, Signer::Merchant, &script.merchant())?;
                 check_signature(
                     &secp,
                     &psbt.unsigned_tx,
                     index,
                     script.redeem_script(),
-                    &script.merchant,
+                    &script.merchant(),
                     &sig,
                 )
                 .map_err(|problem| CloseError::Signature {
@@ -107,7 +107,7 @@ pub fn finalize_close(
                     .merchant_key_origin
                     .as_ref()
                     .ok_or(CloseError::NoKeyOrigin)?;
-                let secret = signer.key_for(&script.merchant, origin)?;
+                let secret = signer.key_for(&script.merchant(), origin)?;
                 sign_input(
                     signer.secp(),
                     &psbt.unsigned_tx,
@@ -125,13 +125,13 @@ pub fn finalize_close(
         merchant_sigs.push(merchant_sig);
     }
     for (index, merchant_sig) in merchant_sigs.into_iter().enumerate() {
-        let payer_sig = partial_sig(psbt, index, Signer::Payer, &script.payer)?;
+        let payer_sig = partial_sig(psbt, index, Signer::Payer, &script.payer())?;
         check_signature(
             &secp,
             &psbt.unsigned_tx,
             index,
             script.redeem_script(),
-            &script.payer,
+            &script.payer(),
             &payer_sig,
         )
         .map_err(|problem| CloseError::Signature {

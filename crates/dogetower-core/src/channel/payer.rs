@@ -226,7 +226,7 @@ fn channel_input(script: &ChannelScript, funding: &Funding, merchant_origin: Opt
     if let Some(origin) = merchant_origin {
         input
             .bip32_derivation
-            .insert(script.merchant.inner, origin.clone());
+            .insert(script.merchant().inner, origin.clone());
     }
     input
 }

@@ -10,6 +10,7 @@
 //! multisig key is the merchant's.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use bitcoin::opcodes::all::*;
 use bitcoin::opcodes::Opcode;
@@ -176,18 +177,32 @@ pub enum BuildError {
 }
 
 /// A parsed channel redeem script: the template and the parts it binds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The keys are kept as the script holds them (33 bytes) and turned into
+/// points on first use: decompressing a key (a field square root) was most
+/// of a tower's start with a million stored channels, and most channels are
+/// never paid or closed between two starts.
+#[derive(Debug, Clone)]
 pub struct ChannelScript {
     pub template: Template,
     pub locktime: Locktime,
-    pub payer: PublicKey,
-    pub merchant: PublicKey,
+    payer_key: [u8; 33],
+    merchant_key: [u8; 33],
     /// The merchant's key is the first multisig key ([`ChannelScript::key_a`]).
-    /// A flag rather than two more copies of the keys: a million tracked
-    /// channels each hold one of these.
     merchant_first: bool,
+    /// (payer, merchant) as points, once asked for.
+    points: OnceLock<Box<(PublicKey, PublicKey)>>,
     redeem_script: ScriptBuf,
 }
+
+/// Every part is read from the redeem script's bytes, so they decide.
+impl PartialEq for ChannelScript {
+    fn eq(&self, other: &Self) -> bool {
+        self.redeem_script == other.redeem_script
+    }
+}
+
+impl Eq for ChannelScript {}
 
 impl ChannelScript {
     /// Builds the redeem script of `template`. `payer_first` puts the payer's
@@ -226,16 +241,28 @@ impl ChannelScript {
         Ok(ChannelScript {
             template,
             locktime,
-            payer,
-            merchant,
+            payer_key: payer.inner.serialize(),
+            merchant_key: merchant.inner.serialize(),
             merchant_first: !payer_first,
+            points: OnceLock::from(Box::new((payer, merchant))),
             redeem_script: builder.into_script(),
         })
     }
 
     /// Parses a redeem script, naming the first instruction that matches
-    /// neither template.
+    /// neither template; every key must be a valid point.
     pub fn parse(script: &Script) -> Result<Self, ScriptMismatch> {
+        Self::parse_checking(script, true)
+    }
+
+    /// Parses a redeem script the tower stored itself, after [`ChannelScript::parse`]
+    /// accepted it at registration: the keys are not decompressed (checked)
+    /// until they are used.
+    pub fn parse_stored(script: &Script) -> Result<Self, ScriptMismatch> {
+        Self::parse_checking(script, false)
+    }
+
+    fn parse_checking(script: &Script, check_keys: bool) -> Result<Self, ScriptMismatch> {
         // Both templates start with OP_IF; the second instruction tells them apart.
         let template = match script.instructions().nth(1) {
             Some(Ok(Instruction::Op(OP_PUSHNUM_2))) => Template::Classic,
@@ -290,24 +317,15 @@ impl ChannelScript {
                     locktime = Some(Locktime::from_consensus(value));
                 }
                 (Element::Key(slot), Instruction::PushBytes(bytes)) if bytes.len() == 33 => {
-                    // The payer's key is in the script twice: decompressing
-                    // a key is most of a parse (and of a tower's start with a
-                    // million channels), so the same bytes are parsed once.
-                    let parsed_before = [payer, key_a, key_b]
-                        .into_iter()
-                        .flatten()
-                        .find(|k: &PublicKey| k.inner.serialize() == bytes.as_bytes());
-                    let key = parsed_before
-                        .map(Ok)
-                        .unwrap_or_else(|| PublicKey::from_slice(bytes.as_bytes()))
-                        .map_err(|_| {
-                            mismatch(
-                                index,
-                                offset,
-                                element.describe(),
-                                "33 bytes that are not a valid public key".into(),
-                            )
-                        })?;
+                    let key: [u8; 33] = bytes.as_bytes().try_into().expect("33 bytes");
+                    if check_keys && PublicKey::from_slice(&key).is_err() {
+                        return Err(mismatch(
+                            index,
+                            offset,
+                            element.describe(),
+                            "33 bytes that are not a valid public key".into(),
+                        ));
+                    }
                     match slot {
                         Slot::Payer => payer = Some(key),
                         Slot::A => key_a = Some(key),
@@ -359,17 +377,43 @@ impl ChannelScript {
                 index,
                 offset,
                 expected.into(),
-                format!("keys {key_a} and {key_b}"),
+                format!(
+                    "keys {} and {}",
+                    bitcoin::hex::DisplayHex::to_lower_hex_string(&key_a[..]),
+                    bitcoin::hex::DisplayHex::to_lower_hex_string(&key_b[..])
+                ),
             ));
         };
 
         Ok(ChannelScript {
             template,
             locktime,
-            payer,
-            merchant,
+            payer_key: payer,
+            merchant_key: merchant,
             merchant_first: merchant == key_a,
+            points: OnceLock::new(),
             redeem_script: script.to_owned(),
+        })
+    }
+
+    /// The payer's key.
+    pub fn payer(&self) -> PublicKey {
+        self.points().0
+    }
+
+    /// The merchant's key.
+    pub fn merchant(&self) -> PublicKey {
+        self.points().1
+    }
+
+    fn points(&self) -> &(PublicKey, PublicKey) {
+        self.points.get_or_init(|| {
+            // Checked by `parse` or `build` before the script was accepted;
+            // a stored script that fails here was corrupted on disk.
+            let point = |key: &[u8; 33]| {
+                PublicKey::from_slice(key).expect("a key checked when the channel was registered")
+            };
+            Box::new((point(&self.payer_key), point(&self.merchant_key)))
         })
     }
 
@@ -395,18 +439,18 @@ impl ChannelScript {
     /// The first multisig key; signatures go in multisig key order.
     pub fn key_a(&self) -> PublicKey {
         if self.merchant_first {
-            self.merchant
+            self.merchant()
         } else {
-            self.payer
+            self.payer()
         }
     }
 
     /// The second multisig key.
     pub fn key_b(&self) -> PublicKey {
         if self.merchant_first {
-            self.payer
+            self.payer()
         } else {
-            self.merchant
+            self.merchant()
         }
     }
 }
@@ -468,8 +512,8 @@ impl fmt::Display for ChannelScript {
             self.template.as_str(),
             self.locktime.kind_str(),
             self.locktime.to_consensus(),
-            self.payer,
-            self.merchant
+            self.payer(),
+            self.merchant()
         )
     }
 }
@@ -492,16 +536,16 @@ mod tests {
         let parsed = ChannelScript::parse(&script).unwrap();
         assert_eq!(parsed.template, Template::Canonical);
         assert_eq!(parsed.locktime, Locktime::Height(144));
-        assert_eq!(parsed.payer, parsed.key_a());
+        assert_eq!(parsed.payer(), parsed.key_a());
         assert_eq!(
-            parsed.merchant.to_string(),
+            parsed.merchant().to_string(),
             "0397575d5f24128dd45086af52624f0a8d6169c1356f96fe12e78632a5c24bb5f0"
         );
         let rebuilt = ChannelScript::build(
             Template::Canonical,
             Locktime::Height(144),
-            parsed.payer,
-            parsed.merchant,
+            parsed.payer(),
+            parsed.merchant(),
             true,
         )
         .unwrap();
@@ -544,8 +588,8 @@ mod tests {
                     .unwrap();
                     let parsed = ChannelScript::parse(built.redeem_script()).unwrap();
                     assert_eq!(parsed, built, "{template:?} {lt}");
-                    assert_eq!(parsed.payer, key(1));
-                    assert_eq!(parsed.merchant, key(2));
+                    assert_eq!(parsed.payer(), key(1));
+                    assert_eq!(parsed.merchant(), key(2));
                     assert_eq!(parsed.merchant_is_key_a(), !payer_first);
                 }
             }
@@ -585,6 +629,40 @@ mod tests {
             .unwrap()
             .redeem_script()
             .to_bytes()
+    }
+
+    /// A stored script is read without decompressing its keys; they are
+    /// the same keys once asked for. Only `parse` (registration) checks
+    /// that the 33 bytes are points at all.
+    #[test]
+    fn a_stored_script_gives_the_same_keys_without_checking_them_up_front() {
+        for payer_first in [true, false] {
+            let built = ChannelScript::build(
+                Template::Canonical,
+                Locktime::Height(1_000),
+                key(1),
+                key(2),
+                payer_first,
+            )
+            .unwrap();
+            let stored = ChannelScript::parse_stored(built.redeem_script()).unwrap();
+            assert_eq!(stored, built);
+            assert_eq!((stored.payer(), stored.merchant()), (key(1), key(2)));
+            assert_eq!((stored.key_a(), stored.key_b()), (built.key_a(), built.key_b()));
+            assert_eq!(stored.locktime, Locktime::Height(1_000));
+        }
+        // The merchant's key replaced by 33 bytes that are no point (x = 0
+        // is not on the curve): refused at registration, read as stored.
+        let mut bytes =
+            ChannelScript::build(Template::Canonical, Locktime::Height(1_000), key(1), key(2), true)
+                .unwrap()
+                .redeem_script()
+                .to_bytes();
+        let merchant = key(2).inner.serialize();
+        let at = bytes.windows(33).position(|w| w == merchant).unwrap();
+        bytes[at + 1..at + 33].fill(0);
+        assert!(ChannelScript::parse(Script::from_bytes(&bytes)).is_err());
+        assert!(ChannelScript::parse_stored(Script::from_bytes(&bytes)).is_ok());
     }
 
     #[test]

@@ -129,25 +129,26 @@ pub fn validate_announcement(
             let origin = psbt
                 .inputs
                 .iter()
-                .find_map(|i| i.bip32_derivation.get(&script.merchant.inner))
+                .find_map(|i| i.bip32_derivation.get(&script.merchant().inner))
                 .ok_or_else(|| {
                     Violation::UnknownMerchantKey(format!(
                         "no input has a bip32_derivation entry for the merchant key {}",
-                        script.merchant
+                        script.merchant()
                     ))
                 })?;
             signer
-                .key_for(&script.merchant, origin)
+                .key_for(&script.merchant(), origin)
                 .map_err(|e| Violation::UnknownMerchantKey(e.to_string()))?;
             Some(origin.clone())
         }
         Custody::Presigned => None,
     };
     if let Some(expected) = check.expected_merchant_key {
-        if expected != script.merchant {
+        if expected != script.merchant() {
             return Err(Violation::UnknownMerchantKey(format!(
                 "the script's merchant key is {}, but this channel was given {}",
-                script.merchant, expected
+                script.merchant(),
+                expected
             )));
         }
     }
@@ -262,9 +263,9 @@ pub fn check_payment(
     violations.extend(amount_violation(merchant_amount, check.latest_amount));
 
     let secp = Secp256k1::verification_only();
-    let mut signers = vec![(Signer::Payer, script.payer)];
+    let mut signers = vec![(Signer::Payer, script.payer())];
     if check.presigned {
-        signers.push((Signer::Merchant, script.merchant));
+        signers.push((Signer::Merchant, script.merchant()));
     }
     for index in 0..tx.input.len() {
         for (signer, key) in &signers {

@@ -247,7 +247,7 @@ fn the_payout_address_comes_from_the_request_or_the_merchants_default() {
         desk.tower.decide_registration(&request),
         Ok(RegistrationDecision::New(_))
     ));
-    let mainnet = Address::p2pkh(Network::Mainnet, &desk.script.merchant).to_string();
+    let mainnet = Address::p2pkh(Network::Mainnet, &desk.script.merchant()).to_string();
     for bad in ["not an address", mainnet.as_str()] {
         let request = RegistrationRequest {
             payout_address: Some(bad),
@@ -284,7 +284,7 @@ fn merchant_pubkey_must_be_hex_and_the_channels_key() {
         refusal_code(with_key(&other.to_string())),
         ErrorCode::UnknownMerchantKey
     );
-    assert!(with_key(&desk.script.merchant.to_string()).is_ok());
+    assert!(with_key(&desk.script.merchant().to_string()).is_ok());
 }
 
 #[test]
@@ -392,7 +392,7 @@ fn a_payment_that_breaks_a_rule_is_refused_with_its_code() {
     let mut desk = Desk::new(false);
     desk.register();
     let mut unsigned_by_merchant = desk.payment(5_000_000);
-    let merchant_key = desk.script.merchant;
+    let merchant_key = desk.script.merchant();
     unsigned_by_merchant.psbt.inputs[0]
         .partial_sigs
         .remove(&merchant_key);

@@ -201,7 +201,7 @@ impl Scene {
     }
 
     fn pay(&mut self, amount: u64) -> Vec<Action> {
-        let merchant_pub = self.terms.script.merchant;
+        let merchant_pub = self.terms.script.merchant();
         let outputs = vec![
             TxOut {
                 value: Amount::from_sat(amount),
