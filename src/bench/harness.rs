@@ -407,7 +407,8 @@ pub async fn fund(
 #[derive(Clone)]
 pub struct Request {
     pub path: String,
-    pub body: axum::body::Bytes,
+    /// A JSON body to POST; `None`: a GET.
+    pub body: Option<axum::body::Bytes>,
 }
 
 /// What a load of prepared requests did.
@@ -430,7 +431,7 @@ impl Load {
     }
 }
 
-/// POSTs each client's requests in order (bearer `token`, JSON bodies),
+/// Sends each client's requests in order (bearer `token`, JSON bodies),
 /// one keep-alive connection per client, all clients at once; a request
 /// is measured from sending to the whole answer read. Clients stop sending
 /// after `limit`.
@@ -461,13 +462,15 @@ pub async fn drive(
                     break;
                 }
                 let sent = Instant::now();
-                let answer = http
-                    .post(format!("{base}{}", request.path))
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(request.body)
-                    .send()
-                    .await;
+                let url = format!("{base}{}", request.path);
+                let call = match request.body {
+                    Some(body) => http
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body),
+                    None => http.get(url),
+                };
+                let answer = call.bearer_auth(&token).send().await;
                 let outcome = match answer {
                     Ok(r) => {
                         let status = r.status().as_u16();

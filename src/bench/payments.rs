@@ -97,6 +97,9 @@ fn amount(round: u32) -> u64 {
 struct Figure {
     rate: f64,
     p99_ms: f64,
+    /// Authenticated `GET /v1/status` answers/s from the same clients: what
+    /// the HTTP stack, the token check and the clients cost without a payment.
+    round_trips: f64,
 }
 
 async fn one_run(
@@ -132,7 +135,7 @@ async fn one_run(
                 c,
                 Request {
                     path: format!("/v1/channels/{}/payments", seed.id),
-                    body: body.into(),
+                    body: Some(body.into()),
                 },
             )
         })
@@ -157,6 +160,21 @@ async fn one_run(
         "{channels} channels: tower ready in {:.1}s; {updates} updates from {clients} clients",
         ready.as_secs_f64()
     ));
+    // The API's own ceiling on this machine, measured first: the same
+    // clients asking for the status instead of paying.
+    let status_calls: Vec<Vec<Request>> = (0..clients)
+        .map(|_| {
+            (0..(updates / clients).clamp(10, 2_000))
+                .map(|_| Request {
+                    path: "/v1/status".into(),
+                    body: None,
+                })
+                .collect()
+        })
+        .collect();
+    let round_trips = drive(&base, &token, status_calls, 200, Duration::from_secs(10))
+        .await?
+        .rate();
     let mut load = drive(&base, &token, per_client, 200, limit).await?;
     // Every update the tower answered is durable: the channel's sequence
     // says how many of channel 0's updates it took.
@@ -187,6 +205,7 @@ async fn one_run(
             "seed_secs": super::report::round(seed_secs, 1),
             "prebuild_secs": super::report::round(build_secs, 1),
             "start_to_ready_secs": super::report::round(ready.as_secs_f64(), 2),
+            "status_answers_per_sec_same_clients": super::report::round(round_trips, 0),
             "store_bytes": tower_dir.store_bytes(),
             "check_channel_0": checked,
         }),
@@ -195,6 +214,7 @@ async fn one_run(
     Ok(Figure {
         rate: load.rate(),
         p99_ms: p99,
+        round_trips,
     })
 }
 
@@ -242,6 +262,18 @@ pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
         );
         report.row(
             Row::new(format!("p99 latency, {channels} channels"), f.p99_ms, "ms").goal(Want::AtMost, 20.0),
+        );
+        report.row(
+            Row::new(
+                format!("payment updates, {channels} channels, against the API's own ceiling"),
+                f.rate,
+                "updates/s",
+            )
+            .rate_limit(
+                "GET /v1/status answers/s, same clients",
+                f.round_trips,
+                "answers/s",
+            ),
         );
     }
     let (a, b) = (&figures[0], &figures[1]);

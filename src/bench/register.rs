@@ -69,7 +69,7 @@ pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
         let body = format!("{{\"psbt\":\"{}\"}}", encode_base64(&psbt));
         per_client[i % clients as usize].push(Request {
             path: "/v1/channels".into(),
-            body: body.into(),
+            body: Some(body.into()),
         });
     }
 
