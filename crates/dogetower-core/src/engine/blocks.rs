@@ -136,7 +136,7 @@ impl Tower {
         out: &mut Out,
     ) {
         if let Some(keys) = self.idx.funding_txids.get(&txid).cloned() {
-            for key in keys {
+            for &key in keys.as_slice() {
                 self.funding_seen(key, txid, tx, block, out);
             }
         }
@@ -144,7 +144,7 @@ impl Tower {
             let Some(watches) = self.idx.watched.get(&input.previous_output).cloned() else {
                 continue;
             };
-            for watch in watches {
+            for &watch in watches.as_slice() {
                 match watch {
                     Watch::FundingOutput(key) => {
                         self.funding_spent(key, txid, tx, input.previous_output, block, out)

@@ -172,12 +172,46 @@ enum Watch {
     FundingInput { key: i64, funding_txid: Txid },
 }
 
+/// The values under one index key: nearly always exactly one, held without
+/// a heap block of its own (a `Vec` per watched outpoint was ~64 bytes of
+/// heap for each of two million outpoints at a million channels).
+#[derive(Debug, Clone)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Copy> OneOrMany<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(value) => std::slice::from_ref(value),
+            OneOrMany::Many(values) => values,
+        }
+    }
+
+    /// Adds `value` under `key` in `map`.
+    fn add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, OneOrMany<T>>, key: K, value: T) {
+        match map.entry(key) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(OneOrMany::One(value));
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let values = slot.get_mut();
+                match values {
+                    OneOrMany::One(first) => *values = OneOrMany::Many(vec![*first, value]),
+                    OneOrMany::Many(all) => all.push(value),
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Indexes {
     /// Channel id (P2SH address) → key, for events that name a channel.
     by_id: HashMap<String, i64>,
-    watched: HashMap<OutPoint, Vec<Watch>>,
-    funding_txids: HashMap<Txid, Vec<i64>>,
+    watched: HashMap<OutPoint, OneOrMany<Watch>>,
+    funding_txids: HashMap<Txid, OneOrMany<i64>>,
     /// Height → channels with something to do at that height (lazy: entries
     /// are re-checked when they come due).
     broadcast_due: BTreeMap<u32, BTreeSet<i64>>,
@@ -198,18 +232,16 @@ impl Indexes {
         self.by_id.insert(channel.id.clone(), key);
         if channel.state.is_live() || channel.state == ChannelState::Closing {
             for f in &channel.funding {
-                self.watched
-                    .entry(f.outpoint)
-                    .or_default()
-                    .push(Watch::FundingOutput(key));
+                OneOrMany::add(&mut self.watched, f.outpoint, Watch::FundingOutput(key));
             }
             for (funding_txid, inputs) in &channel.funding_inputs {
-                self.funding_txids.entry(*funding_txid).or_default().push(key);
+                OneOrMany::add(&mut self.funding_txids, *funding_txid, key);
                 for input in inputs {
-                    self.watched.entry(*input).or_default().push(Watch::FundingInput {
+                    let watch = Watch::FundingInput {
                         key,
                         funding_txid: *funding_txid,
-                    });
+                    };
+                    OneOrMany::add(&mut self.watched, *input, watch);
                 }
             }
         }

@@ -771,3 +771,15 @@ fn a_restored_channel_is_rechecked_only_while_it_waits_for_a_depth() {
     );
     assert!(actions.iter().all(|a| !matches!(a, Action::Save { key: 2 })));
 }
+
+#[test]
+fn an_index_key_holds_one_value_inline_and_more_in_a_list() {
+    let mut map: HashMap<u8, OneOrMany<i64>> = HashMap::new();
+    OneOrMany::add(&mut map, 1, 10);
+    assert!(matches!(map[&1], OneOrMany::One(10)));
+    OneOrMany::add(&mut map, 1, 11);
+    OneOrMany::add(&mut map, 1, 12);
+    OneOrMany::add(&mut map, 2, 20);
+    assert_eq!(map[&1].as_slice(), [10, 11, 12]);
+    assert_eq!(map[&2].as_slice(), [20]);
+}
