@@ -169,7 +169,7 @@ impl Tower {
             }
             return Err(already_registered(&id));
         }
-        if self.idx.by_id.contains_key(&id) {
+        if self.tracked_by_id(&id).is_some() {
             // Tracked but not found by the caller: never store it twice.
             return Err(already_registered(&id));
         }

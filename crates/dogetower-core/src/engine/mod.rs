@@ -22,6 +22,7 @@ mod table;
 mod totals;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 
 use bitcoin::{OutPoint, Transaction, Txid};
 
@@ -208,8 +209,12 @@ impl<T: Copy> OneOrMany<T> {
 
 #[derive(Default)]
 struct Indexes {
-    /// Channel id (P2SH address) → key, for events that name a channel.
-    by_id: HashMap<String, i64>,
+    /// Channel id (P2SH address) → key, for events that name a channel:
+    /// keyed by a hash of the id, each hit checked against the channel's own
+    /// id, so the index holds no second copy of a million id strings.
+    by_id: HashMap<u64, OneOrMany<i64>>,
+    /// The hasher of `by_id` (random keys: ids cannot be chosen to collide).
+    id_hasher: std::collections::hash_map::RandomState,
     watched: HashMap<OutPoint, OneOrMany<Watch>>,
     funding_txids: HashMap<Txid, OneOrMany<i64>>,
     /// Height → channels with something to do at that height (lazy: entries
@@ -229,7 +234,8 @@ impl Indexes {
     /// Indexes a channel the engine starts tracking.
     fn add(&mut self, channel: &TrackedChannel) {
         let key = channel.key;
-        self.by_id.insert(channel.id.clone(), key);
+        let hash = self.id_hasher.hash_one(channel.id.as_str());
+        OneOrMany::add(&mut self.by_id, hash, key);
         if channel.state.is_live() || channel.state == ChannelState::Closing {
             for f in &channel.funding {
                 OneOrMany::add(&mut self.watched, f.outpoint, Watch::FundingOutput(key));
@@ -323,8 +329,17 @@ impl Tower {
 
     /// The merchant of the channel with this id (its P2SH address).
     pub fn merchant_of(&self, channel_id: &str) -> Option<i64> {
-        let key = self.idx.by_id.get(channel_id)?;
-        self.channels.get(key).map(|c| c.merchant_id)
+        self.tracked_by_id(channel_id).map(|c| c.merchant_id)
+    }
+
+    /// The tracked channel with this id.
+    fn tracked_by_id(&self, channel_id: &str) -> Option<&TrackedChannel> {
+        let hash = self.idx.id_hasher.hash_one(channel_id);
+        let keys = self.idx.by_id.get(&hash)?;
+        keys.as_slice()
+            .iter()
+            .filter_map(|key| self.channels.get(key))
+            .find(|c| c.id == channel_id)
     }
 
     /// Totals over every tracked channel for `/v1/status` and the metrics;
