@@ -11,6 +11,10 @@
 //! transaction per input (which writes nothing for a transaction that
 //! touches no channel).
 //!
+//! Then a burst (`bench::burst`): the devnet announces `--burst`
+//! transactions at once while clients pay through the API, and the tower's
+//! counters say how many were received and lost.
+//!
 //! Limits: the raw ZMQ receive rate (a bare SUB socket counting the same
 //! messages from the same publisher), and rust-bitcoin's decode alone on
 //! the same messages on one thread (for decode + match on one thread).
@@ -23,6 +27,7 @@ use anyhow::Context as _;
 use bitcoin::Transaction;
 use serde_json::json;
 
+use super::burst;
 use super::harness::progress;
 use super::limits::{self, publish_and_time, Publisher};
 use super::population::{engine, Plan};
@@ -45,6 +50,24 @@ pub struct Args {
     /// Distinct transactions (the messages cycle through them) [default: 100000].
     #[arg(long)]
     pub distinct: Option<u64>,
+    /// Transactions the devnet announces at once while clients pay [default: 10000].
+    #[arg(long)]
+    pub burst: Option<u64>,
+    /// Clients paying through the API during the burst [default: 16].
+    #[arg(long)]
+    pub burst_clients: Option<u64>,
+    /// Open channels they pay on [default: 1000].
+    #[arg(long)]
+    pub burst_channels: Option<u64>,
+    /// Payment updates prepared for the burst (the clients stop when it is drained) [default: 30000].
+    #[arg(long)]
+    pub burst_updates: Option<u64>,
+    /// The paces of the bursts, one burst each, per second; 0 = back to back [default: 0,100000,50000].
+    #[arg(long, value_delimiter = ',')]
+    pub burst_rates: Option<Vec<u64>>,
+    /// Run only the burst.
+    #[arg(long)]
+    pub burst_only: bool,
 }
 
 /// Decodes (and with `tower`, matches) every body `count` times over on
@@ -124,6 +147,19 @@ pub fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
         "sizes",
         json!({"channels": channels, "messages": messages, "distinct_transactions": distinct}),
     );
+    let sizes = burst::Sizes {
+        messages: ctx.size(args.burst, 10_000, 500).max(1),
+        clients: ctx.size(args.burst_clients, 16, 2).max(1),
+        channels: ctx.size(args.burst_channels, 1_000, 20).max(1),
+        updates: ctx.size(args.burst_updates, 30_000, 200).max(1),
+        per_second: args.burst_rates.unwrap_or_else(|| vec![0, 100_000, 50_000]),
+    };
+    // First, while no million-channel engine holds the memory.
+    crate::cli::block_on(burst::run(&ctx, sizes, &mut report))?;
+    if args.burst_only {
+        return Ok(report);
+    }
+
     let bodies = raw_payments(1, distinct as usize);
     // Sent until the subscriber is connected; never among the measured ones.
     let warmup = raw_payments(2, 1).remove(0);
