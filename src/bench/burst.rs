@@ -219,6 +219,32 @@ async fn tower_drain(stats: &ZmqStats, before: (u64, u64), messages: u64, starte
     }
 }
 
+/// The tower's RPC calls to the node per method, from its metrics: (calls,
+/// seconds), batches counting once.
+fn rpc_calls(metrics_text: &str) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut calls = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in metrics_text.lines() {
+        for (suffix, count) in [("_count{", true), ("_sum{", false)] {
+            let Some(rest) = line.strip_prefix(&format!("dogetower_rpc_duration_seconds{suffix}")) else {
+                continue;
+            };
+            let (Some(method), Some(value)) = (
+                rest.split('"').nth(1),
+                rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            let entry = calls.entry(method.to_string()).or_default();
+            if count {
+                entry.0 = value;
+            } else {
+                entry.1 = value;
+            }
+        }
+    }
+    calls
+}
+
 /// Payment updates for `channels` channels, `clients` lists (each client
 /// owns its channels, so a channel's states arrive in order).
 fn payments(plan: Plan, updates: u64, clients: u64) -> Vec<Vec<Request>> {
@@ -320,6 +346,7 @@ pub async fn run(ctx: &Ctx, sizes: Sizes, report: &mut Report) -> anyhow::Result
     tokio::time::sleep(pause / 2).await;
     let mut tower = Vec::new();
     let mut paying_throughout = true;
+    let rpc_before = rpc_calls(&running.handle.metrics.render(&stats));
     for &per_second in &paces {
         progress(format!(
             "burst: {messages} rawtx {} to the tower while {clients} clients pay",
@@ -335,9 +362,23 @@ pub async fn run(ctx: &Ctx, sizes: Sizes, report: &mut Report) -> anyhow::Result
         drain.settle(tower_sentinel(&stats, &devnet).await?, messages);
         tower.push(drain);
     }
+    let rpc_after = rpc_calls(&running.handle.metrics.render(&stats));
     stop.store(true, Ordering::Relaxed);
     let mut load = load.await??;
     let after = stats.snapshot();
+    // What the bursts made the tower ask the node (the payments ask nothing).
+    let rpc: serde_json::Map<String, serde_json::Value> = rpc_after
+        .iter()
+        .filter_map(|(method, (calls, secs))| {
+            let (calls_before, secs_before) = rpc_before.get(method).copied().unwrap_or_default();
+            (*calls > calls_before).then(|| {
+                (
+                    method.clone(),
+                    json!({"calls": calls - calls_before, "secs": round(secs - secs_before, 3)}),
+                )
+            })
+        })
+        .collect();
     running.stop().await?;
     devnet.shutdown().await;
 
@@ -354,6 +395,7 @@ pub async fn run(ctx: &Ctx, sizes: Sizes, report: &mut Report) -> anyhow::Result
             "sizes": {"messages": messages, "clients": clients, "channels": channels, "updates_prepared": updates},
             "bursts": bursts,
             "tower_rawtx_gaps": after.rawtx.gaps,
+            "tower_rpc_during_bursts": rpc,
             "clients_paying_throughout": paying_throughout && load.unsent > 0,
             "payments": {
                 "answered_ok": load.ok,
