@@ -17,8 +17,10 @@ mod commands;
 mod deadlines;
 pub mod event;
 mod funding;
+mod watch_filter;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use bitcoin::{OutPoint, Transaction, Txid};
 
@@ -28,6 +30,7 @@ pub use commands::{
     RegisteredChannel, RegistrationDecision, RegistrationRequest, StoredRegistration,
 };
 pub use event::{BlockRef, Event, EventData, EventKind, SeenIn};
+pub use watch_filter::{WatchFilter, WatchFilterRead};
 
 use crate::chain::headers::HeaderRecord;
 use crate::chain::{ChainEvent, Network};
@@ -193,11 +196,24 @@ pub struct Tower {
     /// Blocks disconnected since the last connect (for `chain.reorg`).
     pending_reorg: Vec<HeaderRecord>,
     node_reachable: Option<bool>,
+    /// A superset of `idx.watched` and `idx.funding_txids`, shared with
+    /// whoever delivers mempool transactions.
+    watch_filter: Arc<WatchFilter>,
 }
 
 impl Tower {
     /// A tower restored from the store: its channels and the processed tip.
     pub fn new(settings: EngineSettings, tip: Option<HeaderRecord>, channels: Vec<TrackedChannel>) -> Tower {
+        Tower::with_watch_filter(settings, tip, channels, Arc::default())
+    }
+
+    /// [`Tower::new`], keeping `filter` a superset of what it matches.
+    pub fn with_watch_filter(
+        settings: EngineSettings,
+        tip: Option<HeaderRecord>,
+        channels: Vec<TrackedChannel>,
+        filter: Arc<WatchFilter>,
+    ) -> Tower {
         let mut tower = Tower {
             settings,
             tip,
@@ -205,6 +221,7 @@ impl Tower {
             idx: Indexes::default(),
             pending_reorg: Vec::new(),
             node_reachable: None,
+            watch_filter: filter,
         };
         for channel in channels {
             tower.insert(channel);
@@ -222,6 +239,11 @@ impl Tower {
 
     pub fn tip(&self) -> Option<&HeaderRecord> {
         self.tip.as_ref()
+    }
+
+    /// The pre-filter of mempool transactions ([`WatchFilter`]).
+    pub fn watch_filter(&self) -> &Arc<WatchFilter> {
+        &self.watch_filter
     }
 
     /// The merchant of the channel with this id (its P2SH address).
@@ -336,6 +358,7 @@ impl Tower {
         let key = channel.key;
         self.idx.by_id.insert(channel.id.clone(), key);
         if channel.state.is_live() || channel.state == ChannelState::Closing {
+            self.watch_filter.add_channel(&channel);
             for f in &channel.funding {
                 self.idx
                     .watched
