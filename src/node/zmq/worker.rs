@@ -1,7 +1,7 @@
 //! The subscriber thread: it opens and owns the SUB sockets, polls them,
 //! reads whole multipart messages, classifies and counts them, and hands the
-//! events to the async side, waiting while the channel is full unless asked
-//! to stop.
+//! events to the async side in batches (one per socket drain), waiting only
+//! while the hand-off holds more than its memory cap, unless asked to stop.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::mpsc::Sender;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use super::frames::parse_frames;
+use super::handoff::{HandoffSender, Refused};
 use super::stats::unix_now;
 use super::{SeqVerdict, SequenceTracker, Subscription, ZmqError, ZmqEvent, ZmqStats};
 
@@ -135,7 +134,7 @@ pub(super) fn open_socket(
 }
 
 /// The stop request: a flag the poll loop reads, and a `Notify` that wakes
-/// the thread if it is waiting for room in the channel.
+/// the thread if it is waiting for room in the hand-off.
 #[derive(Default)]
 pub(super) struct ShutdownSignal {
     requested: AtomicBool,
@@ -164,7 +163,9 @@ enum Flow {
 pub(super) struct Worker {
     pub(super) sockets: Vec<EndpointSocket>,
     pub(super) trackers: [SequenceTracker; 4],
-    pub(super) sender: Sender<ZmqEvent>,
+    pub(super) sender: HandoffSender,
+    /// Events handled since the last hand-off.
+    pub(super) batch: Vec<ZmqEvent>,
     pub(super) stats: Arc<ZmqStats>,
     pub(super) shutdown: Arc<ShutdownSignal>,
 }
@@ -223,8 +224,11 @@ impl Worker {
         names.join(", ")
     }
 
-    /// Reads and handles up to [`MAX_BATCH`] messages from one socket.
+    /// Reads and handles up to [`MAX_BATCH`] messages from one socket, then
+    /// hands what they gave over in one batch.
     fn drain(&mut self, index: usize) -> Result<Flow, ZmqError> {
+        // One clock read per batch: the counters keep whole seconds.
+        let now = unix_now();
         for _ in 0..MAX_BATCH {
             let received = {
                 let s = &self.sockets[index];
@@ -235,25 +239,23 @@ impl Worker {
                 })?
             };
             let Some(received) = received else {
-                return Ok(Flow::Continue);
+                break;
             };
-            if let Flow::Stop = self.handle(received) {
-                return Ok(Flow::Stop);
-            }
+            self.handle(received, now);
         }
-        Ok(Flow::Continue)
+        Ok(self.hand_over())
     }
 
-    /// Classifies one message, counts it and forwards what it gives.
-    fn handle(&mut self, received: Received) -> Flow {
-        let now = unix_now();
+    /// Classifies one message, counts it and adds what it gives to the batch.
+    fn handle(&mut self, received: Received, now: u64) {
         let message = match parse_frames(received.frames, received.total) {
             Ok(message) => message,
             Err(reason) => {
                 self.stats.seen(reason.topic(), now);
                 self.stats.record_malformed(reason.topic());
                 warn!(%reason, "malformed ZMQ message");
-                return self.forward(ZmqEvent::Malformed { reason });
+                self.batch.push(ZmqEvent::Malformed { reason });
+                return;
             }
         };
         let topic = message.topic;
@@ -276,53 +278,48 @@ impl Worker {
             }
             SeqVerdict::Duplicate => {
                 debug!(%topic, seq = message.seq, "duplicate ZMQ message");
-                return self.forward(ZmqEvent::Duplicate {
+                self.batch.push(ZmqEvent::Duplicate {
                     topic,
                     seq: message.seq,
                 });
+                return;
             }
         };
         if let Some(notice) = notice {
-            if let Flow::Stop = self.forward(notice) {
+            self.batch.push(notice);
+        }
+        self.batch.push(ZmqEvent::Message(message));
+    }
+
+    /// Hands the batch to the async side. The hand-off never makes the
+    /// thread wait, except while it holds more than its memory cap (a
+    /// consumer that stopped reading); a shutdown request also ends that
+    /// wait, so a consumer that stopped without dropping its receiver
+    /// cannot keep `shutdown` from returning.
+    fn hand_over(&mut self) -> Flow {
+        loop {
+            match self.sender.push(&mut self.batch) {
+                Ok(()) => return Flow::Continue,
+                Err(Refused::Closed) => {
+                    info!("ZMQ event receiver dropped");
+                    return Flow::Stop;
+                }
+                Err(Refused::Full) => {}
+            }
+            debug!("ZMQ hand-off over its cap; waiting for the consumer (libzmq queues meanwhile)");
+            let shutdown = Arc::clone(&self.shutdown);
+            let sender = &self.sender;
+            let stop = block_on(async move {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wake.notified() => true,
+                    () = sender.room() => false,
+                }
+            });
+            if stop {
                 return Flow::Stop;
             }
         }
-        self.forward(ZmqEvent::Message(message))
-    }
-
-    /// Hands an event to the async side, waiting while the channel is full.
-    ///
-    /// This is `Sender::blocking_send`, except that a shutdown request also
-    /// ends the wait: with plain `blocking_send` a consumer that stopped
-    /// reading without dropping its receiver would keep `shutdown` from
-    /// ever returning.
-    fn forward(&self, event: ZmqEvent) -> Flow {
-        let event = match self.sender.try_send(event) {
-            Ok(()) => return Flow::Continue,
-            Err(TrySendError::Closed(_)) => {
-                info!("ZMQ event receiver dropped");
-                return Flow::Stop;
-            }
-            Err(TrySendError::Full(event)) => event,
-        };
-        debug!("ZMQ event channel full; waiting for the consumer (libzmq queues meanwhile)");
-        let shutdown = Arc::clone(&self.shutdown);
-        block_on(async move {
-            tokio::select! {
-                biased;
-                _ = shutdown.wake.notified() => Flow::Stop,
-                permit = self.sender.reserve() => match permit {
-                    Ok(permit) => {
-                        permit.send(event);
-                        Flow::Continue
-                    }
-                    Err(_) => {
-                        info!("ZMQ event receiver dropped");
-                        Flow::Stop
-                    }
-                },
-            }
-        })
     }
 }
 
@@ -365,8 +362,8 @@ fn recv_frame(socket: &zmq::Socket) -> Result<Vec<u8>, zmq::Error> {
 
 /// Runs a future to completion on this (non-async) thread, parking between
 /// polls. It is what `blocking_send` does inside tokio; here it lets the wait
-/// for channel room also listen for a shutdown request. The futures involved
-/// (`Sender::reserve`, `Notify::notified`) need no runtime.
+/// for room in the hand-off also listen for a shutdown request. The futures
+/// involved (`Notify::notified`) need no runtime.
 pub(super) fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(Thread);
     impl Wake for Unpark {
