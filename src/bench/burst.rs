@@ -10,7 +10,9 @@
 //!
 //! Limit: the same burst from the same devnet to a bare SUB socket (the
 //! tower subscriber's receive high-water mark) that only counts, with
-//! nothing else running.
+//! nothing else running; and the same socket counting the tower's bursts
+//! beside it, under the same load: when the tower loses what the bare
+//! socket beside it receives, the tower is to blame, not the publisher.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -134,6 +136,13 @@ impl BareSub {
         let runtime = tokio::runtime::Handle::current();
         let started = Instant::now();
         runtime.block_on(node(devnet, "devnet_zmq_burst", json!([messages, per_second])))?;
+        self.count(messages, started)
+    }
+
+    /// Counts `rawtx` until `messages` are accounted for (received, or
+    /// revealed lost by a counter) or nothing came for [`QUIET`]; the time
+    /// from `started` to the last one.
+    fn count(&self, messages: u64, started: Instant) -> anyhow::Result<Drain> {
         let (mut drain, mut last_seq, mut last_message) =
             (Drain::default(), self.last_seq.get(), Instant::now());
         while drain.received + drain.lost < messages && last_message.elapsed() < QUIET {
@@ -172,21 +181,32 @@ impl BareSub {
         }
         anyhow::bail!("none of {SENTINELS} single announcements reached the bare subscriber")
     }
+
+    /// After someone else announced `sent` single transactions: the messages
+    /// before them revealed lost.
+    fn after_sentinels(&self, sent: u64) -> anyhow::Result<u64> {
+        let drain = self.count(sent, Instant::now())?;
+        anyhow::ensure!(
+            drain.received > 0,
+            "no single announcement reached the bare subscriber"
+        );
+        Ok(drain.lost.saturating_sub(sent - drain.received.min(sent)))
+    }
 }
 
 /// How many single announcements [`BareSub::sentinel`] and
 /// [`tower_sentinel`] try.
 const SENTINELS: u64 = 5;
 
-/// [`BareSub::sentinel`] for the tower.
-async fn tower_sentinel(stats: &ZmqStats, devnet: &DevnetHost) -> anyhow::Result<u64> {
+/// [`BareSub::sentinel`] for the tower; also how many it announced.
+async fn tower_sentinel(stats: &ZmqStats, devnet: &DevnetHost) -> anyhow::Result<(u64, u64)> {
     let snapshot = stats.snapshot();
     let before = (snapshot.rawtx.messages, snapshot.rawtx.lost);
     for sent in 1..=SENTINELS {
         node(devnet, "devnet_zmq_burst", json!([1])).await?;
         let drain = tower_drain(stats, before, 1, Instant::now()).await;
         if drain.received >= 1 {
-            return Ok(drain.lost - (sent - 1));
+            return Ok((drain.lost - (sent - 1), sent));
         }
     }
     anyhow::bail!("none of {SENTINELS} single announcements reached the tower")
@@ -297,8 +317,8 @@ pub async fn run(ctx: &Ctx, sizes: Sizes, report: &mut Report) -> anyhow::Result
     let devnet = start_devnet().await?;
 
     let mut bare = Vec::new();
+    let mut sub = tokio::task::block_in_place(|| BareSub::connect(&devnet))?;
     {
-        let sub = tokio::task::block_in_place(|| BareSub::connect(&devnet))?;
         for &per_second in &paces {
             progress(format!(
                 "burst: {messages} rawtx {} to a bare SUB socket (the limit)",
@@ -345,6 +365,7 @@ pub async fn run(ctx: &Ctx, sizes: Sizes, report: &mut Report) -> anyhow::Result
     // Let the payments reach their pace first.
     tokio::time::sleep(pause / 2).await;
     let mut tower = Vec::new();
+    let mut beside = Vec::new();
     let mut paying_throughout = true;
     let rpc_before = rpc_calls(&running.handle.metrics.render(&stats));
     for &per_second in &paces {
@@ -355,12 +376,28 @@ pub async fn run(ctx: &Ctx, sizes: Sizes, report: &mut Report) -> anyhow::Result
         let snapshot = stats.snapshot();
         let before = (snapshot.rawtx.messages, snapshot.rawtx.lost);
         let started = Instant::now();
+        // The bare socket counts the same burst beside the tower, under the
+        // same load.
+        let counting = std::thread::spawn(move || {
+            let drain = sub.count(messages, started);
+            (sub, drain)
+        });
         node(&devnet, "devnet_zmq_burst", json!([messages, per_second])).await?;
         let mut drain = tower_drain(&stats, before, messages, started).await;
         paying_throughout &= !load.is_finished();
+        let (returned, beside_drain) = tokio::task::block_in_place(|| counting.join())
+            .map_err(|_| anyhow::anyhow!("the bare subscriber panicked"))?;
+        sub = returned;
+        let mut beside_drain = beside_drain?;
         tokio::time::sleep(pause).await;
-        drain.settle(tower_sentinel(&stats, &devnet).await?, messages);
+        let (tail, sent) = tower_sentinel(&stats, &devnet).await?;
+        drain.settle(tail, messages);
+        beside_drain.settle(
+            tokio::task::block_in_place(|| sub.after_sentinels(sent))?,
+            messages,
+        );
         tower.push(drain);
+        beside.push(beside_drain);
     }
     let rpc_after = rpc_calls(&running.handle.metrics.render(&stats));
     stop.store(true, Ordering::Relaxed);
@@ -384,9 +421,14 @@ pub async fn run(ctx: &Ctx, sizes: Sizes, report: &mut Report) -> anyhow::Result
 
     let bursts: Vec<serde_json::Value> = paces
         .iter()
-        .zip(tower.iter().zip(&bare))
-        .map(|(per_second, (tower, bare))| {
-            json!({"per_second": per_second, "tower": tower.json(messages), "bare_sub": bare.json(messages)})
+        .zip(tower.iter().zip(&bare).zip(&beside))
+        .map(|(per_second, ((tower, bare), beside))| {
+            json!({
+                "per_second": per_second,
+                "tower": tower.json(messages),
+                "bare_sub": bare.json(messages),
+                "bare_sub_beside_tower": beside.json(messages),
+            })
         })
         .collect();
     report.detail(
@@ -406,13 +448,14 @@ pub async fn run(ctx: &Ctx, sizes: Sizes, report: &mut Report) -> anyhow::Result
             },
         }),
     );
-    for (per_second, (drain, bare)) in paces.iter().zip(tower.iter().zip(&bare)) {
+    for (per_second, ((drain, bare), beside)) in paces.iter().zip(tower.iter().zip(&bare).zip(&beside)) {
         let lost = drain.lost + drain.unaccounted;
         report.row(
             Row::new(
                 format!(
-                    "rawtx lost of {messages} {}, {clients} clients paying (bare SUB lost {})",
+                    "rawtx lost of {messages} {}, {clients} clients paying (bare SUB: {} beside, {} alone)",
                     pace(*per_second),
+                    beside.lost + beside.unaccounted,
                     bare.lost + bare.unaccounted
                 ),
                 lost as f64,
