@@ -12,10 +12,12 @@ use std::thread::{self, Thread};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use super::frames::parse_frames;
+use super::frames::parse_parts;
 use super::handoff::{HandoffSender, Refused};
 use super::stats::unix_now;
-use super::{SeqVerdict, SequenceTracker, Subscription, ZmqError, ZmqEvent, ZmqStats};
+use super::{
+    FrameError, SeqVerdict, SequenceTracker, Subscription, ZmqError, ZmqEvent, ZmqMessage, ZmqStats,
+};
 
 /// How long one `zmq_poll` waits. It bounds how late the thread notices a
 /// shutdown request or a dropped receiver, so
@@ -229,26 +231,30 @@ impl Worker {
     fn drain(&mut self, index: usize) -> Result<Flow, ZmqError> {
         // One clock read per batch: the counters keep whole seconds.
         let now = unix_now();
+        // Reused for every message: only a well-formed body is copied out.
+        let mut frames: [zmq::Message; 3] = [zmq::Message::new(), zmq::Message::new(), zmq::Message::new()];
         for _ in 0..MAX_BATCH {
-            let received = {
+            let total = {
                 let s = &self.sockets[index];
-                receive(&s.socket).map_err(|source| ZmqError::Socket {
+                receive(&s.socket, &mut frames).map_err(|source| ZmqError::Socket {
                     endpoint: s.endpoint.clone(),
                     operation: "recv",
                     source,
                 })?
             };
-            let Some(received) = received else {
+            let Some(total) = total else {
                 break;
             };
-            self.handle(received, now);
+            let part = |i: usize| (i < total).then(|| &*frames[i]);
+            let parsed = parse_parts([part(0), part(1), part(2)], total);
+            self.handle(parsed, now);
         }
         Ok(self.hand_over())
     }
 
     /// Classifies one message, counts it and adds what it gives to the batch.
-    fn handle(&mut self, received: Received, now: u64) {
-        let message = match parse_frames(received.frames, received.total) {
+    fn handle(&mut self, parsed: Result<ZmqMessage, FrameError>, now: u64) {
+        let message = match parsed {
             Ok(message) => message,
             Err(reason) => {
                 self.stats.seen(reason.topic(), now);
@@ -323,37 +329,32 @@ impl Worker {
     }
 }
 
-/// One multipart message as read: its first three frames and how many it had.
-struct Received {
-    frames: Vec<Vec<u8>>,
-    total: usize,
-}
-
-/// Receives one whole multipart message without blocking: `None` when there
-/// is none. Keeps the first three frames and counts the rest, so a message
-/// with a silly number of frames costs no memory. libzmq delivers the frames
-/// of a message together, so once the first is here the others are too.
-fn receive(socket: &zmq::Socket) -> Result<Option<Received>, zmq::Error> {
-    let first = match recv_frame(socket) {
-        Ok(frame) => frame,
+/// Receives one whole multipart message without blocking into `frames`
+/// (its first three frames) and says how many frames it had; `None` when
+/// there is none. The rest are read and dropped, so a message with a silly
+/// number of frames costs no memory. libzmq delivers the frames of a
+/// message together, so once the first is here the others are too.
+fn receive(socket: &zmq::Socket, frames: &mut [zmq::Message; 3]) -> Result<Option<usize>, zmq::Error> {
+    match recv_frame(socket, &mut frames[0]) {
+        Ok(()) => {}
         Err(zmq::Error::EAGAIN) => return Ok(None),
         Err(e) => return Err(e),
-    };
-    let mut frames = vec![first];
-    let mut total = 1;
-    while socket.get_rcvmore()? {
-        let frame = recv_frame(socket)?;
-        total += 1;
-        if frames.len() < 3 {
-            frames.push(frame);
-        }
     }
-    Ok(Some(Received { frames, total }))
+    let mut total = 1;
+    let mut more = frames[0].get_more();
+    let mut extra = zmq::Message::new();
+    while more {
+        let frame = if total < 3 { &mut frames[total] } else { &mut extra };
+        recv_frame(socket, frame)?;
+        more = frame.get_more();
+        total += 1;
+    }
+    Ok(Some(total))
 }
 
-fn recv_frame(socket: &zmq::Socket) -> Result<Vec<u8>, zmq::Error> {
+fn recv_frame(socket: &zmq::Socket, frame: &mut zmq::Message) -> Result<(), zmq::Error> {
     loop {
-        match socket.recv_bytes(zmq::DONTWAIT) {
+        match socket.recv(frame, zmq::DONTWAIT) {
             Err(zmq::Error::EINTR) => continue,
             other => return other,
         }
