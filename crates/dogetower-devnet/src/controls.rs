@@ -140,8 +140,8 @@ const MAX_BURST: u32 = 1_000_000;
 /// `devnet_zmq_burst count [per_second=0]`: announces `count` made-up
 /// transactions, each as `hashtx` then `rawtx` like a transaction accepted
 /// to the mempool. With `per_second` 0 they leave back to back, as fast as
-/// the publisher thread sends them (what dogecoind does for the
-/// transactions of a block it connects); otherwise at that pace, from a
+/// the publisher thread sends them (as a node announcing the transactions
+/// of a block it connects in one loop would); otherwise at that pace, from a
 /// thread of their own, after this call has answered (a flood of relayed
 /// transactions). They never enter the mempool, and the counters advance
 /// as for real ones. Returns `count`.
