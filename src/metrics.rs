@@ -32,6 +32,7 @@ pub struct Metrics {
     zmq_lost: IntCounterVec,
     zmq_resets: IntCounterVec,
     zmq_silence: Gauge,
+    zmq_queued: IntGauge,
     rpc_duration: HistogramVec,
     rpc_errors: IntCounterVec,
     channels: IntGaugeVec,
@@ -188,6 +189,11 @@ impl Metrics {
                 &r,
                 "dogetower_zmq_seconds_since_last_message",
                 "Seconds since the last ZMQ message of any topic (-1: none yet).",
+            ),
+            zmq_queued: gauge(
+                &r,
+                "dogetower_zmq_queued_events",
+                "ZMQ events received and not yet taken by the follower's decoder (the subscriber's hand-off).",
             ),
             rpc_duration,
             rpc_errors: counter_vec(
@@ -413,6 +419,8 @@ impl Metrics {
         self.seconds_since_last_block.set(since);
         self.zmq_silence
             .set(zmq.seconds_since_last_message().map_or(-1.0, |s| s as f64));
+        self.zmq_queued
+            .set(i64::try_from(zmq.queued()).unwrap_or(i64::MAX));
         let now = zmq.snapshot();
         if let Ok(mut seen) = self.zmq_seen.lock() {
             for topic in Topic::ALL {

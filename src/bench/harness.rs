@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -442,12 +443,25 @@ pub async fn drive(
     expect: u16,
     limit: Duration,
 ) -> anyhow::Result<Load> {
+    drive_until(base, token, per_client, expect, limit, Arc::default()).await
+}
+
+/// [`drive`], whose clients also stop sending once `stop` is set.
+pub async fn drive_until(
+    base: &str,
+    token: &str,
+    per_client: Vec<Vec<Request>>,
+    expect: u16,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Load> {
     let clients = per_client.len();
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::with_capacity(clients);
     for requests in per_client {
         let http = keep_alive_client()?;
-        let (base, token, barrier) = (base.to_string(), token.to_string(), barrier.clone());
+        let (base, token, barrier, stop) =
+            (base.to_string(), token.to_string(), barrier.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             // Open the keep-alive connection before the timed phase.
             let _ = http.get(format!("{base}/healthz")).send().await;
@@ -457,7 +471,7 @@ pub async fn drive(
             let (mut ok, mut errors, mut first_error, mut unsent) = (0u64, 0u64, None, 0u64);
             let total = requests.len() as u64;
             for (i, request) in requests.into_iter().enumerate() {
-                if started.elapsed() > limit {
+                if started.elapsed() > limit || stop.load(Ordering::Relaxed) {
                     unsent = total - i as u64;
                     break;
                 }

@@ -10,6 +10,7 @@
 //! - `register`: registrations through the API (funding confirmed on the devnet);
 //! - `capacity`: a million channels in the store: start to `/readyz`, memory per channel;
 //! - `ingest`: rawtx over ZMQ, received, decoded and matched against a million channels;
+//!   and a burst of rawtx while clients pay through the API: messages lost, time to drain;
 //! - `block`: a 1 MB merge-mined block decoded and matched;
 //! - `expiry`: 10,000 channels due at one height: the block → the last close accepted;
 //! - `catchup`: 1,440 blocks missed while the tower was down: restart → caught up;
@@ -23,6 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub mod block;
+mod burst;
 pub mod capacity;
 pub mod catchup;
 pub mod expiry;

@@ -77,7 +77,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 /// Which channel each update goes to, and the how-manieth of its channel it
 /// is: spread over every channel (a stride coprime with their number).
-fn schedule(channels: u64, updates: u64) -> Vec<(u64, u32)> {
+pub(super) fn schedule(channels: u64, updates: u64) -> Vec<(u64, u32)> {
     let stride = if gcd(7919, channels) == 1 { 7919 } else { 1 };
     let mut rounds = vec![0u32; channels as usize];
     (0..updates)
@@ -90,7 +90,7 @@ fn schedule(channels: u64, updates: u64) -> Vec<(u64, u32)> {
 }
 
 /// The merchant's amount in the `round`-th payment of a channel: always higher.
-fn amount(round: u32) -> u64 {
+pub(super) fn amount(round: u32) -> u64 {
     10_000_000 + u64::from(round) * 10_000
 }
 

@@ -84,6 +84,7 @@ async fn follow(args: FollowArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         node.zmq_rawblock.as_deref(),
         node.zmq_hashblock.as_deref(),
         Arc::new(ZmqStats::new()),
+        None,
     )?;
     let follower_task = tokio::spawn(follower.run(hints, events_tx, shutdown_rx));
     let mut stop = std::pin::pin!(crate::runtime::shutdown_signal());

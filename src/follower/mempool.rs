@@ -15,11 +15,7 @@ impl<S: ChainSource> Follower<S> {
         let current = self.source.mempool_txids().await?;
         let current_set: HashSet<Txid> = current.iter().copied().collect();
         self.mempool_seen.retain(|t| current_set.contains(t));
-        let mut known: HashMap<Txid, Arc<Transaction>> = self
-            .pending_txs
-            .drain(..)
-            .map(|tx| (tx.compute_txid(), tx))
-            .collect();
+        let mut known: HashMap<Txid, Arc<Transaction>> = self.pending_txs.drain(..).collect();
         let new: Vec<Txid> = current
             .into_iter()
             .filter(|t| !self.mempool_seen.contains(t))
@@ -32,9 +28,22 @@ impl<S: ChainSource> Follower<S> {
                 }
             }
         }
+        let mut fetched: Vec<Arc<Transaction>> = new.iter().filter_map(|t| known.remove(t)).collect();
+        if let Some(filter) = &self.filter {
+            // What touches no channel is only remembered as seen.
+            let filter = filter.read();
+            fetched.retain(|tx| {
+                let txid = tx.compute_txid();
+                let keep = filter.may_match(&txid, tx);
+                if !keep {
+                    self.mempool_seen.insert(txid);
+                }
+                keep
+            });
+        }
         // Parents before children, so a consumer sees spends in a sensible order.
-        for tx in order_parents_first(new.iter().filter_map(|t| known.remove(t)).collect()) {
-            self.report_mempool_tx(tx, out).await?;
+        for tx in order_parents_first(fetched) {
+            self.report_mempool_tx(tx.compute_txid(), tx, out).await?;
         }
         Ok(())
     }
@@ -44,12 +53,12 @@ impl<S: ChainSource> Follower<S> {
         &mut self,
         out: &mpsc::Sender<ChainEvent>,
     ) -> Result<(), FollowError> {
-        let pending: Vec<Arc<Transaction>> = std::mem::take(&mut self.pending_txs);
-        let txids: Vec<Txid> = pending.iter().map(|t| t.compute_txid()).collect();
+        let pending: Vec<(Txid, Arc<Transaction>)> = std::mem::take(&mut self.pending_txs);
+        let txids: Vec<Txid> = pending.iter().map(|(txid, _)| *txid).collect();
         let present = self.source.in_mempool(&txids).await?;
-        for (tx, present) in pending.into_iter().zip(present) {
+        for ((txid, tx), present) in pending.into_iter().zip(present) {
             if present {
-                self.report_mempool_tx(tx, out).await?;
+                self.report_mempool_tx(txid, tx, out).await?;
             }
         }
         Ok(())
@@ -57,10 +66,10 @@ impl<S: ChainSource> Follower<S> {
 
     pub(super) async fn report_mempool_tx(
         &mut self,
+        txid: Txid,
         tx: Arc<Transaction>,
         out: &mpsc::Sender<ChainEvent>,
     ) -> Result<(), FollowError> {
-        let txid = tx.compute_txid();
         if self.mempool_seen.insert(txid) {
             self.emit(out, ChainEvent::MempoolTx { txid, tx }).await?;
         }

@@ -24,13 +24,14 @@ use tokio::sync::{mpsc, watch};
 use crate::chain::block::DogeBlock;
 use crate::chain::headers::{HeaderChain, HeaderRecord};
 pub use crate::chain::ChainEvent;
+use crate::engine::WatchFilter;
 use crate::node::rpc::{HeaderInfo, RpcError};
 
 mod hints;
 mod mempool;
 mod source;
 
-pub use hints::{hints_from_zmq, spawn_zmq_hints, Hint};
+pub use hints::{hints_from_zmq, hints_from_zmq_batch, spawn_zmq_hints, Hint};
 pub use source::ChainSource;
 
 /// Where to start on a store that has no header yet.
@@ -98,10 +99,13 @@ pub struct Follower<S: ChainSource> {
     source: S,
     chain: HeaderChain,
     settings: FollowerSettings,
-    /// Mempool transactions already reported (pruned as they confirm or vanish).
+    /// Mempool transactions already reported, or known to touch no channel
+    /// (pruned as they confirm or vanish).
     mempool_seen: HashSet<Txid>,
     /// Announced transactions waiting to be confirmed as mempool members.
-    pending_txs: Vec<Arc<Transaction>>,
+    pending_txs: Vec<(Txid, Arc<Transaction>)>,
+    /// When set, only the mempool transactions it lets through are reported.
+    filter: Option<Arc<WatchFilter>>,
     block_cache: HashMap<BlockHash, Arc<DogeBlock>>,
     block_cache_order: VecDeque<BlockHash>,
     status: watch::Sender<FollowerStatus>,
@@ -121,10 +125,20 @@ impl<S: ChainSource> Follower<S> {
             settings,
             mempool_seen: HashSet::new(),
             pending_txs: Vec::new(),
+            filter: None,
             block_cache: HashMap::new(),
             block_cache_order: VecDeque::new(),
             status,
         }
+    }
+
+    /// Reports only the mempool transactions `filter` lets through (the
+    /// engine's [`WatchFilter`]: a superset of what it can match), instead
+    /// of every one; the others are only remembered as seen. Hints should
+    /// come filtered by the same filter ([`spawn_zmq_hints`]).
+    pub fn with_watch_filter(mut self, filter: Arc<WatchFilter>) -> Self {
+        self.filter = Some(filter);
+        self
     }
 
     pub fn status(&self) -> watch::Receiver<FollowerStatus> {
@@ -189,12 +203,13 @@ impl<S: ChainSource> Follower<S> {
                 }
                 *blocks = true;
             }
-            Hint::Tx(tx) => {
+            Hint::Tx { txid, tx } => {
                 // Coinbases are announced with their block; they never sit in a mempool.
-                if !tx.is_coinbase() && !self.mempool_seen.contains(&crate::chain::block::txid(&tx)) {
-                    self.pending_txs.push(tx);
+                if !tx.is_coinbase() && !self.mempool_seen.contains(&txid) {
+                    self.pending_txs.push((txid, tx));
                 }
             }
+            Hint::Seen(txids) => self.mempool_seen.extend(txids),
             Hint::BlocksLost => *blocks = true,
             Hint::TxsLost => *mempool = true,
         }
@@ -384,7 +399,7 @@ impl<S: ChainSource> Follower<S> {
                 for tx in &block.txdata {
                     let txid = tx.compute_txid();
                     self.mempool_seen.remove(&txid);
-                    self.pending_txs.retain(|p| p.compute_txid() != txid);
+                    self.pending_txs.retain(|(p, _)| *p != txid);
                 }
                 self.chain.push(header);
                 self.emit(out, ChainEvent::BlockConnected { header, block })

@@ -22,6 +22,9 @@ struct State {
     /// Called at the start of every `block_hashes`, to change the chain mid-walk.
     on_block_hashes: Option<Hook>,
     block_fetches: usize,
+    /// Transactions asked for with `transactions` and `in_mempool`.
+    tx_fetches: usize,
+    presence_checks: usize,
 }
 
 #[derive(Clone, Default)]
@@ -198,6 +201,7 @@ impl ChainSource for MockChain {
 
     async fn transactions(&self, txids: &[Txid]) -> Result<Vec<Option<Transaction>>, RpcError> {
         Ok(self.with(|s| {
+            s.tx_fetches += txids.len();
             txids
                 .iter()
                 .map(|t| s.mempool.iter().find(|m| m.compute_txid() == *t).cloned())
@@ -207,6 +211,7 @@ impl ChainSource for MockChain {
 
     async fn in_mempool(&self, txids: &[Txid]) -> Result<Vec<bool>, RpcError> {
         Ok(self.with(|s| {
+            s.presence_checks += txids.len();
             txids
                 .iter()
                 .map(|t| s.mempool.iter().any(|m| m.compute_txid() == *t))
@@ -244,6 +249,13 @@ fn drain(rx: &mut mpsc::Receiver<ChainEvent>) -> Vec<(char, u32, BlockHash)> {
         }
     }
     out
+}
+
+fn tx_hint(tx: &Transaction) -> Hint {
+    Hint::Tx {
+        txid: tx.compute_txid(),
+        tx: Arc::new(tx.clone()),
+    }
 }
 
 fn mempool_events(rx: &mut mpsc::Receiver<ChainEvent>) -> Vec<Txid> {
@@ -473,11 +485,7 @@ async fn mempool_transactions_are_reported_once_and_not_when_mined() {
     let gone = spend(parent, 4);
     chain.with(|s| s.mempool.push(b.clone()));
     let (mut blocks, mut mempool) = (false, false);
-    for hint in [
-        Hint::Tx(Arc::new(b.clone())),
-        Hint::Tx(Arc::new(gone)),
-        Hint::Tx(Arc::new(coinbase(99, 9))),
-    ] {
+    for hint in [tx_hint(&b), tx_hint(&gone), tx_hint(&coinbase(99, 9))] {
         follower.take_hint(hint, &mut blocks, &mut mempool);
     }
     follower.step(blocks, mempool, &tx).await.unwrap();
@@ -486,7 +494,7 @@ async fn mempool_transactions_are_reported_once_and_not_when_mined() {
     // Announced, then mined before we looked: only the block reports it.
     let c = spend(parent, 5);
     chain.with(|s| s.mempool = vec![c.clone()]);
-    follower.take_hint(Hint::Tx(Arc::new(c.clone())), &mut blocks, &mut mempool);
+    follower.take_hint(tx_hint(&c), &mut blocks, &mut mempool);
     mine(&chain, 0..1);
     follower.step(true, false, &tx).await.unwrap();
     let mut saw_block = false;
@@ -556,11 +564,14 @@ fn zmq_events_become_hints() {
         [Hint::Block(None)]
     ));
     assert!(hints_from_zmq(message(Topic::HashTx, vec![0; 32])).is_empty());
-    let tx = bitcoin::consensus::serialize(&coinbase(5, 1));
-    assert!(matches!(
-        hints_from_zmq(message(Topic::RawTx, tx)).as_slice(),
-        [Hint::Tx(_)]
-    ));
+    let tx = coinbase(5, 1);
+    match hints_from_zmq(message(Topic::RawTx, bitcoin::consensus::serialize(&tx))).as_slice() {
+        [Hint::Tx { txid, tx: decoded }] => {
+            assert_eq!(*txid, tx.compute_txid(), "the body's hash is the txid");
+            assert_eq!(**decoded, tx);
+        }
+        other => panic!("{other:?}"),
+    }
     let gap = |topic| ZmqEvent::Gap {
         topic,
         expected: 3,
@@ -588,4 +599,82 @@ fn zmq_events_become_hints() {
         seq: 1
     })
     .is_empty());
+}
+
+#[tokio::test]
+async fn with_a_watch_filter_only_what_may_match_is_looked_up_or_reported() {
+    use crate::engine::WatchFilter;
+    use crate::node::zmq::{Topic, ZmqEvent, ZmqMessage};
+    let chain = MockChain::new(3);
+    let filter = Arc::new(WatchFilter::new());
+    let mut follower = Follower::new(chain.clone(), vec![], settings(4)).with_watch_filter(filter.clone());
+    let (tx, mut rx) = mpsc::channel(100);
+    follower.ensure_anchored().await.unwrap();
+    follower.sync_blocks(&tx).await.unwrap();
+    drain(&mut rx);
+    let parent = |h: usize| chain.with(|s| s.blocks[&s.active[h]].txdata[0].compute_txid());
+    let (watched, other) = (parent(1), parent(2));
+    filter.add([&OutPoint::new(watched, 0)], []);
+
+    // A resync finds two transactions: only the one spending a watched
+    // outpoint is reported; the other is remembered, not fetched again.
+    let (hit, miss) = (spend(watched, 1), spend(other, 2));
+    chain.with(|s| s.mempool = vec![hit.clone(), miss.clone()]);
+    follower.sync_mempool(&tx).await.unwrap();
+    assert_eq!(mempool_events(&mut rx), vec![hit.compute_txid()]);
+    let fetched = chain.with(|s| s.tx_fetches);
+    assert_eq!(fetched, 2);
+    follower.sync_mempool(&tx).await.unwrap();
+    assert!(mempool_events(&mut rx).is_empty());
+    assert_eq!(chain.with(|s| s.tx_fetches), fetched, "nothing fetched twice");
+
+    // Announced over ZMQ: what may match becomes a Tx hint, the rest one
+    // Seen hint; only the first costs a mempool lookup, and the second is
+    // not fetched by the next resync either.
+    let (hit2, miss2, miss3) = (spend(watched, 3), spend(other, 4), spend(other, 5));
+    chain.with(|s| s.mempool.extend([hit2.clone(), miss2.clone(), miss3.clone()]));
+    let events = [&miss2, &hit2, &miss3].map(|t| {
+        ZmqEvent::Message(ZmqMessage {
+            topic: Topic::RawTx,
+            body: bitcoin::consensus::serialize(t),
+            seq: 0,
+        })
+    });
+    let mut hints = Vec::new();
+    hints_from_zmq_batch(events, Some(&filter), &mut hints);
+    match hints.as_slice() {
+        [Hint::Tx { txid, .. }, Hint::Seen(seen)] => {
+            assert_eq!(*txid, hit2.compute_txid());
+            assert_eq!(*seen, vec![miss2.compute_txid(), miss3.compute_txid()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let (mut blocks, mut mempool) = (false, false);
+    for hint in hints {
+        follower.take_hint(hint, &mut blocks, &mut mempool);
+    }
+    let checked = chain.with(|s| s.presence_checks);
+    follower.step(blocks, mempool, &tx).await.unwrap();
+    assert_eq!(mempool_events(&mut rx), vec![hit2.compute_txid()]);
+    assert_eq!(chain.with(|s| s.presence_checks), checked + 1);
+    follower.sync_mempool(&tx).await.unwrap();
+    assert!(mempool_events(&mut rx).is_empty());
+    assert_eq!(
+        chain.with(|s| s.tx_fetches),
+        fetched,
+        "the Seen ones are not fetched"
+    );
+
+    // Without a filter every transaction goes through as a Tx hint.
+    let mut unfiltered = Vec::new();
+    hints_from_zmq_batch(
+        [ZmqEvent::Message(ZmqMessage {
+            topic: Topic::RawTx,
+            body: bitcoin::consensus::serialize(&miss2),
+            seq: 1,
+        })],
+        None,
+        &mut unfiltered,
+    );
+    assert!(matches!(unfiltered.as_slice(), [Hint::Tx { .. }]));
 }

@@ -27,7 +27,7 @@ use crate::chain::{ChainEvent, Network};
 use crate::channel::psbt::{decode_base64, DecodedPsbt};
 use crate::channel::MerchantSigner;
 use crate::config::Config;
-use crate::engine::{ChannelState, EngineSettings, FundingLookup};
+use crate::engine::{ChannelState, EngineSettings, FundingLookup, WatchFilter};
 pub use crate::error::{ErrorCode, Refusal};
 use crate::follower::{spawn_zmq_hints, Follower, FollowerSettings, FollowerStatus, StartPoint};
 use crate::metrics::Metrics;
@@ -119,6 +119,9 @@ pub struct ServiceHandle {
     pub status: watch::Receiver<ServiceStatus>,
     pub zmq_stats: Arc<ZmqStats>,
     pub metrics: Arc<Metrics>,
+    /// The engine's pre-filter of mempool transactions (shared with the
+    /// follower's hint task).
+    pub watch_filter: Arc<WatchFilter>,
 }
 
 impl ServiceHandle {
@@ -141,6 +144,7 @@ impl ServiceHandle {
         request: RegisterRequest,
     ) -> Result<(ChannelView, bool), Refusal> {
         let psbt = decode_base64(&request.psbt)?;
+        self.watch_ahead(&psbt);
         let funding = self.funding_lookups(&psbt).await;
         self.ask(|reply| Command::Register {
             merchant_id,
@@ -151,6 +155,38 @@ impl ServiceHandle {
             reply,
         })
         .await?
+    }
+
+    /// Lets through the watch filter, from now on, the transactions that
+    /// could concern this channel if it is registered: its funding
+    /// transactions, spends of their outputs and of their inputs. Without
+    /// this, one announced between the `gettxout` below and the engine
+    /// taking the registration would be filtered out, though the engine
+    /// would have matched it when it got there. A refused registration
+    /// leaves false positives, which the filter allows.
+    fn watch_ahead(&self, psbt: &DecodedPsbt) {
+        let outpoints: Vec<OutPoint> = psbt
+            .psbt
+            .unsigned_tx
+            .input
+            .iter()
+            .map(|i| i.previous_output)
+            .chain(
+                psbt.psbt
+                    .inputs
+                    .iter()
+                    .filter_map(|i| i.non_witness_utxo.as_ref())
+                    .flat_map(|tx| tx.input.iter().map(|i| i.previous_output)),
+            )
+            .collect();
+        let txids: Vec<bitcoin::Txid> = psbt
+            .psbt
+            .unsigned_tx
+            .input
+            .iter()
+            .map(|i| i.previous_output.txid)
+            .collect();
+        self.watch_filter.add(&outpoints, &txids);
     }
 
     /// `gettxout` for every outpoint the announcement spends. A node that
@@ -235,6 +271,7 @@ pub fn prepare(rpc: RpcClient, zmq_stats: Arc<ZmqStats>, metrics: Arc<Metrics>) 
             status: status_rx,
             zmq_stats,
             metrics,
+            watch_filter: Arc::default(),
         },
         inputs,
         status,
@@ -292,7 +329,8 @@ pub async fn run(
             poll_interval: Duration::from_secs(config.node.poll_interval_secs),
             ..FollowerSettings::default()
         },
-    );
+    )
+    .with_watch_filter(handle.watch_filter.clone());
     let inputs = handle.inputs.clone();
     let stop_writer = || async {
         let _ = inputs.send(WriterInput::Stop).await;
@@ -329,6 +367,7 @@ pub async fn run(
         config.node.zmq_rawblock.as_deref(),
         config.node.zmq_hashblock.as_deref(),
         handle.zmq_stats.clone(),
+        Some(handle.watch_filter.clone()),
     )?;
     let (events_tx, mut events) = mpsc::channel(1024);
     let follower_task = tokio::spawn(follower.run(hints, events_tx, shutdown.clone()));

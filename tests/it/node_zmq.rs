@@ -20,10 +20,9 @@ use bitcoin::Transaction;
 use dogetower::chain::block::decode_block;
 use dogetower::node::zmq::{
     subscriptions_from_endpoints, FrameError, Subscription, Topic, TopicStatsSnapshot, ZmqError, ZmqEvent,
-    ZmqHandle, ZmqMessage, ZmqStats, ZmqStatsSnapshot, ZmqSubscriber,
+    ZmqHandle, ZmqMessage, ZmqReceiver, ZmqStats, ZmqStatsSnapshot, ZmqSubscriber, DEFAULT_MAX_QUEUED_BYTES,
 };
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use crate::support::{fixture_path, free_port, wait_for};
@@ -131,6 +130,10 @@ impl Publisher {
         // socket for good, as a stopped dogecoind would.
         let socket = zmq::Context::new().socket(zmq::PUB)?;
         socket.set_linger(0)?;
+        // No send high-water mark: a test's burst is never dropped at this
+        // end (dogecoind's 1,000 is the devnet's business), so what the
+        // subscriber counts is what it did.
+        socket.set_sndhwm(0)?;
         socket.bind(endpoint)?;
         Ok(Publisher {
             socket,
@@ -179,21 +182,22 @@ fn sentinel_body(topic: Topic) -> Vec<u8> {
 
 struct Harness {
     publisher: Publisher,
-    rx: mpsc::Receiver<ZmqEvent>,
+    rx: ZmqReceiver,
     stats: Arc<ZmqStats>,
     handle: Option<ZmqHandle>,
 }
 
 /// A publisher and a subscriber taking all four topics from it on one
-/// endpoint, as dogecoind is usually configured.
-fn start(capacity: usize) -> Harness {
+/// endpoint, as dogecoind is usually configured; the subscriber waits for
+/// room once the events waiting for us hold `max_queued_bytes`.
+fn start(max_queued_bytes: usize) -> Harness {
     let publisher = Publisher::bind_any();
     let e = publisher.endpoint.as_str();
     let subscriptions = subscriptions_from_endpoints(Some(e), Some(e), Some(e), Some(e));
     assert_eq!(subscriptions.len(), 1, "one endpoint, one socket");
-    let (tx, rx) = mpsc::channel(capacity);
     let stats = Arc::new(ZmqStats::new());
-    let handle = ZmqSubscriber::spawn(subscriptions, tx, Arc::clone(&stats)).expect("spawn");
+    let (handle, rx) =
+        ZmqSubscriber::spawn_with_cap(subscriptions, Arc::clone(&stats), max_queued_bytes).expect("spawn");
     Harness {
         publisher,
         rx,
@@ -231,7 +235,7 @@ impl Harness {
             seq += 1;
             if let Ok(Some(event)) = timeout(WARM_UP_ROUND, self.rx.recv()).await {
                 note_seen(&mut seen, event);
-                while let Ok(event) = self.rx.try_recv() {
+                while let Some(event) = self.rx.try_recv() {
                     note_seen(&mut seen, event);
                 }
             }
@@ -327,7 +331,7 @@ async fn recorded_block_messages_arrive_in_order_and_decode() {
     let hashes = recorded("hashblock.json");
     let raws = recorded("rawblock.json");
     assert_eq!((hashes.len(), raws.len()), (3, 3));
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[
         (Topic::HashBlock, 98),
         (Topic::RawBlock, 98),
@@ -380,7 +384,7 @@ async fn recorded_tx_messages_arrive_in_order_and_decode() {
     let hashes = recorded("hashtx.json");
     let raws = recorded("rawtx.json");
     assert_eq!((hashes.len(), raws.len()), (3, 3));
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[(Topic::HashTx, 100), (Topic::RawTx, 100), (Topic::HashBlock, 500)])
         .await;
     let before = h.stats.snapshot();
@@ -429,7 +433,7 @@ async fn node_restart_on_an_empty_datadir_resets_every_topic() {
     };
     let messages = recorded("scenario_fresh_start.json");
     assert_eq!(messages.len(), 6);
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[
         (Topic::HashTx, last("hashtx")),
         (Topic::RawTx, last("rawtx")),
@@ -500,7 +504,7 @@ fn with_seq(r: &Recorded, seq: u32) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn a_skipped_counter_is_reported_as_a_gap() {
     let blocks = recorded("hashblock.json");
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[(Topic::HashBlock, 98), (Topic::HashTx, 500)]).await;
     let before = h.stats.snapshot();
 
@@ -530,7 +534,7 @@ async fn a_skipped_counter_is_reported_as_a_gap() {
 #[tokio::test]
 async fn a_counter_back_at_zero_is_reported_as_a_reset() {
     let blocks = recorded("hashblock.json");
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[(Topic::HashBlock, 98), (Topic::HashTx, 500)]).await;
     let before = h.stats.snapshot();
 
@@ -567,7 +571,7 @@ async fn a_counter_back_at_zero_is_reported_as_a_reset() {
 #[tokio::test]
 async fn the_same_message_twice_is_counted_as_a_duplicate_and_not_forwarded() {
     let blocks = recorded("hashblock.json");
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[(Topic::HashBlock, 98), (Topic::HashTx, 500)]).await;
     let before = h.stats.snapshot();
 
@@ -597,7 +601,7 @@ async fn the_same_message_twice_is_counted_as_a_duplicate_and_not_forwarded() {
 #[tokio::test]
 async fn malformed_messages_are_reported_and_counted() {
     let blocks = recorded("hashblock.json");
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[(Topic::HashBlock, 98), (Topic::RawTx, 500), (Topic::HashTx, 500)])
         .await;
     let before = h.stats.snapshot();
@@ -652,7 +656,7 @@ async fn malformed_messages_are_reported_and_counted() {
 /// receives again, and the counter starting over reads as a reset.
 #[tokio::test]
 async fn a_restarted_publisher_is_picked_up_again_without_restarting_the_subscriber() {
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[(Topic::HashBlock, 1000)]).await;
     let endpoint = h.publisher.endpoint.clone();
     let before = h.stats.snapshot();
@@ -719,7 +723,7 @@ async fn a_restarted_publisher_is_picked_up_again_without_restarting_the_subscri
 
 #[tokio::test]
 async fn shutdown_returns_within_a_second() {
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[(Topic::HashTx, 0)]).await;
     let handle = h.handle.take().expect("running");
     let took = timed_stop(move || handle.shutdown());
@@ -733,7 +737,7 @@ async fn shutdown_returns_within_a_second() {
 
 #[tokio::test]
 async fn dropping_the_handle_stops_the_thread() {
-    let mut h = start(64);
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
     h.warm_up(&[(Topic::HashTx, 0)]).await;
     let handle = h.handle.take().expect("running");
     let took = timed_stop(move || {
@@ -748,41 +752,48 @@ async fn dropping_the_handle_stops_the_thread() {
 }
 
 /// A consumer that stopped reading without dropping its receiver must not
-/// keep the tower from shutting down.
+/// keep the tower from shutting down, even once the hand-off is over its
+/// cap and the thread waits for room.
 #[tokio::test]
-async fn shutdown_returns_within_a_second_while_waiting_on_a_full_channel() {
+async fn shutdown_returns_within_a_second_while_waiting_for_room() {
+    // One byte: whatever the thread handed over fills it.
     let mut h = start(1);
     h.warm_up(&[(Topic::HashTx, 100)]).await;
     let base = h.stats.snapshot().hashtx.messages;
     for seq in 101..121 {
         h.publisher
             .publish(Topic::HashTx, &body(Topic::HashTx, seq as u8), seq);
+        // Apart, so that they do not all come in the first batch.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The first message fills the channel; counting the second means the
-    // thread is now waiting for room.
-    wait_for("the subscriber to receive two messages", DEADLINE, async || {
-        (h.stats.snapshot().hashtx.messages >= base + 2).then_some(())
+    // Counted but not handed over: the thread holds them, waiting for room.
+    wait_for("the subscriber to wait for room", DEADLINE, async || {
+        let s = h.stats.snapshot();
+        (s.hashtx.messages - base > s.queued).then_some(())
     })
     .await;
+    let queued = h.stats.queued();
+    assert!(queued >= 1);
     let handle = h.handle.take().expect("running");
     let took = timed_stop(move || handle.shutdown());
     assert!(took < Duration::from_secs(1), "{took:?}");
-    assert_eq!(
-        message_of(&h.next_event().await).seq,
-        101,
-        "the event already in the channel stays there"
-    );
+    // What was handed over stays there, in order, then the stream ends.
+    for seq in 101..101 + queued as u32 {
+        assert_eq!(message_of(&h.next_event().await).seq, seq);
+    }
     assert_eq!(
         timeout(DEADLINE, h.rx.recv()).await.expect("closed in time"),
         None
     );
 }
 
-/// A slow consumer only delays events: the thread waits for room, libzmq
-/// queues meanwhile, and every message arrives in order.
+/// A consumer that is slow only delays events: the thread reads on while
+/// the hand-off is under its cap, waits for room when it is over (libzmq
+/// queues meanwhile), and every message arrives in order.
 #[tokio::test]
-async fn a_full_channel_delays_events_without_losing_any() {
-    let mut h = start(1);
+async fn a_full_hand_off_delays_events_without_losing_any() {
+    // A few events' worth: the thread waits for room again and again.
+    let mut h = start(300);
     h.warm_up(&[(Topic::RawTx, 100)]).await;
     let before = h.stats.snapshot();
     for seq in 101..=400u32 {
@@ -790,7 +801,7 @@ async fn a_full_channel_delays_events_without_losing_any() {
     }
     for seq in 101..=400u32 {
         if seq % 50 == 0 {
-            // Let the thread block on the full channel now and then.
+            // Let the hand-off fill up now and then.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(
@@ -804,12 +815,36 @@ async fn a_full_channel_delays_events_without_losing_any() {
     }
     let after = h.stats.snapshot();
     assert_eq!(delta(&before, &after, Topic::RawTx), counts(300, 0, 0, 0, 0));
+    assert_eq!(after.queued, 0, "everything was taken");
+    h.shutdown().expect("clean shutdown");
+}
+
+/// The subscriber does not wait for a consumer that is not reading: a
+/// burst far beyond any channel's size is read and counted at once.
+#[tokio::test]
+async fn a_consumer_that_is_not_reading_does_not_hold_up_the_subscriber() {
+    let mut h = start(DEFAULT_MAX_QUEUED_BYTES);
+    h.warm_up(&[(Topic::RawTx, 100)]).await;
+    let before = h.stats.snapshot();
+    for seq in 101..=5100u32 {
+        h.publisher.publish(Topic::RawTx, &seq.to_le_bytes(), seq);
+    }
+    // Nobody reads, yet every message is received and waits in the hand-off.
+    wait_for("the subscriber to receive the burst", DEADLINE, async || {
+        (h.stats.snapshot().rawtx.messages - before.rawtx.messages == 5000).then_some(())
+    })
+    .await;
+    assert_eq!(h.stats.queued(), 5000);
+    for seq in 101..=5100u32 {
+        assert_eq!(message_of(&h.next_event().await).seq, seq);
+    }
+    assert_eq!(h.stats.queued(), 0);
     h.shutdown().expect("clean shutdown");
 }
 
 #[tokio::test]
 async fn the_thread_ends_when_the_receiver_is_dropped() {
-    let h = start(64);
+    let h = start(DEFAULT_MAX_QUEUED_BYTES);
     let Harness { rx, mut handle, .. } = h;
     let handle = handle.take().expect("running");
     assert!(!handle.is_finished());
@@ -825,8 +860,7 @@ async fn the_thread_ends_when_the_receiver_is_dropped() {
 // Configuration errors
 
 fn spawn(subscriptions: Vec<Subscription>) -> Result<ZmqHandle, ZmqError> {
-    let (tx, _rx) = mpsc::channel(1);
-    ZmqSubscriber::spawn(subscriptions, tx, Arc::new(ZmqStats::new()))
+    ZmqSubscriber::spawn(subscriptions, Arc::new(ZmqStats::new())).map(|(handle, _rx)| handle)
 }
 
 #[test]
@@ -863,9 +897,8 @@ fn bad_configurations_are_refused_at_spawn() {
 fn a_node_that_is_not_running_yet_is_not_an_error() {
     // Nothing listens on this port: libzmq keeps trying in the background.
     let endpoint = format!("tcp://127.0.0.1:{}", free_port());
-    let (tx, rx) = mpsc::channel(1);
     let subscriptions = subscriptions_from_endpoints(None, Some(&endpoint), None, None);
-    let handle = ZmqSubscriber::spawn(subscriptions, tx, Arc::new(ZmqStats::new())).expect("spawn");
+    let (handle, rx) = ZmqSubscriber::spawn(subscriptions, Arc::new(ZmqStats::new())).expect("spawn");
     assert!(!handle.is_finished());
     handle.shutdown().expect("clean shutdown");
     drop(rx);

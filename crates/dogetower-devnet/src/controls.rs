@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use bitcoin::Transaction;
 use serde_json::Value;
 
 use super::json::{obj, Json};
@@ -131,6 +132,103 @@ pub(crate) fn zmq(shared: &Shared, params: &Params<'_>) -> RpcResult {
     }
     shared.node().zmq_faults(change);
     Ok(Json::Null)
+}
+
+/// Most transactions one `devnet_zmq_burst` announces.
+const MAX_BURST: u32 = 1_000_000;
+
+/// `devnet_zmq_burst count [per_second=0]`: announces `count` made-up
+/// transactions, each as `hashtx` then `rawtx` like a transaction accepted
+/// to the mempool. With `per_second` 0 they leave back to back, as fast as
+/// the publisher thread sends them (as a node announcing the transactions
+/// of a block it connects in one loop would); otherwise at that pace, from a
+/// thread of their own, after this call has answered (a flood of relayed
+/// transactions). They never enter the mempool, and the counters advance
+/// as for real ones. Returns `count`.
+pub(crate) fn zmq_burst(shared: &Shared, params: &Params<'_>) -> RpcResult {
+    params.arity(1, 2, "devnet_zmq_burst count ( per_second )\nAnnounces count made-up transactions (hashtx and rawtx each), back to back or at per_second; they are not in the mempool.")?;
+    let n = count(params, 0, 0, "count")?;
+    if n > MAX_BURST {
+        return Err(invalid(format!("count must be at most {MAX_BURST}")));
+    }
+    let per_second = count(params, 1, 0, "per_second")?;
+    // Built before anything is sent, so the messages leave back to back.
+    let salt: [u8; 16] = bitcoin::secp256k1::rand::random();
+    let txs: Vec<Transaction> = (0..n).map(|i| made_up_payment(&salt, i)).collect();
+    let node = shared.node();
+    if per_second == 0 {
+        for tx in &txs {
+            node.announce(tx);
+        }
+        return Ok(Json::from(n));
+    }
+    let notifier = node.notifier();
+    std::thread::Builder::new()
+        .name("devnet-burst".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let mut sent = 0usize;
+            while sent < txs.len() {
+                let due = (started.elapsed().as_secs_f64() * f64::from(per_second)) as usize + 1;
+                for tx in &txs[sent..due.min(txs.len())] {
+                    notifier.transaction(tx);
+                }
+                sent = sent.max(due.min(txs.len()));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .map_err(|e| RpcFault::new(codes::MISC_ERROR, e.to_string()))?;
+    Ok(Json::from(n))
+}
+
+/// A well-formed one-input, two-output P2PKH payment of the usual size
+/// (226 bytes) spending an outpoint that does not exist; the signature is
+/// made up (nothing verifies it). Distinct for every (`salt`, `i`).
+fn made_up_payment(salt: &[u8; 16], i: u32) -> Transaction {
+    use bitcoin::hashes::{hash160, sha256d, Hash};
+    use bitcoin::script::{Builder, PushBytesBuf};
+    use bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, TxIn, TxOut, Txid, Witness};
+    let mut seed = salt.to_vec();
+    seed.extend_from_slice(&i.to_le_bytes());
+    let digest = sha256d::Hash::hash(&seed).to_byte_array();
+    let mut signature = vec![0x30u8; 71];
+    signature[4..36].copy_from_slice(&digest);
+    signature.push(0x01);
+    let mut public_key = vec![0x02u8];
+    public_key.extend_from_slice(&digest);
+    let push = |bytes: Vec<u8>| PushBytesBuf::try_from(bytes).expect("a short push");
+    let script_sig = Builder::new()
+        .push_slice(push(signature))
+        .push_slice(push(public_key))
+        .into_script();
+    let pay_to = |tag: u8| {
+        let mut key = digest.to_vec();
+        key.push(tag);
+        ScriptBuf::new_p2pkh(&hash160::Hash::hash(&key).into())
+    };
+    Transaction {
+        version: transaction::Version::ONE,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: Txid::from_byte_array(digest),
+                vout: i % 4,
+            },
+            script_sig,
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![
+            TxOut {
+                value: Amount::from_sat(100_000_000 + u64::from(i)),
+                script_pubkey: pay_to(0),
+            },
+            TxOut {
+                value: Amount::from_sat(2_500_000_000),
+                script_pubkey: pay_to(1),
+            },
+        ],
+    }
 }
 
 /// `devnet_pause_rpc seconds`: the listener closes (connections are

@@ -27,6 +27,7 @@
 //! | `devnet_fund address koinu [confirm=false] [rbf=false]` | pays `address` from the wallet with a real signed tx (fee 0.01 DOGE/kB, BIP125-replaceable with `rbf`); mines it with `confirm`; returns `{"txid","vout","hex"}` |
 //! | `devnet_double_spend txid` | replaces a replaceable wallet transaction by one spending the same inputs back to the wallet with 0.01 DOGE more fee; returns `{"txid","hex"}` |
 //! | `devnet_zmq {"drop_next": n}` / `{"drop_all": bool}` / `{"duplicate_next": n}` / `{"reorder_next": n}` | ZMQ fault injection: lose, duplicate or reverse the next n messages (one message = one topic's three frames); counters still advance for lost ones |
+//! | `devnet_zmq_burst count [per_second=0]` | announces `count` made-up transactions (not in the mempool; `hashtx` then `rawtx` each, counters advancing) back to back (0), as a node announcing a block's transactions in one loop would, or at `per_second` from a thread of their own after answering |
 //! | `devnet_pause_rpc seconds` | closes the RPC listener (connection refused, live connections ended) for that long, then reopens it on the same port |
 //! | `devnet_restart [seconds_down=1] [keep_mempool=true] [catch_up_blocks=0]` | a node restart: RPC down, the node forgets mock time, reloads (or drops) its mempool, connects `catch_up_blocks` blocks with no ZMQ message, ZMQ counters start again at 0, then RPC answers -28 warm-up errors for ~200 ms |
 //! | `devnet_evict txid` | drops a tx and its descendants from the mempool silently, as expiry would; returns their txids |

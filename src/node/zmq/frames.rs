@@ -80,9 +80,17 @@ impl FrameError {
 /// that had `total_frames` frames in all: the receive loop keeps no more than
 /// three, so a sender cannot make us hold an unbounded list.
 pub(super) fn parse_frames(frames: Vec<Vec<u8>>, total_frames: usize) -> Result<ZmqMessage, FrameError> {
-    let claimed = frames.first().and_then(|f| Topic::from_frame(f));
-    let [topic, body, seq]: [Vec<u8>; 3] = match frames.try_into() {
-        Ok(three) if total_frames == 3 => three,
+    let frame = |i: usize| frames.get(i).map(Vec::as_slice);
+    parse_parts([frame(0), frame(1), frame(2)], total_frames)
+}
+
+/// [`parse_frames`] on borrowed frames (`None` where the message had fewer
+/// than three): the receive loop reads into reused buffers, and only the
+/// body of a well-formed message is copied.
+pub(super) fn parse_parts(parts: [Option<&[u8]>; 3], total_frames: usize) -> Result<ZmqMessage, FrameError> {
+    let claimed = parts[0].and_then(Topic::from_frame);
+    let (topic, body, seq) = match parts {
+        [Some(topic), Some(body), Some(seq)] if total_frames == 3 => (topic, body, seq),
         _ => {
             return Err(FrameError::WrongFrameCount {
                 topic: claimed,
@@ -91,15 +99,12 @@ pub(super) fn parse_frames(frames: Vec<Vec<u8>>, total_frames: usize) -> Result<
         }
     };
     let topic = claimed.ok_or_else(|| FrameError::UnknownTopic {
-        topic: printable(&topic),
+        topic: printable(topic),
     })?;
-    let seq: [u8; 4] = seq
-        .as_slice()
-        .try_into()
-        .map_err(|_| FrameError::BadSequenceLength {
-            topic,
-            len: seq.len(),
-        })?;
+    let seq: [u8; 4] = seq.try_into().map_err(|_| FrameError::BadSequenceLength {
+        topic,
+        len: seq.len(),
+    })?;
     if topic.is_hash() && body.len() != 32 {
         return Err(FrameError::BadHashLength {
             topic,
@@ -111,7 +116,7 @@ pub(super) fn parse_frames(frames: Vec<Vec<u8>>, total_frames: usize) -> Result<
     }
     Ok(ZmqMessage {
         topic,
-        body,
+        body: body.to_vec(),
         seq: u32::from_le_bytes(seq),
     })
 }

@@ -15,15 +15,21 @@
 //! Why a std thread rather than a task: the `zmq` crate is synchronous and a
 //! ZMQ socket must not be used from two threads at once. One thread owns all
 //! the sockets, polls them with a short timeout (so a shutdown request is seen
-//! promptly) and hands events to a `tokio::sync::mpsc` channel.
+//! promptly) and hands events to the async side ([`ZmqReceiver`]).
 //!
-//! Backpressure: when the channel is full the thread waits (like
-//! `Sender::blocking_send`) and stops reading the sockets. libzmq keeps
-//! queueing meanwhile, up to our receive high-water mark and then the node's
-//! send high-water mark (1000 by default); beyond that the node's PUB socket
-//! drops messages. Nothing is lost silently, though: once the consumer catches
-//! up, the first message after the hole arrives with a later counter and is
-//! reported as a [`ZmqEvent::Gap`], which sends the follower back to RPC.
+//! Backpressure, or rather none: dogecoind 1.14 publishes with libzmq's
+//! default send high-water mark of 1,000 messages and has no option to
+//! raise it, so whatever makes us read late loses messages at the node. The
+//! thread therefore never waits for the consumer: it hands each batch of
+//! events (up to 256 messages read from a socket at once)
+//! to a queue it only appends to (`handoff`), and the consumer takes
+//! everything waiting in one go. Only when the waiting events hold more than
+//! a memory cap ([`DEFAULT_MAX_QUEUED_BYTES`], a consumer that stopped) does
+//! the thread wait; then libzmq queues, up to our receive high-water mark and
+//! the node's send high-water mark, and beyond that the node's PUB socket
+//! drops messages. Nothing is lost silently, though: the first message after
+//! the hole arrives with a later counter and is reported as a
+//! [`ZmqEvent::Gap`], which sends the follower back to RPC.
 //!
 //! The parts: [`Topic`] names the four notifications (it lives in
 //! `dogetower-core`, which the devnet shares); `frames` turns a multipart
@@ -36,15 +42,15 @@
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use tokio::sync::mpsc::Sender;
-
 mod frames;
+mod handoff;
 mod sequence;
 mod stats;
 mod worker;
 
 pub use dogetower_core::node::{Topic, UnknownTopic};
 pub use frames::{FrameError, ZmqMessage};
+pub use handoff::{ZmqReceiver, DEFAULT_MAX_QUEUED_BYTES};
 pub use sequence::{SeqVerdict, SequenceTracker, WRAP_WINDOW};
 pub use stats::{TopicStatsSnapshot, ZmqStats, ZmqStatsSnapshot};
 use worker::{open_socket, ShutdownSignal, Worker};
@@ -152,27 +158,37 @@ pub struct ZmqSubscriber;
 
 impl ZmqSubscriber {
     /// Opens one SUB socket per distinct endpoint, subscribes it to its
-    /// topics and starts the thread that forwards events to `sender`.
+    /// topics and starts the thread; its events come out of the returned
+    /// receiver.
     ///
     /// Connecting does not wait for the node: libzmq connects in the
     /// background and keeps reconnecting, so the tower can start before
     /// dogecoind. Errors here are configuration errors (a malformed endpoint,
     /// a topic on two endpoints).
     ///
-    /// Events are sent in order and the thread waits while `sender`'s
-    /// channel is full; libzmq buffers meanwhile, and what overflows its
-    /// buffers shows up downstream as a [`ZmqEvent::Gap`] (see the module
-    /// documentation). Size the channel for bursts, not for correctness.
+    /// Events come out in order, and the thread does not wait for the
+    /// receiver unless the events waiting for it hold
+    /// [`DEFAULT_MAX_QUEUED_BYTES`] or more (see the module documentation).
     ///
     /// The thread ends when [`ZmqHandle::shutdown`] is called or the handle is
     /// dropped, when the receiver is dropped, or on a socket error it cannot
-    /// recover from (logged, and returned by `shutdown`). In every case it
-    /// drops `sender`, so the receiver sees the end of the stream.
+    /// recover from (logged, and returned by `shutdown`). In every case the
+    /// receiver then sees the end of the stream after the events already
+    /// handed over.
     pub fn spawn(
         subscriptions: Vec<Subscription>,
-        sender: Sender<ZmqEvent>,
         stats: Arc<ZmqStats>,
-    ) -> Result<ZmqHandle, ZmqError> {
+    ) -> Result<(ZmqHandle, ZmqReceiver), ZmqError> {
+        ZmqSubscriber::spawn_with_cap(subscriptions, stats, DEFAULT_MAX_QUEUED_BYTES)
+    }
+
+    /// [`ZmqSubscriber::spawn`] with another cap on the bytes waiting in the
+    /// hand-off (tests use a tiny one to make the thread wait).
+    pub fn spawn_with_cap(
+        subscriptions: Vec<Subscription>,
+        stats: Arc<ZmqStats>,
+        max_queued_bytes: usize,
+    ) -> Result<(ZmqHandle, ZmqReceiver), ZmqError> {
         let plan = plan(subscriptions)?;
         let context = zmq::Context::new();
         let mut sockets = Vec::with_capacity(plan.len());
@@ -180,10 +196,12 @@ impl ZmqSubscriber {
             sockets.push(open_socket(&context, subscription)?);
         }
         let shutdown = Arc::new(ShutdownSignal::default());
+        let (sender, receiver) = handoff::handoff(max_queued_bytes, Arc::clone(&stats));
         let worker = Worker {
             sockets,
             trackers: Default::default(),
             sender,
+            batch: Vec::new(),
             stats,
             shutdown: Arc::clone(&shutdown),
         };
@@ -191,10 +209,13 @@ impl ZmqSubscriber {
             .name("zmq-subscriber".into())
             .spawn(move || worker.run())
             .map_err(ZmqError::Thread)?;
-        Ok(ZmqHandle {
-            shutdown,
-            thread: Some(thread),
-        })
+        Ok((
+            ZmqHandle {
+                shutdown,
+                thread: Some(thread),
+            },
+            receiver,
+        ))
     }
 }
 
@@ -243,7 +264,7 @@ pub struct ZmqHandle {
 
 impl ZmqHandle {
     /// Stops the thread and waits for it: within about one poll interval
-    /// (100 ms), even when it is waiting for room in a full channel. Returns
+    /// (100 ms), even when it is waiting for room in the hand-off. Returns
     /// the error that had already stopped it, if any.
     pub fn shutdown(mut self) -> Result<(), ZmqError> {
         self.stop_and_join()

@@ -48,6 +48,8 @@ pub struct ZmqStats {
     /// Unix seconds of the last message of any kind, well-formed or not;
     /// 0 = never.
     last_message_unix: AtomicU64,
+    /// Events handed over by the subscriber thread and not yet taken.
+    queued: AtomicU64,
 }
 
 /// A topic's counters at one moment.
@@ -80,6 +82,8 @@ pub struct ZmqStatsSnapshot {
     pub malformed_unknown_topic: u64,
     /// Unix seconds of the last message of any kind, if any.
     pub last_message_unix: Option<u64>,
+    /// Events received and not yet taken by the consumer (the hand-off's depth).
+    pub queued: u64,
 }
 
 impl ZmqStatsSnapshot {
@@ -112,7 +116,17 @@ impl ZmqStats {
             rawblock: rawblock.snapshot(),
             malformed_unknown_topic: self.malformed_unknown_topic.load(Ordering::Relaxed),
             last_message_unix: nonzero(self.last_message_unix.load(Ordering::Relaxed)),
+            queued: self.queued.load(Ordering::Relaxed),
         }
+    }
+
+    /// Events handed over by the subscriber thread and not yet taken.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_queued(&self, events: usize) {
+        self.queued.store(events as u64, Ordering::Relaxed);
     }
 
     /// Seconds since anything arrived from the node, or `None` if nothing has

@@ -1,7 +1,7 @@
 //! The subscriber thread: it opens and owns the SUB sockets, polls them,
 //! reads whole multipart messages, classifies and counts them, and hands the
-//! events to the async side, waiting while the channel is full unless asked
-//! to stop.
+//! events to the async side in batches (one per socket drain), waiting only
+//! while the hand-off holds more than its memory cap, unless asked to stop.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::mpsc::Sender;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use super::frames::parse_frames;
+use super::frames::parse_parts;
+use super::handoff::{HandoffSender, Refused};
 use super::stats::unix_now;
-use super::{SeqVerdict, SequenceTracker, Subscription, ZmqError, ZmqEvent, ZmqStats};
+use super::{
+    FrameError, SeqVerdict, SequenceTracker, Subscription, ZmqError, ZmqEvent, ZmqMessage, ZmqStats,
+};
 
 /// How long one `zmq_poll` waits. It bounds how late the thread notices a
 /// shutdown request or a dropped receiver, so
@@ -135,7 +136,7 @@ pub(super) fn open_socket(
 }
 
 /// The stop request: a flag the poll loop reads, and a `Notify` that wakes
-/// the thread if it is waiting for room in the channel.
+/// the thread if it is waiting for room in the hand-off.
 #[derive(Default)]
 pub(super) struct ShutdownSignal {
     requested: AtomicBool,
@@ -164,7 +165,9 @@ enum Flow {
 pub(super) struct Worker {
     pub(super) sockets: Vec<EndpointSocket>,
     pub(super) trackers: [SequenceTracker; 4],
-    pub(super) sender: Sender<ZmqEvent>,
+    pub(super) sender: HandoffSender,
+    /// Events handled since the last hand-off.
+    pub(super) batch: Vec<ZmqEvent>,
     pub(super) stats: Arc<ZmqStats>,
     pub(super) shutdown: Arc<ShutdownSignal>,
 }
@@ -223,37 +226,42 @@ impl Worker {
         names.join(", ")
     }
 
-    /// Reads and handles up to [`MAX_BATCH`] messages from one socket.
+    /// Reads and handles up to [`MAX_BATCH`] messages from one socket, then
+    /// hands what they gave over in one batch.
     fn drain(&mut self, index: usize) -> Result<Flow, ZmqError> {
+        // One clock read per batch: the counters keep whole seconds.
+        let now = unix_now();
+        // Reused for every message: only a well-formed body is copied out.
+        let mut frames: [zmq::Message; 3] = [zmq::Message::new(), zmq::Message::new(), zmq::Message::new()];
         for _ in 0..MAX_BATCH {
-            let received = {
+            let total = {
                 let s = &self.sockets[index];
-                receive(&s.socket).map_err(|source| ZmqError::Socket {
+                receive(&s.socket, &mut frames).map_err(|source| ZmqError::Socket {
                     endpoint: s.endpoint.clone(),
                     operation: "recv",
                     source,
                 })?
             };
-            let Some(received) = received else {
-                return Ok(Flow::Continue);
+            let Some(total) = total else {
+                break;
             };
-            if let Flow::Stop = self.handle(received) {
-                return Ok(Flow::Stop);
-            }
+            let part = |i: usize| (i < total).then(|| &*frames[i]);
+            let parsed = parse_parts([part(0), part(1), part(2)], total);
+            self.handle(parsed, now);
         }
-        Ok(Flow::Continue)
+        Ok(self.hand_over())
     }
 
-    /// Classifies one message, counts it and forwards what it gives.
-    fn handle(&mut self, received: Received) -> Flow {
-        let now = unix_now();
-        let message = match parse_frames(received.frames, received.total) {
+    /// Classifies one message, counts it and adds what it gives to the batch.
+    fn handle(&mut self, parsed: Result<ZmqMessage, FrameError>, now: u64) {
+        let message = match parsed {
             Ok(message) => message,
             Err(reason) => {
                 self.stats.seen(reason.topic(), now);
                 self.stats.record_malformed(reason.topic());
                 warn!(%reason, "malformed ZMQ message");
-                return self.forward(ZmqEvent::Malformed { reason });
+                self.batch.push(ZmqEvent::Malformed { reason });
+                return;
             }
         };
         let topic = message.topic;
@@ -276,87 +284,77 @@ impl Worker {
             }
             SeqVerdict::Duplicate => {
                 debug!(%topic, seq = message.seq, "duplicate ZMQ message");
-                return self.forward(ZmqEvent::Duplicate {
+                self.batch.push(ZmqEvent::Duplicate {
                     topic,
                     seq: message.seq,
                 });
+                return;
             }
         };
         if let Some(notice) = notice {
-            if let Flow::Stop = self.forward(notice) {
+            self.batch.push(notice);
+        }
+        self.batch.push(ZmqEvent::Message(message));
+    }
+
+    /// Hands the batch to the async side. The hand-off never makes the
+    /// thread wait, except while it holds more than its memory cap (a
+    /// consumer that stopped reading); a shutdown request also ends that
+    /// wait, so a consumer that stopped without dropping its receiver
+    /// cannot keep `shutdown` from returning.
+    fn hand_over(&mut self) -> Flow {
+        loop {
+            match self.sender.push(&mut self.batch) {
+                Ok(()) => return Flow::Continue,
+                Err(Refused::Closed) => {
+                    info!("ZMQ event receiver dropped");
+                    return Flow::Stop;
+                }
+                Err(Refused::Full) => {}
+            }
+            debug!("ZMQ hand-off over its cap; waiting for the consumer (libzmq queues meanwhile)");
+            let shutdown = Arc::clone(&self.shutdown);
+            let sender = &self.sender;
+            let stop = block_on(async move {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wake.notified() => true,
+                    () = sender.room() => false,
+                }
+            });
+            if stop {
                 return Flow::Stop;
             }
         }
-        self.forward(ZmqEvent::Message(message))
-    }
-
-    /// Hands an event to the async side, waiting while the channel is full.
-    ///
-    /// This is `Sender::blocking_send`, except that a shutdown request also
-    /// ends the wait: with plain `blocking_send` a consumer that stopped
-    /// reading without dropping its receiver would keep `shutdown` from
-    /// ever returning.
-    fn forward(&self, event: ZmqEvent) -> Flow {
-        let event = match self.sender.try_send(event) {
-            Ok(()) => return Flow::Continue,
-            Err(TrySendError::Closed(_)) => {
-                info!("ZMQ event receiver dropped");
-                return Flow::Stop;
-            }
-            Err(TrySendError::Full(event)) => event,
-        };
-        debug!("ZMQ event channel full; waiting for the consumer (libzmq queues meanwhile)");
-        let shutdown = Arc::clone(&self.shutdown);
-        block_on(async move {
-            tokio::select! {
-                biased;
-                _ = shutdown.wake.notified() => Flow::Stop,
-                permit = self.sender.reserve() => match permit {
-                    Ok(permit) => {
-                        permit.send(event);
-                        Flow::Continue
-                    }
-                    Err(_) => {
-                        info!("ZMQ event receiver dropped");
-                        Flow::Stop
-                    }
-                },
-            }
-        })
     }
 }
 
-/// One multipart message as read: its first three frames and how many it had.
-struct Received {
-    frames: Vec<Vec<u8>>,
-    total: usize,
-}
-
-/// Receives one whole multipart message without blocking: `None` when there
-/// is none. Keeps the first three frames and counts the rest, so a message
-/// with a silly number of frames costs no memory. libzmq delivers the frames
-/// of a message together, so once the first is here the others are too.
-fn receive(socket: &zmq::Socket) -> Result<Option<Received>, zmq::Error> {
-    let first = match recv_frame(socket) {
-        Ok(frame) => frame,
+/// Receives one whole multipart message without blocking into `frames`
+/// (its first three frames) and says how many frames it had; `None` when
+/// there is none. The rest are read and dropped, so a message with a silly
+/// number of frames costs no memory. libzmq delivers the frames of a
+/// message together, so once the first is here the others are too.
+fn receive(socket: &zmq::Socket, frames: &mut [zmq::Message; 3]) -> Result<Option<usize>, zmq::Error> {
+    match recv_frame(socket, &mut frames[0]) {
+        Ok(()) => {}
         Err(zmq::Error::EAGAIN) => return Ok(None),
         Err(e) => return Err(e),
-    };
-    let mut frames = vec![first];
-    let mut total = 1;
-    while socket.get_rcvmore()? {
-        let frame = recv_frame(socket)?;
-        total += 1;
-        if frames.len() < 3 {
-            frames.push(frame);
-        }
     }
-    Ok(Some(Received { frames, total }))
+    let mut total = 1;
+    let mut more = frames[0].get_more();
+    let mut extra = zmq::Message::new();
+    while more {
+        let frame = if total < 3 { &mut frames[total] } else { &mut extra };
+        recv_frame(socket, frame)?;
+        more = frame.get_more();
+        total += 1;
+    }
+    Ok(Some(total))
 }
 
-fn recv_frame(socket: &zmq::Socket) -> Result<Vec<u8>, zmq::Error> {
+fn recv_frame(socket: &zmq::Socket, frame: &mut zmq::Message) -> Result<(), zmq::Error> {
     loop {
-        match socket.recv_bytes(zmq::DONTWAIT) {
+        match socket.recv(frame, zmq::DONTWAIT) {
             Err(zmq::Error::EINTR) => continue,
             other => return other,
         }
@@ -365,8 +363,8 @@ fn recv_frame(socket: &zmq::Socket) -> Result<Vec<u8>, zmq::Error> {
 
 /// Runs a future to completion on this (non-async) thread, parking between
 /// polls. It is what `blocking_send` does inside tokio; here it lets the wait
-/// for channel room also listen for a shutdown request. The futures involved
-/// (`Sender::reserve`, `Notify::notified`) need no runtime.
+/// for room in the hand-off also listen for a shutdown request. The futures
+/// involved (`Notify::notified`) need no runtime.
 pub(super) fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(Thread);
     impl Wake for Unpark {

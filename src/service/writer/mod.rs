@@ -90,7 +90,12 @@ impl Writer {
         let undo_above = tip.map_or(0, |t| t.height.saturating_sub(WINDOW as u32));
         let channels = store.tracked_channels(undo_above)?;
         tracing::info!(channels = channels.len(), processed_height = ?tip.map(|t| t.height), "store loaded");
-        let tower = Tower::new(engine_settings(config), tip, channels);
+        let tower = Tower::with_watch_filter(
+            engine_settings(config),
+            tip,
+            channels,
+            handle.watch_filter.clone(),
+        );
         let mut writer = Writer {
             network,
             store,

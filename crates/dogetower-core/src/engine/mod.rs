@@ -20,9 +20,11 @@ mod funding;
 mod payment_check;
 mod table;
 mod totals;
+mod watch_filter;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use bitcoin::{OutPoint, Transaction, Txid};
 
@@ -33,6 +35,7 @@ pub use commands::{
 };
 pub use event::{BlockRef, Event, EventData, EventKind, SeenIn};
 pub use payment_check::{CheckedPayment, PaymentCheckJob};
+pub use watch_filter::{WatchFilter, WatchFilterRead};
 
 use crate::chain::headers::HeaderRecord;
 use crate::chain::{ChainEvent, Network};
@@ -291,11 +294,24 @@ pub struct Tower {
     /// Blocks disconnected since the last connect (for `chain.reorg`).
     pending_reorg: Vec<HeaderRecord>,
     node_reachable: Option<bool>,
+    /// A superset of `idx.watched` and `idx.funding_txids`, shared with
+    /// whoever delivers mempool transactions.
+    watch_filter: Arc<WatchFilter>,
 }
 
 impl Tower {
     /// A tower restored from the store: its channels and the processed tip.
     pub fn new(settings: EngineSettings, tip: Option<HeaderRecord>, channels: Vec<TrackedChannel>) -> Tower {
+        Tower::with_watch_filter(settings, tip, channels, Arc::default())
+    }
+
+    /// [`Tower::new`], keeping `filter` a superset of what it matches.
+    pub fn with_watch_filter(
+        settings: EngineSettings,
+        tip: Option<HeaderRecord>,
+        channels: Vec<TrackedChannel>,
+        filter: Arc<WatchFilter>,
+    ) -> Tower {
         // The table takes the vector as it is: no second copy of a million
         // channels while the indexes are built.
         let channels = ChannelTable::from(channels);
@@ -303,6 +319,7 @@ impl Tower {
         for channel in channels.values() {
             idx.add(channel);
             totals.add(Share::of(channel));
+            add_to_filter(&filter, channel);
         }
         Tower {
             settings,
@@ -312,6 +329,7 @@ impl Tower {
             totals,
             pending_reorg: Vec::new(),
             node_reachable: None,
+            watch_filter: filter,
         }
     }
 
@@ -325,6 +343,11 @@ impl Tower {
 
     pub fn tip(&self) -> Option<&HeaderRecord> {
         self.tip.as_ref()
+    }
+
+    /// The pre-filter of mempool transactions ([`WatchFilter`]).
+    pub fn watch_filter(&self) -> &Arc<WatchFilter> {
+        &self.watch_filter
     }
 
     /// The merchant of the channel with this id (its P2SH address).
@@ -442,6 +465,7 @@ impl Tower {
         }
         self.idx.add(&channel);
         self.totals.add(Share::of(&channel));
+        add_to_filter(&self.watch_filter, &channel);
         self.channels.insert(channel);
     }
 
@@ -504,6 +528,14 @@ pub fn unsigned_txid(tx: &Transaction) -> Txid {
         input.script_sig = bitcoin::ScriptBuf::new();
     }
     crate::chain::block::txid(&bare)
+}
+
+/// Adds what the engine will match for `channel` to the mempool pre-filter
+/// (the same channels [`Indexes::add`] watches).
+fn add_to_filter(filter: &WatchFilter, channel: &TrackedChannel) {
+    if channel.state.is_live() || channel.state == ChannelState::Closing {
+        filter.add_channel(channel);
+    }
 }
 
 /// Whether [`Tower::check_confirmations`] still has something to do for a

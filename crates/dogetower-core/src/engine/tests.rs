@@ -95,6 +95,24 @@ fn broadcasts(actions: &[Action]) -> Vec<i64> {
         .collect()
 }
 
+/// The superset property: every outpoint and txid `see_transaction` looks
+/// up is in the filter.
+fn assert_filter_covers(tower: &Tower) {
+    let filter = tower.watch_filter().read();
+    for outpoint in tower.idx.watched.keys() {
+        assert!(
+            filter.contains_outpoint(outpoint),
+            "watched {outpoint} is not in the filter"
+        );
+    }
+    for txid in tower.idx.funding_txids.keys() {
+        assert!(
+            filter.contains_txid(txid),
+            "funding txid {txid} is not in the filter"
+        );
+    }
+}
+
 impl Scene {
     /// A tower at height 100 with one channel registered (key 1), locktime 200:
     /// broadcast at 190, warning from 170.
@@ -138,6 +156,7 @@ impl Scene {
             heights,
         );
         let actions = scene.tower.handle(Input::Registered(Box::new(channel))).unwrap();
+        assert_filter_covers(&scene.tower);
         assert_eq!(codes(&actions), ["channel.registered"]);
         assert!(actions.contains(&Action::Save { key: 1 }));
         scene
@@ -159,12 +178,33 @@ impl Scene {
     fn mine_tagged(&mut self, txs: Vec<Transaction>, tag: u8) -> Vec<Action> {
         let h = header(self.height() + 1, self.chain.last().unwrap().hash, tag);
         self.chain.push(h);
-        self.tower
+        // Every transaction the engine matches in the block, one at a time
+        // on a copy, passes the filter.
+        for tx in &txs {
+            let mut alone = Tower::new(
+                settings(),
+                self.tower.tip,
+                self.tower.channels().cloned().collect(),
+            );
+            let actions = alone
+                .handle(Input::Chain(ChainEvent::MempoolTx {
+                    txid: tx.compute_txid(),
+                    tx: Arc::new(tx.clone()),
+                }))
+                .unwrap();
+            if !actions.is_empty() {
+                assert!(self.tower.watch_filter().may_match(&tx.compute_txid(), tx));
+            }
+        }
+        let actions = self
+            .tower
             .handle(Input::Chain(ChainEvent::BlockConnected {
                 header: h,
                 block: block(txs),
             }))
-            .unwrap()
+            .unwrap();
+        assert_filter_covers(&self.tower);
+        actions
     }
 
     /// Mines empty blocks up to `height`, returning every action.
@@ -184,12 +224,20 @@ impl Scene {
     }
 
     fn mempool(&mut self, tx: &Transaction) -> Vec<Action> {
-        self.tower
+        let passes = self.tower.watch_filter().may_match(&tx.compute_txid(), tx);
+        let actions = self
+            .tower
             .handle(Input::Chain(ChainEvent::MempoolTx {
                 txid: tx.compute_txid(),
                 tx: Arc::new(tx.clone()),
             }))
-            .unwrap()
+            .unwrap();
+        assert!(
+            passes || actions.is_empty(),
+            "the engine matched a transaction the filter rejects"
+        );
+        assert_filter_covers(&self.tower);
+        actions
     }
 
     /// Funds and opens the channel (2 confirmations), then pays `amount`.
@@ -545,6 +593,7 @@ fn a_restored_tower_carries_on() {
     // Crash: rebuild from what was saved.
     let saved = s.tower.channel(1).unwrap().clone();
     s.tower = Tower::new(settings(), s.chain.last().copied(), vec![saved]);
+    assert_filter_covers(&s.tower);
     assert_eq!(
         broadcasts(&s.mine(vec![])),
         [1],

@@ -106,6 +106,7 @@ pub(crate) const METHODS: &[Method] = &[
     ),
     m("devnet_double_spend", &["txid"], controls::double_spend),
     m("devnet_zmq", &["options"], controls::zmq),
+    m("devnet_zmq_burst", &["count", "per_second"], controls::zmq_burst),
     m("devnet_pause_rpc", &["seconds"], controls::pause_rpc),
     m(
         "devnet_restart",

@@ -181,6 +181,18 @@ impl Node {
         self.notifier.send(Command::Faults(change));
     }
 
+    /// Announces `tx` (`hashtx`, then `rawtx`) as if it had just entered
+    /// the mempool, without it entering (`devnet_zmq_burst`).
+    pub fn announce(&self, tx: &Transaction) {
+        self.notifier.transaction(tx);
+    }
+
+    /// The notifier, to announce from another thread (`devnet_zmq_burst`
+    /// at a pace).
+    pub fn notifier(&self) -> Notifier {
+        self.notifier.clone()
+    }
+
     /// The node side of `devnet_restart`: mock time and the IBD latch are
     /// forgotten, the mempool is saved (or not) and reloaded, `catch_up`
     /// coinbase-only blocks arrive while nothing is published, and the ZMQ

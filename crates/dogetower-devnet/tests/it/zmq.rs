@@ -490,3 +490,32 @@ async fn fault_injection_drops_duplicates_and_reorders() {
     assert_eq!(err.code, -8);
     net.devnet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_announces_made_up_transactions_back_to_back() {
+    let mut net = Net::start().await;
+    // Few enough that a subscriber reading after the call loses none to
+    // the publisher's high-water mark of 1,000.
+    let n = 200;
+    assert_eq!(net.rpc.ok("devnet_zmq_burst", json!([n])).await, json!(n));
+    let mut txids = std::collections::HashSet::new();
+    for _ in 0..n {
+        let hash = net.sub.recv();
+        assert_eq!(hash.topic, "hashtx");
+        net.counters.check(&hash);
+        let raw = net.sub.recv();
+        assert_eq!((raw.topic.as_str(), raw.seq), ("rawtx", hash.seq));
+        net.counters.check(&raw);
+        let tx: Transaction = deserialize(&raw.body).expect("rawtx decodes");
+        assert_eq!(tx.compute_txid().to_string(), hash.hash_hex());
+        assert_eq!(serialize(&tx).len(), 226, "a usual one-input, two-output payment");
+        assert!(txids.insert(tx.compute_txid()), "every transaction is distinct");
+    }
+    // None of them is in the mempool, and the stream goes on after them.
+    let mempool = net.rpc.ok("getrawmempool", json!([])).await;
+    assert_eq!(mempool, json!([]));
+    net.sentinel().await;
+    let err = net.rpc.err("devnet_zmq_burst", json!([-1])).await;
+    assert_eq!(err.code, -8);
+    net.devnet.shutdown().await;
+}
