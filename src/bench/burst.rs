@@ -19,17 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bitcoin::secp256k1::Secp256k1;
 use serde_json::json;
 
 use super::harness::{
     drive_until, node, progress, start_devnet, wait_ready, DevnetHost, Request, TowerDir, ANY_PORT,
 };
-use super::payments::{amount, schedule};
-use super::population::{presigned_payment, Merchant, Plan, SeedChannel};
+use super::payments::payment_requests;
+use super::population::Plan;
 use super::report::{round, Report, Row, Want};
 use super::Ctx;
-use crate::channel::psbt::encode_base64;
 use crate::node::zmq::{Topic, ZmqStats};
 use crate::runtime;
 
@@ -268,23 +266,7 @@ fn rpc_calls(metrics_text: &str) -> std::collections::BTreeMap<String, (f64, f64
 /// Payment updates for `channels` channels, `clients` lists (each client
 /// owns its channels, so a channel's states arrive in order).
 fn payments(plan: Plan, updates: u64, clients: u64) -> Vec<Vec<Request>> {
-    let merchant = Merchant::bench();
-    let secp = Secp256k1::new();
-    let schedule = schedule(plan.channels, updates);
-    let requests = super::population::parallel(0..updates, plan.tag, |payers, k| {
-        let (c, round) = schedule[k as usize];
-        let seed = SeedChannel::synthetic(&plan, payers, &merchant.public, c);
-        let payer = payers.get(plan.payer_index(c));
-        let psbt = presigned_payment(payer, &seed, &merchant, amount(round), &secp);
-        let body = format!("{{\"psbt\":\"{}\"}}", encode_base64(&psbt));
-        (
-            c,
-            Request {
-                path: format!("/v1/channels/{}/payments", seed.id),
-                body: Some(body.into()),
-            },
-        )
-    });
+    let requests = payment_requests(plan, updates);
     let mut per_client: Vec<Vec<Request>> = vec![Vec::new(); clients as usize];
     for (c, request) in requests {
         per_client[(c % clients) as usize].push(request);

@@ -75,6 +75,28 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
+/// `updates` presigned payment updates spread over the plan's channels (see
+/// [`schedule`]), each with the channel it goes to, built on every core.
+pub(super) fn payment_requests(plan: Plan, updates: u64) -> Vec<(u64, Request)> {
+    let merchant = Merchant::bench();
+    let secp = Secp256k1::new();
+    let schedule = schedule(plan.channels, updates);
+    super::population::parallel(0..updates, plan.tag, |payers, k| {
+        let (c, round) = schedule[k as usize];
+        let seed = SeedChannel::synthetic(&plan, payers, &merchant.public, c);
+        let payer = payers.get(plan.payer_index(c));
+        let psbt = presigned_payment(payer, &seed, &merchant, amount(round), &secp);
+        let body = format!("{{\"psbt\":\"{}\"}}", encode_base64(&psbt));
+        (
+            c,
+            Request {
+                path: format!("/v1/channels/{}/payments", seed.id),
+                body: Some(body.into()),
+            },
+        )
+    })
+}
+
 /// Which channel each update goes to, and the how-manieth of its channel it
 /// is: spread over every channel (a stride coprime with their number).
 pub(super) fn schedule(channels: u64, updates: u64) -> Vec<(u64, u32)> {
@@ -120,26 +142,7 @@ async fn one_run(
         "building {updates} presigned payments for {channels} channels"
     ));
     let started = std::time::Instant::now();
-    let plan_for_build = plan;
-    let requests = tokio::task::block_in_place(move || {
-        let merchant = Merchant::bench();
-        let secp = Secp256k1::new();
-        let schedule = schedule(channels, updates);
-        super::population::parallel(0..updates, plan_for_build.tag, |payers, k| {
-            let (c, round) = schedule[k as usize];
-            let seed = SeedChannel::synthetic(&plan_for_build, payers, &merchant.public, c);
-            let payer = payers.get(plan_for_build.payer_index(c));
-            let psbt = presigned_payment(payer, &seed, &merchant, amount(round), &secp);
-            let body = format!("{{\"psbt\":\"{}\"}}", encode_base64(&psbt));
-            (
-                c,
-                Request {
-                    path: format!("/v1/channels/{}/payments", seed.id),
-                    body: Some(body.into()),
-                },
-            )
-        })
-    });
+    let requests = tokio::task::block_in_place(move || payment_requests(plan, updates));
     let build_secs = started.elapsed().as_secs_f64();
     let mut per_client: Vec<Vec<Request>> = vec![Vec::new(); clients as usize];
     let mut check: Option<(String, u64)> = None;
