@@ -56,6 +56,12 @@ impl ChannelState {
         matches!(self, ChannelState::PendingFunding | ChannelState::Open)
     }
 
+    /// Live or closing: the channel's funding is still ours to watch (its
+    /// spends, its double spends) and counts as value locked.
+    pub fn holds_funding(self) -> bool {
+        self.is_live() || self == ChannelState::Closing
+    }
+
     /// Nothing more will happen unless a reorg undoes the cause.
     pub fn is_terminal(self) -> bool {
         matches!(

@@ -239,7 +239,7 @@ impl Indexes {
         let key = channel.key;
         let hash = self.id_hasher.hash_one(channel.id.as_str());
         OneOrMany::add(&mut self.by_id, hash, key);
-        if channel.state.is_live() || channel.state == ChannelState::Closing {
+        if channel.state.holds_funding() {
             for f in &channel.funding {
                 OneOrMany::add(&mut self.watched, f.outpoint, Watch::FundingOutput(key));
             }
@@ -533,7 +533,7 @@ pub fn unsigned_txid(tx: &Transaction) -> Txid {
 /// Adds what the engine will match for `channel` to the mempool pre-filter
 /// (the same channels [`Indexes::add`] watches).
 fn add_to_filter(filter: &WatchFilter, channel: &TrackedChannel) {
-    if channel.state.is_live() || channel.state == ChannelState::Closing {
+    if channel.state.holds_funding() {
         filter.add_channel(channel);
     }
 }

@@ -40,10 +40,6 @@ impl Share {
             .position(|s| *s == self.state)
             .unwrap_or(0)
     }
-
-    fn locks_value(&self) -> bool {
-        self.state.is_live() || self.state == ChannelState::Closing
-    }
 }
 
 /// Sums over every tracked channel, each updated in O(log n) per change.
@@ -61,7 +57,7 @@ pub(super) struct Totals {
 impl Totals {
     pub(super) fn add(&mut self, share: Share) {
         self.by_state[share.state_index()] += 1;
-        if share.locks_value() {
+        if share.state.holds_funding() {
             self.value_locked += share.capacity;
         }
         if !share.state.is_live() {
@@ -78,7 +74,7 @@ impl Totals {
     pub(super) fn remove(&mut self, share: Share) {
         let index = share.state_index();
         self.by_state[index] = self.by_state[index].saturating_sub(1);
-        if share.locks_value() {
+        if share.state.holds_funding() {
             self.value_locked = self.value_locked.saturating_sub(share.capacity);
         }
         if !share.state.is_live() {
