@@ -37,6 +37,20 @@ pub struct Args {
     pub iterations: Option<u64>,
 }
 
+/// How long each of `iterations` runs of `work` took (what it returns is
+/// dropped after the clock stops).
+fn timed<T>(iterations: u64, mut work: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<Vec<Duration>> {
+    (0..iterations)
+        .map(|_| {
+            let started = Instant::now();
+            let kept = work()?;
+            let took = started.elapsed();
+            drop(kept);
+            Ok(took)
+        })
+        .collect()
+}
+
 fn median(mut times: Vec<Duration>) -> f64 {
     times.sort_unstable();
     times.get(times.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e3)
@@ -62,23 +76,14 @@ pub fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
         "measuring: decode alone × {iterations}, then decode + match × {} (the first apart)",
         iterations + 1
     ));
-    let mut decode = Vec::new();
-    for _ in 0..iterations {
-        let started = Instant::now();
-        let decoded = decode_block(&raw)?;
-        decode.push(started.elapsed());
-        std::hint::black_box(decoded);
-    }
+    let decode = timed(iterations, || Ok(std::hint::black_box(decode_block(&raw)?)))?;
     // What matching cannot do without: the txid of every transaction
     // (sha256d of its bytes), on top of decoding.
-    let mut decode_and_txids = Vec::new();
-    for _ in 0..iterations {
-        let started = Instant::now();
+    let decode_and_txids = timed(iterations, || {
         let decoded = decode_block(&raw)?;
         let txids: Vec<_> = decoded.txdata.iter().map(crate::chain::txid).collect();
-        decode_and_txids.push(started.elapsed());
-        std::hint::black_box((decoded, txids));
-    }
+        Ok(std::hint::black_box((decoded, txids)))
+    })?;
     let mut connect = |height: u32| -> anyhow::Result<Duration> {
         let started = Instant::now();
         let decoded = decode_block(&raw)?;

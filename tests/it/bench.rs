@@ -10,22 +10,32 @@ use serde_json::Value;
 
 use crate::support::BIN;
 
-fn run_quick(name: &str) -> Value {
+/// Runs `dogetower bench <args> --json --dir <temp dir>` and returns its
+/// one JSON line; the temp dir must be empty afterwards.
+fn bench_json(args: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["bench", name, "--quick", "--json", "--dir"])
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--dir"])
         .arg(dir.path())
         .output()
         .expect("run dogetower bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "bench {name} failed: {stdout}\n{}",
+        "bench {args:?} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one JSON line on stdout: {stdout}");
-    let report: Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    // No leftovers in --dir.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn run_quick(name: &str) -> Value {
+    let report = bench_json(&[name, "--quick"]);
     assert_eq!(report["bench"], name);
     assert_eq!(report["quick"], true);
     assert!(report["machine"]["cpus"].as_u64() >= Some(1), "{report}");
@@ -49,8 +59,6 @@ fn run_quick(name: &str) -> Value {
             assert!(row["ratio"].as_f64() > Some(0.0), "{row}");
         }
     }
-    // No leftovers in --dir.
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     report
 }
 
@@ -102,35 +110,20 @@ fn scrape() {
 /// node a mempool lookup either.
 #[test]
 fn a_burst_of_10000_rawtx_under_payment_load_reaches_the_tower_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "ingest",
-            "--burst-only",
-            "--burst",
-            "10000",
-            "--burst-rates",
-            "5000",
-            "--burst-clients",
-            "16",
-            "--burst-channels",
-            "32",
-            "--burst-updates",
-            "16000",
-            "--json",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("run dogetower bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let report = bench_json(&[
+        "ingest",
+        "--burst-only",
+        "--burst",
+        "10000",
+        "--burst-rates",
+        "5000",
+        "--burst-clients",
+        "16",
+        "--burst-channels",
+        "32",
+        "--burst-updates",
+        "16000",
+    ]);
     let burst = &report["details"]["burst"];
     let tower = &burst["bursts"][0]["tower"];
     assert_eq!(tower["published"], 10_000, "{burst}");
