@@ -8,8 +8,8 @@ use super::group::{PaymentReplyTo, RegisterReplyTo};
 use super::{PaymentChecked, Writer};
 use crate::channel::psbt::DecodedPsbt;
 use crate::engine::{
-    ChannelState, FundingLookup, Input, MerchantProfile, PaymentDecision, RegistrationDecision,
-    RegistrationRequest, StoredRegistration,
+    Action, ChannelState, CheckedPayment, FundingLookup, Input, MerchantProfile, PaymentDecision,
+    RegistrationDecision, RegistrationRequest, StoredRegistration,
 };
 use crate::error::{ErrorCode, Refusal};
 use crate::service::view::ChannelView;
@@ -268,54 +268,58 @@ impl Writer {
     /// Decides a checked payment. An accepted one is applied to the engine
     /// at once (so the next payment on the channel sees it) and joins the
     /// group that [`Writer::commit_group`] writes in one transaction; its
-    /// answer waits for that commit.
-    pub(super) fn payment_checked(&mut self, done: PaymentChecked) -> anyhow::Result<()> {
+    /// answer, like a repeat's, waits for that commit.
+    pub(super) fn payment_checked(&mut self, done: PaymentChecked) {
         let PaymentChecked { checked, reply } = done;
-        let checked = match checked {
-            Ok(checked) => checked,
+        match checked.and_then(|checked| self.decide_and_apply(&checked)) {
+            Ok((key, PaymentDecision::Accept(record), actions)) => {
+                self.group.payment(key, record, actions, reply)
+            }
+            // The repeated state may still be in the group.
+            Ok((
+                key,
+                PaymentDecision::Repeat {
+                    sequence,
+                    merchant_amount,
+                },
+                _,
+            )) => self.group.answer_payment(key, sequence, merchant_amount, reply),
             Err(refusal) => {
                 let _ = reply.send(Err(refusal));
-                return Ok(());
             }
-        };
+        }
+    }
+
+    /// The decision on a checked payment, and the engine's actions when it
+    /// was accepted and applied (none for a repeat).
+    fn decide_and_apply(
+        &mut self,
+        checked: &CheckedPayment,
+    ) -> Result<(i64, PaymentDecision, Vec<Action>), Refusal> {
         let key = checked.key;
         let stored;
-        let latest = if self.tower.may_repeat_latest(&checked) {
+        let latest = if self.tower.may_repeat_latest(checked) {
             match self.group.latest_payment(key) {
                 Some(record) => Some(record),
                 None => {
-                    stored = self.store.latest_payment(key)?;
+                    stored = self.store.latest_payment(key).map_err(Refusal::internal)?;
                     stored.as_ref()
                 }
             }
         } else {
             None
         };
-        let decision = self.tower.decide_checked_payment(&checked, latest);
-        let record = match decision {
-            Err(refusal) => {
-                let _ = reply.send(Err(refusal));
-                return Ok(());
-            }
-            Ok(PaymentDecision::Repeat {
-                sequence,
-                merchant_amount,
-            }) => {
-                // The repeated state may still be in the group: answer
-                // after the commit like the others.
-                self.group.answer_payment(key, sequence, merchant_amount, reply);
-                return Ok(());
-            }
-            Ok(PaymentDecision::Accept(record)) => record,
+        let decision = self.tower.decide_checked_payment(checked, latest)?;
+        let actions = match &decision {
+            PaymentDecision::Accept(record) => self.tower.handle(Input::PaymentAccepted {
+                key,
+                sequence: record.sequence,
+                merchant_amount: record.merchant_amount,
+                unsigned_txid: record.unsigned_txid,
+            })?,
+            PaymentDecision::Repeat { .. } => Vec::new(),
         };
-        let actions = self.tower.handle(Input::PaymentAccepted {
-            key,
-            sequence: record.sequence,
-            merchant_amount: record.merchant_amount,
-            unsigned_txid: record.unsigned_txid,
-        })?;
-        self.group.payment(key, record, actions, reply);
-        Ok(())
+        Ok((key, decision, actions))
     }
 
     fn close(&mut self, merchant_id: i64, address: &str) -> Result<ChannelView, Refusal> {

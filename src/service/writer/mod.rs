@@ -152,7 +152,7 @@ impl Writer {
                 }
                 WriterInput::Chain(event) => self.chain_event(event)?,
                 WriterInput::Command(command) => self.command(command)?,
-                WriterInput::PaymentChecked(done) => self.payment_checked(*done)?,
+                WriterInput::PaymentChecked(done) => self.payment_checked(*done),
                 WriterInput::BroadcastDone(done) => self.broadcast_done(done)?,
                 WriterInput::Follower(now) => {
                     self.follower = now;
