@@ -1,6 +1,11 @@
-//! The SQLite store: the only module that contains SQL.
+//! The store: the only module that contains SQL.
 //!
-//! WAL journal with `synchronous=FULL`, so a committed write survives a power
+//! Two backends share one list of migrations (`migrations`): SQLite, the
+//! embedded default and the one the service runs on today (this file and its
+//! siblings), and PostgreSQL (`postgres`), which so far opens a database and
+//! brings its schema up to date (issue 12).
+//!
+//! SQLite: WAL journal with `synchronous=FULL`, so a committed write survives a power
 //! cut before anything is acknowledged. The schema is the files in `sql/`,
 //! applied in order at open and recorded in `schema_migrations`; tables are
 //! never changed by hand.
@@ -15,28 +20,22 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub mod bulk;
 pub mod channels;
 pub mod merchants;
+pub mod migrations;
 pub mod outbox;
+#[cfg(test)]
+mod pg_test_db;
+pub mod postgres;
 pub mod tokens;
 
 pub use channels::{ChannelRecord, NewChannel, PaymentRecord};
 pub use merchants::{CustodyMode, Merchant};
 pub use outbox::OutboxEvent;
+pub use postgres::PgStore;
+
+use migrations::{Step, MIGRATIONS};
 
 use crate::chain::headers::HeaderRecord;
 use crate::follower::ChainEvent;
-
-/// The schema migrations, in the order they apply. A released file is never edited.
-const MIGRATIONS: &[(u32, &str, &str)] = &[
-    (1, "header_chain", include_str!("../../sql/0001_header_chain.sql")),
-    (2, "chain_log", include_str!("../../sql/0002_chain_log.sql")),
-    (3, "channels", include_str!("../../sql/0003_channels.sql")),
-    (4, "api_tokens", include_str!("../../sql/0004_api_tokens.sql")),
-    (
-        5,
-        "webhook_deliveries",
-        include_str!("../../sql/0005_webhook_deliveries.sql"),
-    ),
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +51,24 @@ pub enum StoreError {
     },
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("store url: {0}")]
+    PostgresUrl(tokio_postgres::Error),
+    /// `url` is the store's address without its password.
+    #[error("store {url}: {source}")]
+    PostgresOpen {
+        url: String,
+        source: deadpool_postgres::PoolError,
+    },
+    #[error("migration {version} ({name}) failed: {source}")]
+    PostgresMigration {
+        version: u32,
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error("store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("store: {0}")]
+    PostgresPool(#[from] deadpool_postgres::PoolError),
     #[error("store holds a corrupt value in {0}")]
     Corrupt(&'static str),
 }
@@ -122,16 +139,11 @@ impl Store {
         )?)
     }
 
+    /// The SQLite runner of [`migrations::MIGRATIONS`] (the PostgreSQL one is
+    /// `PgStore::migrate`): one transaction per migration.
     fn migrate(&mut self) -> Result<()> {
-        self.conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version    INTEGER PRIMARY KEY,
-                 name       TEXT    NOT NULL,
-                 applied_at INTEGER NOT NULL
-             );",
-        )?;
-        let known = MIGRATIONS.last().map_or(0, |m| m.0);
-        for &(version, name, sql) in MIGRATIONS {
+        self.conn.execute_batch(migrations::SQLITE_LEDGER)?;
+        for migration in MIGRATIONS {
             // IMMEDIATE takes the write lock before reading the version, so two
             // processes opening a new store at once apply each migration once.
             let tx = self
@@ -142,16 +154,11 @@ impl Store {
                 [],
                 |r| r.get(0),
             )?;
-            if current > known {
-                return Err(StoreError::TooNew {
-                    found: current,
-                    known,
-                });
-            }
-            if current >= version {
+            if migrations::step(current, migration)? == Step::Skip {
                 continue;
             }
-            let applied = tx.execute_batch(sql).and_then(|_| {
+            let (version, name) = (migration.version, migration.name);
+            let applied = tx.execute_batch(migration.sqlite).and_then(|_| {
                 tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",
                     params![version, name],
@@ -383,11 +390,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sqlite");
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.last().unwrap().0);
+        assert_eq!(store.schema_version().unwrap(), migrations::latest_version());
         drop(store);
         // Reopening applies nothing new and keeps the data.
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.last().unwrap().0);
+        assert_eq!(store.schema_version().unwrap(), migrations::latest_version());
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -411,23 +418,8 @@ mod tests {
             })
             .collect();
         for h in handles {
-            assert_eq!(h.join().unwrap().unwrap(), MIGRATIONS.last().unwrap().0);
+            assert_eq!(h.join().unwrap().unwrap(), migrations::latest_version());
         }
-    }
-
-    #[test]
-    fn every_sql_file_is_a_listed_migration() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        files.sort();
-        let listed: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|(v, name, _)| format!("{v:04}_{name}.sql"))
-            .collect();
-        assert_eq!(files, listed);
     }
 
     #[test]

@@ -1,0 +1,444 @@
+//! The PostgreSQL store (issue 12): a connection pool on one database whose
+//! schema the shared migration list keeps in step with SQLite's.
+//!
+//! So far this opens a database and migrates it; the reads and writes of the
+//! SQLite store come next. Connections are plain TCP (TLS is still to come).
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{Config, IsolationLevel, NoTls};
+
+use super::migrations::{self, Step, MIGRATIONS};
+use super::{Result, StoreError};
+
+/// The advisory lock the migration runner holds while it reads and moves the
+/// schema version (the bytes of "dogetowr"). `pg_advisory_xact_lock` keys are
+/// per database, so this serialises the towers opening one database only.
+pub const MIGRATION_LOCK: i64 = i64::from_be_bytes(*b"dogetowr");
+
+/// A PostgreSQL store: a pool of connections to one database.
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`)
+    /// and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<PgStore> {
+        let mut config: Config = url.parse().map_err(StoreError::PostgresUrl)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("dogetower");
+        }
+        let shown = redacted(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .build()
+            .expect("a pool with a runtime-free manager always builds");
+        let store = PgStore { pool };
+        // The first connection is made here, so a wrong address or password
+        // is reported by `open` with the address it tried.
+        drop(
+            store
+                .pool
+                .get()
+                .await
+                .map_err(|source| StoreError::PostgresOpen { url: shown, source })?,
+        );
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The schema version now in the database.
+    pub async fn schema_version(&self) -> Result<u32> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+            .await?;
+        version(row.get(0))
+    }
+
+    /// The PostgreSQL runner of [`migrations::MIGRATIONS`] (the SQLite one is
+    /// `Store::migrate`): one transaction per migration, each holding
+    /// [`MIGRATION_LOCK`] from before it reads the version until it commits,
+    /// so towers opening a new database at once apply each migration once.
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        for migration in MIGRATIONS {
+            // READ COMMITTED whatever the database's default: each statement
+            // then sees what the lock's previous holder committed. (Under
+            // REPEATABLE READ the snapshot would be taken by the lock's own
+            // statement, before the wait, and hide the other tower's work.)
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+                .await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            // Under the lock too: two sessions creating the same table at once
+            // can fail on PostgreSQL's catalog even with IF NOT EXISTS.
+            tx.batch_execute(migrations::POSTGRES_LEDGER).await?;
+            let current = tx
+                .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+                .await?;
+            if migrations::step(version(current.get(0))?, migration)? == Step::Skip {
+                tx.commit().await?;
+                continue;
+            }
+            let (version, name) = (migration.version, migration.name);
+            let applied = async {
+                tx.batch_execute(migration.postgres).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) \
+                     VALUES ($1, $2, EXTRACT(EPOCH FROM now())::BIGINT)",
+                    &[&i64::from(version), &name],
+                )
+                .await
+            };
+            applied.await.map_err(|source| StoreError::PostgresMigration {
+                version,
+                name,
+                source,
+            })?;
+            tx.commit().await?;
+            tracing::info!(version, name, "applied store migration");
+        }
+        Ok(())
+    }
+}
+
+fn version(value: i64) -> Result<u32> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt("schema_migrations.version"))
+}
+
+/// The address of `config` for messages: user, hosts, ports and database, never the password.
+fn redacted(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::pg_test_db;
+    use super::super::Store;
+    use super::*;
+
+    /// Per table: its columns in order as (name, type, not null, position in the primary key).
+    type Columns = BTreeMap<String, Vec<(String, String, bool, i64)>>;
+    /// Per table: its indexes (explicit ones by name, UNIQUE constraints as
+    /// "unique") with their columns, sorted.
+    type Indexes = BTreeMap<String, Vec<(String, Vec<String>)>>;
+
+    fn sqlite_schema(store: &Store) -> (Columns, Indexes) {
+        let conn = &store.conn;
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let (mut columns, mut indexes) = (Columns::new(), Indexes::new());
+        for table in tables {
+            let cols = conn
+                .prepare(&format!("PRAGMA table_info({table})"))
+                .unwrap()
+                .query_map([], |r| {
+                    let (name, ty, notnull, pk): (String, String, bool, i64) =
+                        (r.get(1)?, r.get(2)?, r.get(3)?, r.get(5)?);
+                    let ty = match ty.as_str() {
+                        "INTEGER" => "bigint",
+                        "BLOB" => "bytea",
+                        "TEXT" => "text",
+                        other => panic!("{table}.{name}: no PostgreSQL twin for {other}"),
+                    };
+                    // A primary key is NOT NULL in PostgreSQL, and is meant to be in SQLite.
+                    Ok((name, ty.to_string(), notnull || pk > 0, pk))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            columns.insert(table.clone(), cols);
+            let list: Vec<(String, String)> = conn
+                .prepare(&format!("PRAGMA index_list({table})"))
+                .unwrap()
+                .query_map([], |r| Ok((r.get(1)?, r.get(3)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let mut found = Vec::new();
+            for (index, origin) in list {
+                let cols: Vec<String> = conn
+                    .prepare(&format!("PRAGMA index_info({index})"))
+                    .unwrap()
+                    .query_map([], |r| r.get(2))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                match origin.as_str() {
+                    "c" => found.push((index, cols)),
+                    "u" => found.push(("unique".to_string(), cols)),
+                    _ => {} // the primary key, compared with the columns
+                }
+            }
+            found.sort();
+            indexes.insert(table, found);
+        }
+        (columns, indexes)
+    }
+
+    async fn postgres_schema(store: &PgStore) -> (Columns, Indexes) {
+        let client = store.pool.get().await.unwrap();
+        let mut columns = Columns::new();
+        for row in client
+            .query(
+                "SELECT c.table_name::text, c.column_name::text, c.data_type::text,
+                        c.is_nullable::text = 'NO',
+                        COALESCE((SELECT k.ordinal_position::bigint
+                                    FROM information_schema.table_constraints t
+                                    JOIN information_schema.key_column_usage k
+                                      ON k.constraint_name = t.constraint_name
+                                     AND k.table_schema = t.table_schema
+                                     AND k.table_name = t.table_name
+                                   WHERE t.constraint_type = 'PRIMARY KEY'
+                                     AND t.table_schema = c.table_schema
+                                     AND t.table_name = c.table_name
+                                     AND k.column_name = c.column_name), 0)
+                   FROM information_schema.columns c
+                  WHERE c.table_schema = current_schema()
+                  ORDER BY c.table_name, c.ordinal_position",
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            columns
+                .entry(row.get(0))
+                .or_default()
+                .push((row.get(1), row.get(2), row.get(3), row.get(4)));
+        }
+        let mut indexes = Indexes::new();
+        for table in columns.keys() {
+            indexes.insert(table.clone(), Vec::new());
+        }
+        for row in client
+            .query(
+                "SELECT t.relname::text,
+                        CASE WHEN con.contype = 'u' THEN 'unique' ELSE i.relname::text END,
+                        ARRAY(SELECT a.attname::text
+                                FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                                JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+                               ORDER BY k.n)
+                   FROM pg_index x
+                   JOIN pg_class i ON i.oid = x.indexrelid
+                   JOIN pg_class t ON t.oid = x.indrelid
+                   JOIN pg_namespace s ON s.oid = t.relnamespace
+                   LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid
+                  WHERE s.nspname = current_schema() AND NOT x.indisprimary",
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            let table: String = row.get(0);
+            indexes.entry(table).or_default().push((row.get(1), row.get(2)));
+        }
+        for found in indexes.values_mut() {
+            found.sort();
+        }
+        (columns, indexes)
+    }
+
+    async fn ledger(store: &PgStore) -> Vec<(i64, String, i64)> {
+        let client = store.pool.get().await.unwrap();
+        client
+            .query(
+                "SELECT version, name, applied_at FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    fn listed() -> Vec<(i64, String)> {
+        MIGRATIONS
+            .iter()
+            .map(|m| (i64::from(m.version), m.name.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn migrations_give_sqlites_tables_columns_and_indexes() {
+        let Some(db) = pg_test_db::fresh("migrations_give_sqlites_tables_columns_and_indexes").await else {
+            return;
+        };
+        let store = PgStore::open(&db.url).await.unwrap();
+        assert_eq!(
+            store.schema_version().await.unwrap(),
+            migrations::latest_version()
+        );
+        let applied: Vec<(i64, String)> = ledger(&store).await.into_iter().map(|(v, n, _)| (v, n)).collect();
+        assert_eq!(applied, listed());
+
+        let sqlite = Store::open_in_memory().unwrap();
+        let (sqlite_columns, sqlite_indexes) = sqlite_schema(&sqlite);
+        let (pg_columns, pg_indexes) = postgres_schema(&store).await;
+        assert_eq!(
+            sqlite_columns.keys().collect::<Vec<_>>(),
+            pg_columns.keys().collect::<Vec<_>>(),
+            "the same tables"
+        );
+        for (table, columns) in &sqlite_columns {
+            assert_eq!(columns, &pg_columns[table], "columns of {table}");
+        }
+        assert_eq!(sqlite_indexes, pg_indexes);
+        assert!(pg_indexes["channels"]
+            .iter()
+            .any(|(n, _)| n == "channels_by_state"));
+    }
+
+    #[tokio::test]
+    async fn reopening_applies_nothing_and_keeps_the_data() {
+        let Some(db) = pg_test_db::fresh("reopening_applies_nothing_and_keeps_the_data").await else {
+            return;
+        };
+        let store = PgStore::open(&db.url).await.unwrap();
+        let before = ledger(&store).await;
+        store
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .execute(
+                "INSERT INTO headers (height, hash, prev_hash, time, median_time_past) \
+                 VALUES (7, '\\x07', '\\x06', 1, 2)",
+                &[],
+            )
+            .await
+            .unwrap();
+        drop(store);
+        let store = PgStore::open(&db.url).await.unwrap();
+        assert_eq!(ledger(&store).await, before);
+        assert_eq!(
+            store.schema_version().await.unwrap(),
+            migrations::latest_version()
+        );
+        let heights: i64 = store
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT COUNT(*) FROM headers WHERE height = 7", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(heights, 1);
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_as_sqlite_refuses_it() {
+        let Some(db) = pg_test_db::fresh("a_newer_schema_is_refused_as_sqlite_refuses_it").await else {
+            return;
+        };
+        let store = PgStore::open(&db.url).await.unwrap();
+        store
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)", &[])
+            .await
+            .unwrap();
+        drop(store);
+        let refused = PgStore::open(&db.url)
+            .await
+            .err()
+            .expect("a newer schema is refused");
+        assert!(
+            matches!(refused, StoreError::TooNew { found: 999, known } if known == migrations::latest_version()),
+            "{refused:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let sqlite = Store::open(&path).unwrap();
+        sqlite
+            .conn
+            .execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)", [])
+            .unwrap();
+        drop(sqlite);
+        let sqlite_refused = Store::open(&path).err().expect("SQLite refuses it too");
+        assert_eq!(refused.to_string(), sqlite_refused.to_string());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_opens_of_a_new_database_migrate_once() {
+        let Some(db) = pg_test_db::fresh("concurrent_opens_of_a_new_database_migrate_once").await else {
+            return;
+        };
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let url = db.url.clone();
+                tokio::spawn(async move { PgStore::open(&url).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for open in opens {
+            stores.push(open.await.unwrap().expect("every opener succeeds"));
+        }
+        for store in &stores {
+            assert_eq!(
+                store.schema_version().await.unwrap(),
+                migrations::latest_version()
+            );
+        }
+        let applied: Vec<(i64, String)> = ledger(&stores[0])
+            .await
+            .into_iter()
+            .map(|(v, n, _)| (v, n))
+            .collect();
+        assert_eq!(applied, listed());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_address_is_reported_without_the_password() {
+        let refused = PgStore::open("postgres://someone:hunter2@127.0.0.1:1/nowhere")
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+        let message = refused.to_string();
+        assert!(
+            message.starts_with("store postgres://someone@127.0.0.1:1/nowhere: "),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}
