@@ -212,6 +212,75 @@ mod tests {
         (columns, indexes)
     }
 
+    /// Every foreign key as (table, columns, referenced table, referenced columns), sorted.
+    type ForeignKeys = Vec<(String, Vec<String>, String, Vec<String>)>;
+    /// SQLite's foreign keys of one table by their id: (columns, referenced table, referenced columns).
+    type SqliteKeys = BTreeMap<(String, i64), (Vec<String>, String, Vec<String>)>;
+
+    fn sqlite_foreign_keys(store: &Store) -> ForeignKeys {
+        let conn = &store.conn;
+        let mut keys = SqliteKeys::new();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for table in tables {
+            let rows: Vec<(i64, String, String, String)> = conn
+                .prepare(&format!("PRAGMA foreign_key_list({table})"))
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            for (id, parent, from, to) in rows {
+                let key = keys
+                    .entry((table.clone(), id))
+                    .or_insert_with(|| (Vec::new(), parent, Vec::new()));
+                key.0.push(from);
+                key.2.push(to);
+            }
+        }
+        let mut keys: ForeignKeys = keys
+            .into_iter()
+            .map(|((table, _), (from, parent, to))| (table, from, parent, to))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    async fn postgres_foreign_keys(store: &PgStore) -> ForeignKeys {
+        let client = store.pool.get().await.unwrap();
+        let mut keys: ForeignKeys = client
+            .query(
+                "SELECT t.relname::text,
+                        ARRAY(SELECT a.attname::text
+                                FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+                                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+                               ORDER BY k.n),
+                        r.relname::text,
+                        ARRAY(SELECT a.attname::text
+                                FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
+                                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum
+                               ORDER BY k.n)
+                   FROM pg_constraint c
+                   JOIN pg_class t ON t.oid = c.conrelid
+                   JOIN pg_class r ON r.oid = c.confrelid
+                   JOIN pg_namespace s ON s.oid = t.relnamespace
+                  WHERE c.contype = 'f' AND s.nspname = current_schema()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        keys.sort();
+        keys
+    }
+
     async fn postgres_schema(store: &PgStore) -> (Columns, Indexes) {
         let client = store.pool.get().await.unwrap();
         let mut columns = Columns::new();
@@ -296,8 +365,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn migrations_give_sqlites_tables_columns_and_indexes() {
-        let Some(db) = pg_test_db::fresh("migrations_give_sqlites_tables_columns_and_indexes").await else {
+    async fn migrations_give_sqlites_tables_columns_indexes_and_keys() {
+        let Some(db) = pg_test_db::fresh("migrations_give_sqlites_tables_columns_indexes_and_keys").await
+        else {
             return;
         };
         let store = PgStore::open(&db.url).await.unwrap();
@@ -320,6 +390,9 @@ mod tests {
             assert_eq!(columns, &pg_columns[table], "columns of {table}");
         }
         assert_eq!(sqlite_indexes, pg_indexes);
+        let sqlite_keys = sqlite_foreign_keys(&sqlite);
+        assert!(sqlite_keys.len() >= 8, "{sqlite_keys:?}");
+        assert_eq!(sqlite_keys, postgres_foreign_keys(&store).await);
         assert!(pg_indexes["channels"]
             .iter()
             .any(|(n, _)| n == "channels_by_state"));
