@@ -156,7 +156,10 @@ impl TowerDir {
     }
 
     pub fn store_path(&self) -> &Path {
-        &self.config.store.path
+        self.config
+            .store
+            .sqlite_path()
+            .expect("the bench writes its towers' configs with store.path")
     }
 
     pub fn settings(&self) -> EngineSettings {

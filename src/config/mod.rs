@@ -38,6 +38,8 @@ pub const ENV_RPC_COOKIE_FILE: &str = "DOGETOWER_RPC_COOKIE_FILE";
 /// Followed by the 0-based index of the `[[webhooks]]` entry.
 pub const ENV_WEBHOOK_SECRET_PREFIX: &str = "DOGETOWER_WEBHOOK_SECRET_";
 pub const ENV_LOG: &str = "DOGETOWER_LOG";
+/// The PostgreSQL store's password; wins over one in `store.url`.
+pub const ENV_STORE_PASSWORD: &str = "DOGETOWER_STORE_PASSWORD";
 
 /// The log level used when neither the file, the environment nor the command
 /// line sets one.
@@ -87,13 +89,72 @@ pub enum RpcAuth {
     CookieFile(PathBuf),
 }
 
-/// `[store]`.
+/// `[store]`: `path` selects SQLite (the default), `url` PostgreSQL.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoreConfig {
-    /// Absolute: a relative `path` in the file is taken relative to the
-    /// file's directory, so the tower finds its database whatever its working
-    /// directory.
-    pub path: PathBuf,
+pub enum StoreConfig {
+    Sqlite {
+        /// Absolute: a relative `path` in the file is taken relative to the
+        /// file's directory, so the tower finds its database whatever its
+        /// working directory.
+        path: PathBuf,
+    },
+    Postgres(PostgresConfig),
+}
+
+impl StoreConfig {
+    /// The SQLite database file, for the commands that run on SQLite only:
+    /// the PostgreSQL store so far opens and migrates its database, and its
+    /// reads and writes are still to come (issue 12), so those commands
+    /// refuse a `store.url` rather than quietly use another store.
+    pub fn sqlite_path(&self) -> Result<&Path, crate::store::StoreError> {
+        match self {
+            StoreConfig::Sqlite { path } => Ok(path),
+            StoreConfig::Postgres(_) => Err(crate::store::StoreError::PostgresNotServed),
+        }
+    }
+}
+
+/// `store.url` resolved: where the PostgreSQL store is and how to reach it.
+/// `Debug` shows no password: `url` has none, and `password` is a [`Secret`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresConfig {
+    /// `store.url` without its password, `sslmode` and `sslrootcert`; its
+    /// other query parameters are libpq's as tokio-postgres reads them.
+    pub url: String,
+    /// From [`ENV_STORE_PASSWORD`], else from the URL.
+    pub password: Option<Secret>,
+    pub ssl_mode: SslMode,
+    /// `sslrootcert`: the CA certificates (PEM) the server's certificate must
+    /// chain to. Made absolute like the file's other paths.
+    pub root_cert: Option<PathBuf>,
+}
+
+/// libpq's `sslmode`, except `allow` (plain first, TLS if refused), which
+/// protects nothing that `prefer` does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, else plain; the certificate is not
+    /// checked (libpq's default).
+    Prefer,
+    /// TLS or no connection; the certificate is checked only when
+    /// `sslrootcert` is given (then as `verify-ca`), as libpq does.
+    Require,
+    /// TLS with a certificate that chains to `sslrootcert`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub const ALL: [(&'static str, SslMode); 5] = [
+        ("disable", SslMode::Disable),
+        ("prefer", SslMode::Prefer),
+        ("require", SslMode::Require),
+        ("verify-ca", SslMode::VerifyCa),
+        ("verify-full", SslMode::VerifyFull),
+    ];
 }
 
 /// `[api]`.

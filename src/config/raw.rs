@@ -66,19 +66,17 @@ impl Default for RawNode {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawStore {
-    pub(super) path: PathBuf,
+    /// SQLite; `dogetower.sqlite` when neither this nor `url` is set.
+    pub(super) path: Option<PathBuf>,
+    /// PostgreSQL.
+    pub(super) url: Option<String>,
 }
 
-impl Default for RawStore {
-    fn default() -> Self {
-        RawStore {
-            path: PathBuf::from("dogetower.sqlite"),
-        }
-    }
-}
+/// The SQLite file when `[store]` names none.
+pub(super) const DEFAULT_STORE_PATH: &str = "dogetower.sqlite";
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]

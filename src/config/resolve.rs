@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use reqwest::Url;
 
-use super::raw::{RawConfig, RawNode, RawWebhook};
+use super::raw::{RawConfig, RawNode, RawStore, RawWebhook, DEFAULT_STORE_PATH};
 use super::{
-    ApiConfig, Config, LogConfig, MetricsConfig, NodeConfig, Problem, RpcAuth, Secret, StoreConfig,
-    WebhookConfig, ENV_LOG, ENV_RPC_COOKIE_FILE, ENV_RPC_PASSWORD, ENV_RPC_USER, ENV_WEBHOOK_SECRET_PREFIX,
+    ApiConfig, Config, LogConfig, MetricsConfig, NodeConfig, PostgresConfig, Problem, RpcAuth, Secret,
+    SslMode, StoreConfig, WebhookConfig, ENV_LOG, ENV_RPC_COOKIE_FILE, ENV_RPC_PASSWORD, ENV_RPC_USER,
+    ENV_STORE_PASSWORD, ENV_WEBHOOK_SECRET_PREFIX,
 };
 use crate::chain::Network;
 
@@ -31,6 +32,7 @@ impl RawConfig {
             Some(s) => take(parse_url("node.rpc_url", s), &mut problems),
         };
         let auth = take(resolve_auth(&self.node, base, env), &mut problems);
+        let store = take(resolve_store(self.store, base, env), &mut problems);
         let api_listen = take(parse_listen("api.listen", &self.api.listen), &mut problems);
         let metrics_listen = take(
             parse_listen("metrics.listen", &self.metrics.listen),
@@ -44,8 +46,8 @@ impl RawConfig {
             .collect();
         let webhooks: Option<Vec<WebhookConfig>> = webhooks.into_iter().collect();
 
-        let (Some(rpc_url), Some(auth), Some(api_listen), Some(metrics_listen), Some(webhooks)) =
-            (rpc_url, auth, api_listen, metrics_listen, webhooks)
+        let (Some(rpc_url), Some(auth), Some(store), Some(api_listen), Some(metrics_listen), Some(webhooks)) =
+            (rpc_url, auth, store, api_listen, metrics_listen, webhooks)
         else {
             return Err(problems);
         };
@@ -61,9 +63,7 @@ impl RawConfig {
                 poll_interval_secs: self.node.poll_interval_secs,
                 start_height: self.node.start_height,
             },
-            store: StoreConfig {
-                path: base.join(self.store.path),
-            },
+            store,
             api: ApiConfig {
                 listen: api_listen,
                 body_limit_bytes: self.api.body_limit_bytes,
@@ -173,6 +173,157 @@ fn resolve_auth(
             ),
         )),
     }
+}
+
+/// `path` selects SQLite, `url` PostgreSQL; the password in
+/// [`ENV_STORE_PASSWORD`] wins over one in the URL.
+fn resolve_store(
+    store: RawStore,
+    base: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<StoreConfig, Problem> {
+    match (store.path, store.url) {
+        (Some(_), Some(_)) => Err(Problem::new(
+            "store.url",
+            "set together with store.path: use one or the other (path selects SQLite, url PostgreSQL)",
+        )),
+        (path, None) => Ok(StoreConfig::Sqlite {
+            path: base.join(path.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH))),
+        }),
+        (None, Some(url)) => {
+            let mut config =
+                PostgresConfig::from_url(&url, base).map_err(|message| Problem::new("store.url", message))?;
+            if let Some(password) = env_value(env, ENV_STORE_PASSWORD) {
+                config.password = Some(Secret(password));
+            }
+            Ok(StoreConfig::Postgres(config))
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// Reads a `postgres://` or `postgresql://` URL (libpq's form:
+    /// `postgres://user[:password]@host[:port][,host[:port]...]/db?param=value&...`),
+    /// taking out the password and the TLS parameters that tokio-postgres
+    /// does not know (`sslmode=verify-ca|verify-full`, `sslrootcert`). A
+    /// relative `sslrootcert` is relative to `base`.
+    ///
+    /// The message of an error never quotes the URL, which may hold a password.
+    pub fn from_url(url: &str, base: &Path) -> Result<PostgresConfig, String> {
+        let Some(rest) = ["postgres://", "postgresql://"]
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme))
+        else {
+            let scheme = url.split_once("://").map_or("none", |(scheme, _)| scheme);
+            return Err(format!(
+                "must be a postgres:// or postgresql:// URL (scheme: {scheme}); SQLite is selected by store.path"
+            ));
+        };
+        let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = address.split_at(address.find('/').unwrap_or(address.len()));
+        // The user info ends at the last '@' of the authority; a password
+        // may hold '@' only percent-encoded, but be lenient as libpq is.
+        let (userinfo, hosts) = match authority.rfind('@') {
+            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            Some(info) => match info.split_once(':') {
+                Some((user, password)) => (Some(user), Some(password)),
+                None => (Some(info), None),
+            },
+            None => (None, None),
+        };
+
+        let mut ssl_mode = SslMode::Prefer;
+        let mut root_cert = None;
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sslmode" => {
+                    let value = decoded(value);
+                    ssl_mode = SslMode::ALL
+                        .iter()
+                        .find(|(name, _)| *name == value)
+                        .map(|(_, mode)| *mode)
+                        .ok_or_else(|| {
+                            let known: Vec<&str> = SslMode::ALL.iter().map(|(name, _)| *name).collect();
+                            format!("sslmode={value:?} is not one of {}", known.join(", "))
+                        })?;
+                }
+                "sslrootcert" => {
+                    let value = decoded(value);
+                    if value == "system" {
+                        return Err("sslrootcert=system is not supported: give the file of the CA \
+                                    certificates (PEM)"
+                            .into());
+                    }
+                    root_cert = Some(base.join(value));
+                }
+                _ => kept.push(pair),
+            }
+        }
+        if matches!(ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert.is_none() {
+            return Err(format!(
+                "sslmode={} needs sslrootcert=FILE, the CA certificates (PEM) the server's must chain to",
+                if ssl_mode == SslMode::VerifyCa {
+                    "verify-ca"
+                } else {
+                    "verify-full"
+                }
+            ));
+        }
+
+        let user_part = user.map(|u| format!("{u}@")).unwrap_or_default();
+        let query = if kept.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", kept.join("&"))
+        };
+        let url = format!("postgres://{user_part}{hosts}{path}{query}");
+        // What tokio-postgres will read: checked now, so a bad port or an
+        // unknown parameter is a problem of the file, not of the first connect.
+        let parsed: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| match std::error::Error::source(&e) {
+                    Some(cause) => format!("{e}: {cause}"),
+                    None => e.to_string(),
+                })?;
+        if parsed.get_hosts().is_empty() {
+            return Err("names no host (postgres://USER@HOST[:PORT]/DATABASE)".into());
+        }
+        if parsed.get_user().is_none_or(str::is_empty) {
+            return Err("names no user (postgres://USER@HOST[:PORT]/DATABASE)".into());
+        }
+        let password = match password {
+            // Decoded as tokio-postgres decodes it.
+            Some(password) => {
+                let with: tokio_postgres::Config = format!("postgres://u:{password}@h/")
+                    .parse()
+                    .map_err(|_| "the password in the URL is not valid percent-encoding".to_string())?;
+                with.get_password()
+                    .map(|p| String::from_utf8(p.to_vec()))
+                    .transpose()
+                    .map_err(|_| "the password in the URL is not UTF-8".to_string())?
+            }
+            None => None,
+        };
+        Ok(PostgresConfig {
+            url,
+            password: password.filter(|p| !p.is_empty()).map(Secret),
+            ssl_mode,
+            root_cert,
+        })
+    }
+}
+
+/// A query parameter's value, percent-decoded as the query of a URL.
+fn decoded(value: &str) -> String {
+    Url::parse(&format!("postgres://h/?v={value}"))
+        .ok()
+        .and_then(|u| u.query_pairs().next().map(|(_, v)| v.into_owned()))
+        .unwrap_or_else(|| value.to_string())
 }
 
 /// Reads an environment override; an empty value counts as unset, as it

@@ -22,6 +22,7 @@ const ALL_KEYS: &[&str] = &[
     "node.zmq_hashblock",
     "node.poll_interval_secs",
     "store.path",
+    "store.url",
     "api.listen",
     "api.body_limit_bytes",
     "metrics.listen",
@@ -121,7 +122,10 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(c.node.zmq_rawblock, None);
     assert_eq!(c.node.zmq_hashblock, None);
     assert_eq!(c.node.poll_interval_secs, 5);
-    assert_eq!(c.store.path, PathBuf::from("/etc/dogetower/dogetower.sqlite"));
+    assert_eq!(
+        c.store.sqlite_path().unwrap(),
+        PathBuf::from("/etc/dogetower/dogetower.sqlite")
+    );
     assert_eq!(c.api.listen, "127.0.0.1:8335".parse().unwrap());
     assert_eq!(c.api.body_limit_bytes, 1_048_576);
     assert_eq!(c.metrics.listen, "127.0.0.1:9335".parse().unwrap());
@@ -213,7 +217,10 @@ fn example_config_loads_and_documents_every_key() {
     assert_eq!(c.node.rpc_url, d.node.rpc_url);
     assert_eq!(c.node.rpc_timeout_secs, d.node.rpc_timeout_secs);
     assert_eq!(c.node.poll_interval_secs, d.node.poll_interval_secs);
-    assert_eq!(c.store.path, PathBuf::from("/srv/deploy/dogetower.sqlite"));
+    assert_eq!(
+        c.store.sqlite_path().unwrap(),
+        PathBuf::from("/srv/deploy/dogetower.sqlite")
+    );
 
     for key in ALL_KEYS {
         let name = key.rsplit('.').next().unwrap();
@@ -232,7 +239,13 @@ fn readme_documents_every_key() {
         let name = key.replace("webhooks.", "webhooks[].");
         assert!(readme.contains(&format!("`{name}`")), "README lacks `{name}`");
     }
-    for var in [ENV_RPC_USER, ENV_RPC_PASSWORD, ENV_RPC_COOKIE_FILE, ENV_LOG] {
+    for var in [
+        ENV_RPC_USER,
+        ENV_RPC_PASSWORD,
+        ENV_RPC_COOKIE_FILE,
+        ENV_LOG,
+        ENV_STORE_PASSWORD,
+    ] {
         assert!(readme.contains(var), "README lacks {var}");
     }
     assert!(readme.contains(&format!("{ENV_WEBHOOK_SECRET_PREFIX}<N>")));
@@ -242,11 +255,14 @@ fn readme_documents_every_key() {
 fn relative_paths_are_relative_to_the_config_file() {
     let text = format!("{MINIMAL}\n[store]\npath = \"data/tower.sqlite\"\n");
     let c = parse(&text).unwrap();
-    assert_eq!(c.store.path, PathBuf::from("/etc/dogetower/data/tower.sqlite"));
+    assert_eq!(
+        c.store.sqlite_path().unwrap(),
+        PathBuf::from("/etc/dogetower/data/tower.sqlite")
+    );
 
     let text = format!("{MINIMAL}\n[store]\npath = \"/var/lib/dogetower/t.sqlite\"\n");
     assert_eq!(
-        parse(&text).unwrap().store.path,
+        parse(&text).unwrap().store.sqlite_path().unwrap(),
         PathBuf::from("/var/lib/dogetower/t.sqlite")
     );
 
@@ -262,8 +278,8 @@ fn relative_paths_are_relative_to_the_config_file() {
 fn relative_config_path_is_anchored_to_the_working_directory() {
     let c = Config::from_toml(MINIMAL, Path::new("conf/tower.toml"), no_env).unwrap();
     let expected = std::env::current_dir().unwrap().join("conf/dogetower.sqlite");
-    assert_eq!(c.store.path, expected);
-    assert!(c.store.path.is_absolute());
+    assert_eq!(c.store.sqlite_path().unwrap(), expected);
+    assert!(c.store.sqlite_path().unwrap().is_absolute());
 }
 
 #[test]
@@ -272,7 +288,10 @@ fn load_reads_a_file_and_resolves_against_its_directory() {
     let file = dir.path().join("tower.toml");
     std::fs::write(&file, MINIMAL).unwrap();
     let c = Config::load_with_env(&file, no_env).unwrap();
-    assert_eq!(c.store.path, dir.path().join("dogetower.sqlite"));
+    assert_eq!(
+        c.store.sqlite_path().unwrap(),
+        dir.path().join("dogetower.sqlite")
+    );
 }
 
 #[test]
@@ -620,4 +639,179 @@ fn the_compose_config_loads_with_its_secret_from_the_environment() {
         Config::from_toml(text, Path::new("/etc/dogetower/dogetower.toml"), |_| None).is_err(),
         "no password, no start"
     );
+}
+
+fn store_url(url: &str) -> String {
+    with("store", &format!("url = {url:?}"))
+}
+
+fn postgres(config: &Config) -> &PostgresConfig {
+    match &config.store {
+        StoreConfig::Postgres(pg) => pg,
+        other => panic!("expected PostgreSQL, got {other:?}"),
+    }
+}
+
+#[test]
+fn store_url_selects_postgres_and_path_sqlite() {
+    let c = parse(&store_url(
+        "postgresql://tower@db.example:6432/towers?application_name=t1&connect_timeout=3",
+    ))
+    .unwrap();
+    let pg = postgres(&c);
+    assert_eq!(
+        pg.url,
+        "postgres://tower@db.example:6432/towers?application_name=t1&connect_timeout=3"
+    );
+    assert_eq!(pg.password, None);
+    assert_eq!(pg.ssl_mode, SslMode::Prefer, "libpq's default");
+    assert_eq!(pg.root_cert, None);
+    assert_eq!(
+        c.store.sqlite_path().unwrap_err().to_string(),
+        "store.url selects PostgreSQL, whose reads and writes are not in this dogetower yet \
+         (issue 12); use store.path (SQLite)"
+    );
+    assert!(matches!(
+        parse(MINIMAL).unwrap().store,
+        StoreConfig::Sqlite { .. }
+    ));
+}
+
+#[test]
+fn store_sslmode_and_sslrootcert_are_read_as_libpq_names_them() {
+    for (name, mode) in SslMode::ALL {
+        let extra = if name.starts_with("verify") {
+            "&sslrootcert=ca.pem"
+        } else {
+            ""
+        };
+        let c = parse(&store_url(&format!("postgres://u@h/db?sslmode={name}{extra}"))).unwrap();
+        let pg = postgres(&c);
+        assert_eq!(pg.ssl_mode, mode, "{name}");
+        assert_eq!(pg.url, "postgres://u@h/db", "the TLS parameters are taken out");
+    }
+    let c = parse(&store_url(
+        "postgres://u@h/db?sslrootcert=certs%2Fca.pem&sslmode=require&keepalives=1",
+    ))
+    .unwrap();
+    let pg = postgres(&c);
+    assert_eq!(pg.ssl_mode, SslMode::Require);
+    assert_eq!(pg.root_cert, Some(PathBuf::from("/etc/dogetower/certs/ca.pem")));
+    assert_eq!(pg.url, "postgres://u@h/db?keepalives=1");
+    let c = parse(&store_url(
+        "postgres://u@h/db?sslmode=verify-ca&sslrootcert=/pki/ca.pem",
+    ))
+    .unwrap();
+    assert_eq!(postgres(&c).root_cert, Some(PathBuf::from("/pki/ca.pem")));
+}
+
+#[test]
+fn store_url_problems_name_the_key() {
+    assert_problem(
+        &format!("{MINIMAL}\n[store]\npath = \"t.sqlite\"\nurl = \"postgres://u@h/db\"\n"),
+        "store.url",
+        "set together with store.path",
+    );
+    for (url, fragment) in [
+        (
+            "mysql://u@h/db",
+            "must be a postgres:// or postgresql:// URL (scheme: mysql)",
+        ),
+        (
+            "/var/lib/t.sqlite",
+            "must be a postgres:// or postgresql:// URL (scheme: none)",
+        ),
+        (
+            "postgres://u@h/db?sslmode=allow",
+            "sslmode=\"allow\" is not one of disable, prefer, require, verify-ca, verify-full",
+        ),
+        (
+            "postgres://u@h/db?sslmode=verify-full",
+            "sslmode=verify-full needs sslrootcert=FILE",
+        ),
+        (
+            "postgres://u@h/db?sslmode=verify-ca",
+            "sslmode=verify-ca needs sslrootcert=FILE",
+        ),
+        (
+            "postgres://u@h/db?sslrootcert=system",
+            "sslrootcert=system is not supported",
+        ),
+        ("postgres://u@h/db?colour=blue", "unknown option `colour`"),
+        ("postgres://u@h:port/db", "port"),
+        ("postgres://u@/db", "names no host"),
+        ("postgres://h/db", "names no user"),
+    ] {
+        assert_problem(&store_url(url), "store.url", fragment);
+    }
+}
+
+#[test]
+fn store_password_comes_from_the_environment_before_the_url() {
+    let text = store_url("postgres://u:from%40url@h/db");
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        postgres(&c).password.as_ref().map(Secret::expose),
+        Some("from@url")
+    );
+    assert_eq!(postgres(&c).url, "postgres://u@h/db");
+
+    let env = env_of(&[(ENV_STORE_PASSWORD, "from-env")]);
+    let c = Config::from_toml(&text, &path(), &env).unwrap();
+    assert_eq!(
+        postgres(&c).password.as_ref().map(Secret::expose),
+        Some("from-env")
+    );
+    let c = Config::from_toml(&store_url("postgres://u@h/db"), &path(), &env).unwrap();
+    assert_eq!(
+        postgres(&c).password.as_ref().map(Secret::expose),
+        Some("from-env")
+    );
+    let blank = env_of(&[(ENV_STORE_PASSWORD, "")]);
+    let c = Config::from_toml(&text, &path(), &blank).unwrap();
+    assert_eq!(
+        postgres(&c).password.as_ref().map(Secret::expose),
+        Some("from@url"),
+        "an empty variable counts as unset"
+    );
+}
+
+#[test]
+fn store_passwords_reach_no_error_and_no_debug_output() {
+    let env = env_of(&[(ENV_STORE_PASSWORD, "env-pw-4711")]);
+    let c = Config::from_toml(
+        &store_url("postgres://u:url-pw-0815@h/db?sslmode=require"),
+        &path(),
+        &env,
+    )
+    .unwrap();
+    let shown = format!("{c:?}");
+    assert!(shown.contains("postgres://u@h/db"), "{shown}");
+    assert!(shown.contains("Secret(<redacted>)"), "{shown}");
+    for secret in ["env-pw-4711", "url-pw-0815"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    let c = parse(&store_url("postgres://u:url-pw-0815@h/db")).unwrap();
+    assert!(!format!("{c:?}").contains("url-pw-0815"));
+
+    for url in [
+        "mysql://u:url-pw-0815@h/db",
+        "postgres://u:url-pw-0815@h/db?sslmode=bogus",
+        "postgres://u:url-pw-0815@h/db?sslmode=verify-full",
+        "postgres://u:url-pw-0815@h/db?colour=blue",
+        "postgres://u:url-pw-0815@h:port/db",
+        "postgres://u:url-pw-0815@/db",
+        "postgres://:url-pw-0815@h/db",
+    ] {
+        let err = Config::from_toml(&store_url(url), &path(), &env).unwrap_err();
+        let (message, debug) = (err.to_string(), format!("{err:?}"));
+        assert!(message.contains("store.url"), "{message}");
+        for secret in ["env-pw-4711", "url-pw-0815"] {
+            assert!(!message.contains(secret), "{url}: {message}");
+            assert!(!debug.contains(secret), "{url}: {debug}");
+        }
+    }
+    let both = format!("{MINIMAL}\n[store]\npath = \"t.sqlite\"\nurl = \"postgres://u:url-pw-0815@h/db\"\n");
+    let err = parse(&both).unwrap_err();
+    assert!(!err.to_string().contains("url-pw-0815") && !format!("{err:?}").contains("url-pw-0815"));
 }

@@ -3,7 +3,7 @@
 
 use reqwest::Url;
 
-use super::{Config, PolicyConfig, Problem, RpcAuth};
+use super::{Config, PolicyConfig, Problem, RpcAuth, StoreConfig};
 use crate::engine::EventKind;
 
 impl Config {
@@ -68,8 +68,10 @@ impl Config {
             }
         }
 
-        if self.store.path.as_os_str().is_empty() {
-            problems.push(Problem::new("store.path", "must not be empty"));
+        if let StoreConfig::Sqlite { path } = &self.store {
+            if path.as_os_str().is_empty() {
+                problems.push(Problem::new("store.path", "must not be empty"));
+            }
         }
 
         self.policy.check(&mut problems);

@@ -69,6 +69,13 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("store: {0}")]
     PostgresPool(#[from] deadpool_postgres::PoolError),
+    /// The configuration selects PostgreSQL for a part of the tower that
+    /// runs on SQLite only so far.
+    #[error(
+        "store.url selects PostgreSQL, whose reads and writes are not in this dogetower yet \
+         (issue 12); use store.path (SQLite)"
+    )]
+    PostgresNotServed,
     #[error("store holds a corrupt value in {0}")]
     Corrupt(&'static str),
 }
