@@ -24,6 +24,7 @@ pub mod migrations;
 pub mod outbox;
 #[cfg(test)]
 mod pg_test_db;
+mod pg_tls;
 pub mod postgres;
 pub mod tokens;
 
@@ -53,8 +54,13 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store url: {0}")]
     PostgresUrl(tokio_postgres::Error),
-    /// `url` is the store's address without its password.
-    #[error("store {url}: {source}")]
+    /// The TLS settings of `store.url` cannot be used (an unreadable
+    /// `sslrootcert`, say).
+    #[error("store.url TLS: {0}")]
+    PostgresTls(String),
+    /// `url` is the store's address without its password; the message
+    /// gives the causes too (the TLS handshake's own reason, say).
+    #[error("store {url}: {}", with_causes(source))]
     PostgresOpen {
         url: String,
         source: deadpool_postgres::PoolError,
@@ -78,6 +84,20 @@ pub enum StoreError {
     PostgresNotServed,
     #[error("store holds a corrupt value in {0}")]
     Corrupt(&'static str),
+}
+
+/// `error: its cause: its cause's cause ...`, each once.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !message.ends_with(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = next.source();
+    }
+    message
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

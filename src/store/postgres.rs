@@ -2,20 +2,28 @@
 //! schema the shared migration list keeps in step with SQLite's.
 //!
 //! So far this opens a database and migrates it; the reads and writes of the
-//! SQLite store come next. Connections are plain TCP (TLS is still to come).
+//! SQLite store come next. TLS follows libpq's `sslmode` (`pg_tls`).
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{Config, IsolationLevel, NoTls};
+use tokio_postgres::config::SslMode as WireSslMode;
+use tokio_postgres::{Config, IsolationLevel};
 
 use super::migrations::{self, Step, MIGRATIONS};
+use super::pg_tls::RustlsConnect;
 use super::{Result, StoreError};
+use crate::config::{PostgresConfig, SslMode};
 
 /// The advisory lock the migration runner holds while it reads and moves the
 /// schema version (the bytes of "dogetowr"). `pg_advisory_xact_lock` keys are
 /// per database, so this serialises the towers opening one database only.
 pub const MIGRATION_LOCK: i64 = i64::from_be_bytes(*b"dogetowr");
+
+/// Connections the pool holds at most: the single writer, the API's reads
+/// and the lease renewals to come, with room to spare, while far below
+/// PostgreSQL's default `max_connections` (100) for several towers.
+pub const POOL_SIZE: usize = 8;
 
 /// A PostgreSQL store: a pool of connections to one database.
 pub struct PgStore {
@@ -23,10 +31,22 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`)
+    /// Connects to the database `settings` (the resolved `store.url`) names
     /// and brings its schema up to date.
-    pub async fn open(url: &str) -> Result<PgStore> {
-        let mut config: Config = url.parse().map_err(StoreError::PostgresUrl)?;
+    pub async fn open(settings: &PostgresConfig) -> Result<PgStore> {
+        let mut config: Config = settings.url.parse().map_err(StoreError::PostgresUrl)?;
+        if let Some(password) = &settings.password {
+            config.password(password.expose());
+        }
+        // tokio-postgres knows disable/prefer/require; the certificate checks
+        // of require and the verify modes are the connector's.
+        config.ssl_mode(match settings.ssl_mode {
+            SslMode::Disable => WireSslMode::Disable,
+            SslMode::Prefer => WireSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => WireSslMode::Require,
+        });
+        let tls = RustlsConnect::new(settings.ssl_mode, settings.root_cert.as_deref())
+            .map_err(StoreError::PostgresTls)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -36,12 +56,13 @@ impl PgStore {
         let shown = redacted(&config);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
             .build()
             .expect("a pool with a runtime-free manager always builds");
         let store = PgStore { pool };
@@ -143,6 +164,7 @@ fn redacted(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::path::Path;
 
     use super::super::pg_test_db;
     use super::super::Store;
@@ -357,6 +379,17 @@ mod tests {
             .collect()
     }
 
+    /// What `store.url = "<url>"` resolves to.
+    fn settings(url: &str) -> PostgresConfig {
+        PostgresConfig::from_url(url, Path::new("/etc/dogetower")).unwrap()
+    }
+
+    /// `url` with one more query parameter.
+    fn with_param(url: &str, param: &str) -> String {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}{param}")
+    }
+
     fn listed() -> Vec<(i64, String)> {
         MIGRATIONS
             .iter()
@@ -370,7 +403,7 @@ mod tests {
         else {
             return;
         };
-        let store = PgStore::open(&db.url).await.unwrap();
+        let store = PgStore::open(&settings(&db.url)).await.unwrap();
         assert_eq!(
             store.schema_version().await.unwrap(),
             migrations::latest_version()
@@ -403,7 +436,7 @@ mod tests {
         let Some(db) = pg_test_db::fresh("reopening_applies_nothing_and_keeps_the_data").await else {
             return;
         };
-        let store = PgStore::open(&db.url).await.unwrap();
+        let store = PgStore::open(&settings(&db.url)).await.unwrap();
         let before = ledger(&store).await;
         store
             .pool
@@ -418,7 +451,7 @@ mod tests {
             .await
             .unwrap();
         drop(store);
-        let store = PgStore::open(&db.url).await.unwrap();
+        let store = PgStore::open(&settings(&db.url)).await.unwrap();
         assert_eq!(ledger(&store).await, before);
         assert_eq!(
             store.schema_version().await.unwrap(),
@@ -441,7 +474,7 @@ mod tests {
         let Some(db) = pg_test_db::fresh("a_newer_schema_is_refused_as_sqlite_refuses_it").await else {
             return;
         };
-        let store = PgStore::open(&db.url).await.unwrap();
+        let store = PgStore::open(&settings(&db.url)).await.unwrap();
         store
             .pool
             .get()
@@ -451,7 +484,7 @@ mod tests {
             .await
             .unwrap();
         drop(store);
-        let refused = PgStore::open(&db.url)
+        let refused = PgStore::open(&settings(&db.url))
             .await
             .err()
             .expect("a newer schema is refused");
@@ -480,7 +513,7 @@ mod tests {
         let opens: Vec<_> = (0..6)
             .map(|_| {
                 let url = db.url.clone();
-                tokio::spawn(async move { PgStore::open(&url).await })
+                tokio::spawn(async move { PgStore::open(&settings(&url)).await })
             })
             .collect();
         let mut stores = Vec::new();
@@ -503,7 +536,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_address_is_reported_without_the_password() {
-        let refused = PgStore::open("postgres://someone:hunter2@127.0.0.1:1/nowhere")
+        let refused = PgStore::open(&settings("postgres://someone:hunter2@127.0.0.1:1/nowhere"))
             .await
             .err()
             .expect("nothing listens on port 1");
@@ -514,4 +547,113 @@ mod tests {
         );
         assert!(!message.contains("hunter2"), "{message}");
     }
+
+    #[tokio::test]
+    async fn sslmode_disable_and_prefer_connect_to_a_server_without_tls() {
+        let Some(db) = pg_test_db::fresh("sslmode_disable_and_prefer_connect_to_a_server_without_tls").await
+        else {
+            return;
+        };
+        for mode in ["sslmode=disable", "sslmode=prefer"] {
+            let settings = settings(&with_param(&db.url, mode));
+            let store = PgStore::open(&settings)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: {e}"));
+            let client = store.pool.get().await.unwrap();
+            let tls: bool = client
+                .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert!(!tls, "{mode}: the throwaway server has no TLS");
+        }
+    }
+
+    #[tokio::test]
+    async fn sslmode_require_and_verify_refuse_a_server_without_tls() {
+        let Some(db) = pg_test_db::fresh("sslmode_require_and_verify_refuse_a_server_without_tls").await
+        else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // Any well-formed CA certificate: the server offers no TLS, so the
+        // connection fails before a certificate is seen.
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, TEST_CA_PEM).unwrap();
+        for mode in [
+            "sslmode=require".to_string(),
+            format!("sslmode=require&sslrootcert={}", ca.display()),
+            format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+            format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        ] {
+            let mut settings = settings(&with_param(&db.url, &mode));
+            settings.password = Some(crate::config::Secret::new("pw-never-shown"));
+            let refused = PgStore::open(&settings)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{mode}: connected without TLS"));
+            let message = refused.to_string();
+            assert!(message.starts_with("store postgres://"), "{mode}: {message}");
+            assert!(
+                message.contains("server does not support TLS"),
+                "{mode}: {message}"
+            );
+            assert!(!message.contains("pw-never-shown"), "{message}");
+            assert!(!format!("{refused:?}").contains("pw-never-shown"), "{refused:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unusable_sslrootcert_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for (file, fragment) in [(&missing, "No such file"), (&empty, "no certificate in the file")] {
+            let url = format!(
+                "postgres://u:pw-never-shown@127.0.0.1:1/db?sslmode=verify-full&sslrootcert={}",
+                file.display()
+            );
+            let refused = PgStore::open(&settings(&url)).await.err().expect("refused");
+            let message = refused.to_string();
+            assert!(matches!(refused, StoreError::PostgresTls(_)), "{refused:?}");
+            assert!(message.contains(&file.display().to_string()), "{message}");
+            assert!(message.contains(fragment), "{message}");
+            assert!(!message.contains("pw-never-shown"), "{message}");
+        }
+    }
+
+    /// A self-signed CA certificate (ISRG Root X1, Let's Encrypt's root).
+    const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIFazCCA1OgAwIBAgIRAIIQz7DSQONZRGPgu2OCiwAwDQYJKoZIhvcNAQELBQAw
+TzELMAkGA1UEBhMCVVMxKTAnBgNVBAoTIEludGVybmV0IFNlY3VyaXR5IFJlc2Vh
+cmNoIEdyb3VwMRUwEwYDVQQDEwxJU1JHIFJvb3QgWDEwHhcNMTUwNjA0MTEwNDM4
+WhcNMzUwNjA0MTEwNDM4WjBPMQswCQYDVQQGEwJVUzEpMCcGA1UEChMgSW50ZXJu
+ZXQgU2VjdXJpdHkgUmVzZWFyY2ggR3JvdXAxFTATBgNVBAMTDElTUkcgUm9vdCBY
+MTCCAiIwDQYJKoZIhvcNAQEBBQADggIPADCCAgoCggIBAK3oJHP0FDfzm54rVygc
+h77ct984kIxuPOZXoHj3dcKi/vVqbvYATyjb3miGbESTtrFj/RQSa78f0uoxmyF+
+0TM8ukj13Xnfs7j/EvEhmkvBioZxaUpmZmyPfjxwv60pIgbz5MDmgK7iS4+3mX6U
+A5/TR5d8mUgjU+g4rk8Kb4Mu0UlXjIB0ttov0DiNewNwIRt18jA8+o+u3dpjq+sW
+T8KOEUt+zwvo/7V3LvSye0rgTBIlDHCNAymg4VMk7BPZ7hm/ELNKjD+Jo2FR3qyH
+B5T0Y3HsLuJvW5iB4YlcNHlsdu87kGJ55tukmi8mxdAQ4Q7e2RCOFvu396j3x+UC
+B5iPNgiV5+I3lg02dZ77DnKxHZu8A/lJBdiB3QW0KtZB6awBdpUKD9jf1b0SHzUv
+KBds0pjBqAlkd25HN7rOrFleaJ1/ctaJxQZBKT5ZPt0m9STJEadao0xAH0ahmbWn
+OlFuhjuefXKnEgV4We0+UXgVCwOPjdAvBbI+e0ocS3MFEvzG6uBQE3xDk3SzynTn
+jh8BCNAw1FtxNrQHusEwMFxIt4I7mKZ9YIqioymCzLq9gwQbooMDQaHWBfEbwrbw
+qHyGO0aoSCqI3Haadr8faqU9GY/rOPNk3sgrDQoo//fb4hVC1CLQJ13hef4Y53CI
+rU7m2Ys6xt0nUW7/vGT1M0NPAgMBAAGjQjBAMA4GA1UdDwEB/wQEAwIBBjAPBgNV
+HRMBAf8EBTADAQH/MB0GA1UdDgQWBBR5tFnme7bl5AFzgAiIyBpY9umbbjANBgkq
+hkiG9w0BAQsFAAOCAgEAVR9YqbyyqFDQDLHYGmkgJykIrGF1XIpu+ILlaS/V9lZL
+ubhzEFnTIZd+50xx+7LSYK05qAvqFyFWhfFQDlnrzuBZ6brJFe+GnY+EgPbk6ZGQ
+3BebYhtF8GaV0nxvwuo77x/Py9auJ/GpsMiu/X1+mvoiBOv/2X/qkSsisRcOj/KK
+NFtY2PwByVS5uCbMiogziUwthDyC3+6WVwW6LLv3xLfHTjuCvjHIInNzktHCgKQ5
+ORAzI4JMPJ+GslWYHb4phowim57iaztXOoJwTdwJx4nLCgdNbOhdjsnvzqvHu7Ur
+TkXWStAmzOVyyghqpZXjFaH3pO3JLF+l+/+sKAIuvtd7u+Nxe5AW0wdeRlN8NwdC
+jNPElpzVmbUq4JUagEiuTDkHzsxHpFKVK7q4+63SM1N95R1NbdWhscdCb+ZAJzVc
+oyi3B43njTOQ5yOf+1CceWxG1bQVs5ZufpsMljq4Ui0/1lvh+wjChP4kqKOJ2qxq
+4RgqsahDYVvTH9w7jXbyLeiNdd8XM2w9U/t7y0Ff/9yi0GE44Za4rF2LN9d11TPA
+mRGunUHBcnWEvgJBQl9nJEiU0Zsnvgc/ubhPgXRR4Xq37Z0j4r7g1SgEEzwxA57d
+emyPxgcYxn/eR44/KJ4EBs+lVDR3veyJm+kXQ99b21/+jh5Xos1AnX5iItreGCc=
+-----END CERTIFICATE-----
+";
 }
