@@ -266,7 +266,7 @@ pub async fn run(scenario: Scenario, keep_running: bool) -> anyhow::Result<Strin
     std::fs::write(&config_path, config_text)?;
     let config = Arc::new(Config::load(&config_path)?);
     let token = {
-        let mut store = Store::open(config.store.sqlite_path()?)?;
+        let mut store = Store::open_config(&config.store)?;
         store.write(|tx| {
             let id = tx.insert_merchant(
                 "demo-shop",

@@ -56,7 +56,7 @@ pub async fn run(
     if config.webhooks.is_empty() {
         return Ok(());
     }
-    let mut store = Store::open(config.store.sqlite_path()?)?;
+    let mut store = Store::open_config(&config.store)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.notify.request_timeout_secs))
         .build()?;

@@ -45,7 +45,7 @@ fn serve(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::
 /// before anything starts, naming the file.
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     {
-        let store = Store::open(config.store.sqlite_path()?)?;
+        let store = Store::open_config(&config.store)?;
         load_signers(&store, config.network)?;
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -56,7 +56,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let handle = prepared.handle.clone();
     let api_state = ApiState {
         service: handle.clone(),
-        store: Arc::new(Mutex::new(Store::open(config.store.sqlite_path()?)?)),
+        store: Arc::new(Mutex::new(Store::open_config(&config.store)?)),
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

@@ -48,7 +48,7 @@ pub enum TokenCommand {
 
 pub fn merchant(command: MerchantCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     let config = ctx.config()?;
-    let mut store = Store::open(config.store.sqlite_path()?)?;
+    let mut store = Store::open_config(&config.store)?;
     match command {
         MerchantCommand::Add(args) => {
             if let Some(address) = &args.payout_address {
@@ -100,7 +100,7 @@ pub fn merchant(command: MerchantCommand, ctx: &Context) -> anyhow::Result<ExitC
 
 pub fn token(command: TokenCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     let config = ctx.config()?;
-    let mut store = Store::open(config.store.sqlite_path()?)?;
+    let mut store = Store::open_config(&config.store)?;
     match command {
         TokenCommand::Create { merchant } => {
             let m = store

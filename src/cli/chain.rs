@@ -49,7 +49,7 @@ pub fn run(command: ChainCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         ChainCommand::Follow(args) => super::block_on(follow(args, ctx)),
         ChainCommand::Log(args) => {
-            let store = Store::open(ctx.config()?.store.sqlite_path()?)?;
+            let store = Store::open_config(&ctx.config()?.store)?;
             for entry in store.chain_log(args.after, args.limit)? {
                 println!("{}", serde_json::to_string(&entry)?);
             }
@@ -61,7 +61,7 @@ pub fn run(command: ChainCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
 async fn follow(args: FollowArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let config = ctx.config()?;
     let rpc = RpcClient::new(&config.node.rpc_settings())?;
-    let mut store = Store::open(config.store.sqlite_path()?)?;
+    let mut store = Store::open_config(&config.store)?;
     let settings = FollowerSettings {
         start: args.start_height.map_or(StartPoint::Tip, StartPoint::Height),
         poll_interval: std::time::Duration::from_secs(config.node.poll_interval_secs),

@@ -102,14 +102,11 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
-    /// The SQLite database file, for the commands that run on SQLite only:
-    /// the PostgreSQL store so far opens and migrates its database, and its
-    /// reads and writes are still to come (issue 12), so those commands
-    /// refuse a `store.url` rather than quietly use another store.
-    pub fn sqlite_path(&self) -> Result<&Path, crate::store::StoreError> {
+    /// The SQLite database file, when `store.path` selects SQLite.
+    pub fn sqlite_path(&self) -> Option<&Path> {
         match self {
-            StoreConfig::Sqlite { path } => Ok(path),
-            StoreConfig::Postgres(_) => Err(crate::store::StoreError::PostgresNotServed),
+            StoreConfig::Sqlite { path } => Some(path),
+            StoreConfig::Postgres(_) => None,
         }
     }
 }

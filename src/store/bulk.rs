@@ -57,10 +57,8 @@ impl Store {
 
     /// Number of channel rows (any state).
     pub fn channel_count(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM channels", [], |r| r.get(0))?;
-        Ok(n as u64)
+        self.exec()
+            .one_row("SELECT COUNT(*) FROM channels", &[], |r| r.u64(0))
     }
 }
 
@@ -77,83 +75,84 @@ mod tests {
 
     #[test]
     fn bulk_channels_read_back_as_registered_ones() {
-        let mut store = Store::open_in_memory().unwrap();
-        let merchant_id = store
-            .write(|tx| tx.insert_merchant("shop", Some("addr"), CustodyMode::Presigned, None))
-            .unwrap();
-        let merchant = bitcoin::PublicKey::new(
-            SecretKey::from_slice(&[2; 32])
-                .unwrap()
-                .public_key(&Secp256k1::new()),
-        );
-        let payer = Payer::new(SecretKey::from_slice(&[1; 32]).unwrap());
-        let payout = ScriptBuf::new_p2pkh(&merchant.pubkey_hash());
-        let mut made = Vec::new();
-        for i in 0..3u32 {
-            let script = payer.channel_script(merchant, Locktime::Height(500 + i));
-            let funding = synthetic_funding(&script, 50_000, i);
-            let terms = ChannelTerms {
-                script: script.clone(),
-                funding: vec![FundingOutput {
-                    outpoint: funding.outpoint(),
-                    value: 50_000,
-                }],
-                merchant_key_origin: None,
-            };
-            let id = script.address(crate::chain::Network::Regtest).to_string();
-            let mut channel = TrackedChannel::new_registered(
-                0,
-                id.clone(),
-                merchant_id,
-                &terms,
-                std::slice::from_ref(&funding.tx),
-                (440 + i, 380 + i),
+        crate::store::for_each_backend("bulk_channels_read_back_as_registered_ones", |mut store| {
+            let merchant_id = store
+                .write(|tx| tx.insert_merchant("shop", Some("addr"), CustodyMode::Presigned, None))
+                .unwrap();
+            let merchant = bitcoin::PublicKey::new(
+                SecretKey::from_slice(&[2; 32])
+                    .unwrap()
+                    .public_key(&Secp256k1::new()),
             );
-            channel.state = ChannelState::Open;
-            channel.funding[0].status = FundingStatus::Confirmed;
-            channel.funding[0].confirmed_height = Some(100);
-            channel.funding[0].confirmed_reported = true;
-            let payment = (i == 1).then(|| {
-                channel.sequence = 1;
-                channel.merchant_amount = 10;
-                channel.latest_unsigned_txid = Some(Txid::all_zeros());
-                PaymentRecord {
-                    sequence: 1,
-                    psbt: vec![1, 2, 3],
-                    merchant_amount: 10,
-                    fee: 5,
-                    unsigned_txid: Txid::all_zeros(),
-                }
-            });
-            made.push((id, script, channel, payment));
-        }
-        let bulk: Vec<BulkChannel<'_>> = made
-            .iter()
-            .map(|(id, script, channel, payment)| BulkChannel {
-                record: NewChannel {
-                    address: id,
-                    merchant_id,
-                    script,
+            let payer = Payer::new(SecretKey::from_slice(&[1; 32]).unwrap());
+            let payout = ScriptBuf::new_p2pkh(&merchant.pubkey_hash());
+            let mut made = Vec::new();
+            for i in 0..3u32 {
+                let script = payer.channel_script(merchant, Locktime::Height(500 + i));
+                let funding = synthetic_funding(&script, 50_000, i);
+                let terms = ChannelTerms {
+                    script: script.clone(),
+                    funding: vec![FundingOutput {
+                        outpoint: funding.outpoint(),
+                        value: 50_000,
+                    }],
                     merchant_key_origin: None,
-                    payout_script: &payout,
-                    announcement: b"psbt",
-                    capacity: 50_000,
-                    broadcast_height: channel.broadcast_height,
-                    warning_height: channel.warning_height,
-                },
-                channel: channel.clone(),
-                payment: payment.clone(),
-            })
-            .collect();
-        let keys = store.bulk_insert_channels(&bulk, 2).unwrap();
-        assert_eq!(keys.len(), 3);
-        assert_eq!(store.channel_count().unwrap(), 3);
-        let tracked = store.tracked_channels(0).unwrap();
-        for ((key, back), (_, _, channel, payment)) in keys.iter().zip(&tracked).zip(&made) {
-            let mut expected = channel.clone();
-            expected.key = *key;
-            assert_eq!(*back, expected);
-            assert_eq!(store.latest_payment(*key).unwrap(), *payment);
-        }
+                };
+                let id = script.address(crate::chain::Network::Regtest).to_string();
+                let mut channel = TrackedChannel::new_registered(
+                    0,
+                    id.clone(),
+                    merchant_id,
+                    &terms,
+                    std::slice::from_ref(&funding.tx),
+                    (440 + i, 380 + i),
+                );
+                channel.state = ChannelState::Open;
+                channel.funding[0].status = FundingStatus::Confirmed;
+                channel.funding[0].confirmed_height = Some(100);
+                channel.funding[0].confirmed_reported = true;
+                let payment = (i == 1).then(|| {
+                    channel.sequence = 1;
+                    channel.merchant_amount = 10;
+                    channel.latest_unsigned_txid = Some(Txid::all_zeros());
+                    PaymentRecord {
+                        sequence: 1,
+                        psbt: vec![1, 2, 3],
+                        merchant_amount: 10,
+                        fee: 5,
+                        unsigned_txid: Txid::all_zeros(),
+                    }
+                });
+                made.push((id, script, channel, payment));
+            }
+            let bulk: Vec<BulkChannel<'_>> = made
+                .iter()
+                .map(|(id, script, channel, payment)| BulkChannel {
+                    record: NewChannel {
+                        address: id,
+                        merchant_id,
+                        script,
+                        merchant_key_origin: None,
+                        payout_script: &payout,
+                        announcement: b"psbt",
+                        capacity: 50_000,
+                        broadcast_height: channel.broadcast_height,
+                        warning_height: channel.warning_height,
+                    },
+                    channel: channel.clone(),
+                    payment: payment.clone(),
+                })
+                .collect();
+            let keys = store.bulk_insert_channels(&bulk, 2).unwrap();
+            assert_eq!(keys.len(), 3);
+            assert_eq!(store.channel_count().unwrap(), 3);
+            let tracked = store.tracked_channels(0).unwrap();
+            for ((key, back), (_, _, channel, payment)) in keys.iter().zip(&tracked).zip(&made) {
+                let mut expected = channel.clone();
+                expected.key = *key;
+                assert_eq!(*back, expected);
+                assert_eq!(store.latest_payment(*key).unwrap(), *payment);
+            }
+        });
     }
 }

@@ -5,9 +5,10 @@ use std::str::FromStr;
 use bitcoin::bip32::{DerivationPath, Fingerprint, KeySource};
 use bitcoin::hashes::Hash;
 use bitcoin::{OutPoint, ScriptBuf, Txid};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{Connection, OpenFlags};
 
-use super::{Result, Store, StoreError, WriteTx};
+use super::sql::{params, Exec, SqlRow};
+use super::{Db, Result, Store, StoreError, WriteTx};
 use crate::channel::ChannelScript;
 use crate::engine::{ChannelState, CloseState, FundingOutputState, FundingStatus, TrackedChannel};
 
@@ -58,8 +59,8 @@ pub fn origin_from_string(s: &str) -> Option<KeySource> {
     ))
 }
 
-fn txid_bytes(txid: &Txid) -> Vec<u8> {
-    txid.to_byte_array().to_vec()
+fn txid_bytes(txid: &Txid) -> &[u8] {
+    txid.as_byte_array().as_slice()
 }
 
 fn txid_from(bytes: Vec<u8>, column: &'static str) -> Result<Txid> {
@@ -75,28 +76,29 @@ impl WriteTx<'_> {
     /// Stores a newly registered channel; returns its key.
     pub fn insert_channel(&self, c: &NewChannel<'_>, funding: &TrackedChannel) -> Result<i64> {
         let at = now();
-        self.exec(
+        let origin = c.merchant_key_origin.map(origin_to_string);
+        let key = self.insert_returning_id(
             "INSERT INTO channels (address, merchant_id, state, redeem_script, merchant_key_origin, payout_script,
                  announcement, capacity, broadcast_height, warning_height, created_at, updated_at)
-             VALUES (?1, ?2, 'pending_funding', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+             VALUES (?1, ?2, 'pending_funding', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) RETURNING id",
             params![
                 c.address,
                 c.merchant_id,
                 c.script.redeem_script().as_bytes(),
-                c.merchant_key_origin.map(origin_to_string),
+                origin.as_deref(),
                 c.payout_script.as_bytes(),
                 c.announcement,
-                c.capacity as i64,
+                c.capacity,
                 c.broadcast_height,
                 c.warning_height,
                 at,
             ],
         )?;
-        let key = self.tx.last_insert_rowid();
         for (funding_txid, inputs) in &funding.funding_inputs {
             for input in inputs {
                 self.exec(
-                    "INSERT OR IGNORE INTO funding_inputs (channel_id, funding_txid, txid, vout) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO funding_inputs (channel_id, funding_txid, txid, vout) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
                     params![key, txid_bytes(funding_txid), txid_bytes(&input.txid), input.vout],
                 )?;
             }
@@ -118,8 +120,8 @@ impl WriteTx<'_> {
             params![
                 c.key,
                 c.state.as_str(),
-                c.sequence as i64,
-                c.merchant_amount as i64,
+                c.sequence,
+                c.merchant_amount,
                 c.latest_unsigned_txid.as_ref().map(txid_bytes),
                 c.broadcast_height,
                 c.warning_height,
@@ -146,8 +148,8 @@ impl WriteTx<'_> {
                     c.key,
                     txid_bytes(&f.outpoint.txid),
                     f.outpoint.vout,
-                    position as i64,
-                    f.value as i64,
+                    position,
+                    f.value,
                     f.status.as_str(),
                     f.confirmed_height,
                     f.confirmed_reported,
@@ -165,9 +167,9 @@ impl WriteTx<'_> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 key,
-                p.sequence as i64,
-                p.psbt,
-                p.merchant_amount as i64,
+                p.sequence,
+                &p.psbt,
+                p.merchant_amount,
                 p.fee,
                 txid_bytes(&p.unsigned_txid),
                 now()
@@ -231,32 +233,31 @@ pub fn rfc3339(unix: i64) -> String {
 
 impl Store {
     pub fn channel_record(&self, address: &str) -> Result<Option<ChannelRecord>> {
-        self.row(
-                "SELECT id, address, merchant_id, payout_script, announcement, merchant_key_origin, created_at, updated_at
-                 FROM channels WHERE address = ?1",
-                [address],
-                |row| {
-                    Ok(ChannelRecord {
-                        key: row.get(0)?,
-                        address: row.get(1)?,
-                        merchant_id: row.get(2)?,
-                        payout_script: ScriptBuf::from_bytes(row.get(3)?),
-                        announcement: row.get(4)?,
-                        merchant_key_origin: row.get::<_, Option<String>>(5)?.as_deref().and_then(origin_from_string),
-                        created_at: row.get(6)?,
-                        updated_at: row.get(7)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(Into::into)
+        self.exec().opt_row(
+            "SELECT id, address, merchant_id, payout_script, announcement, merchant_key_origin, created_at, updated_at
+             FROM channels WHERE address = ?1",
+            params![address],
+            |row| {
+                Ok(ChannelRecord {
+                    key: row.int(0)?,
+                    address: row.text(1)?,
+                    merchant_id: row.int(2)?,
+                    payout_script: ScriptBuf::from_bytes(row.blob(3)?),
+                    announcement: row.blob(4)?,
+                    merchant_key_origin: row.opt_text(5)?.as_deref().and_then(origin_from_string),
+                    created_at: row.int(6)?,
+                    updated_at: row.int(7)?,
+                })
+            },
+        )
     }
 
     pub fn channel_record_by_key(&self, key: i64) -> Result<Option<ChannelRecord>> {
-        let address: Option<String> = self
-            .conn
-            .query_row("SELECT address FROM channels WHERE id = ?1", [key], |r| r.get(0))
-            .optional()?;
+        let address =
+            self.exec()
+                .opt_row("SELECT address FROM channels WHERE id = ?1", params![key], |r| {
+                    r.text(0)
+                })?;
         match address {
             Some(a) => self.channel_record(&a),
             None => Ok(None),
@@ -264,50 +265,38 @@ impl Store {
     }
 
     pub fn latest_payment(&self, key: i64) -> Result<Option<PaymentRecord>> {
-        self.row(
+        self.exec().opt_row(
             "SELECT sequence, psbt, merchant_amount, fee, unsigned_txid FROM payments
-                 WHERE channel_id = ?1 ORDER BY sequence DESC LIMIT 1",
-            [key],
+             WHERE channel_id = ?1 ORDER BY sequence DESC LIMIT 1",
+            params![key],
             |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
+                Ok(PaymentRecord {
+                    sequence: row.u64(0)?,
+                    psbt: row.blob(1)?,
+                    merchant_amount: row.u64(2)?,
+                    fee: row.int(3)?,
+                    unsigned_txid: txid_from(row.blob(4)?, "payments.unsigned_txid")?,
+                })
             },
         )
-        .optional()?
-        .map(|(sequence, psbt, amount, fee, unsigned)| {
-            Ok(PaymentRecord {
-                sequence: sequence as u64,
-                psbt,
-                merchant_amount: amount as u64,
-                fee,
-                unsigned_txid: txid_from(unsigned, "payments.unsigned_txid")?,
-            })
-        })
-        .transpose()
     }
 
     /// Count of stored payment states of a channel.
     pub fn payment_count(&self, key: i64) -> Result<u64> {
-        let n: i64 = self.row(
+        self.exec().one_row(
             "SELECT COUNT(*) FROM payments WHERE channel_id = ?1",
-            [key],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
+            params![key],
+            |r| r.u64(0),
+        )
     }
 
     /// The channels the engine must track: every non-terminal one, and the
     /// terminal ones a reorg down to `undo_above` could still bring back.
     ///
     /// At start this is most of the time to `/readyz` (a million channels
-    /// took 55 s): the key range is split over one read-only connection per
-    /// core, and each part reads its channels and their funding in one
-    /// ordered pass per table instead of two queries per channel.
+    /// took 55 s): each part of the key range is read in one ordered pass
+    /// per table instead of two queries per channel, and on SQLite the
+    /// parts are read on one read-only connection per core.
     pub fn tracked_channels(&self, undo_above: u32) -> Result<Vec<TrackedChannel>> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.load_tracked(undo_above, cores.min(8) as i64, PARALLEL_LOAD_FROM)
@@ -316,16 +305,20 @@ impl Store {
     /// [`Store::tracked_channels`] in up to `parts` parts when the keys span
     /// at least `parallel_from`.
     fn load_tracked(&self, undo_above: u32, parts: i64, parallel_from: i64) -> Result<Vec<TrackedChannel>> {
-        let (first, last): (Option<i64>, Option<i64>) =
-            self.row("SELECT MIN(id), MAX(id) FROM channels", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+        let (first, last) = self
+            .exec()
+            .one_row("SELECT MIN(id), MAX(id) FROM channels", &[], |r| {
+                Ok((r.opt_int(0)?, r.opt_int(1)?))
             })?;
         let (Some(first), Some(last)) = (first, last) else {
             return Ok(Vec::new());
         };
-        let path = self.conn.path().filter(|p| !p.is_empty());
+        let path = match &self.db {
+            Db::Sqlite(conn) => conn.path().filter(|p| !p.is_empty()),
+            Db::Postgres(_) => None,
+        };
         let (Some(path), true) = (path, parts > 1 && last - first >= parallel_from) else {
-            return tracked_in_range(&self.conn, undo_above, first, last);
+            return tracked_in_range(self.exec(), undo_above, first, last);
         };
         let width = (last - first) / parts + 1;
         std::thread::scope(|scope| {
@@ -338,7 +331,7 @@ impl Store {
                             path,
                             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                         )?;
-                        tracked_in_range(&conn, undo_above, from, to)
+                        tracked_in_range(Exec::Sqlite(&conn), undo_above, from, to)
                     })
                 })
                 .collect();
@@ -355,17 +348,14 @@ impl Store {
 
     /// One channel as the engine tracks it (any state).
     pub fn tracked_channel(&self, key: i64) -> Result<Option<TrackedChannel>> {
-        let found = self
-            .conn
-            .query_row(
-                &format!("SELECT {TRACKED_COLUMNS} FROM channels WHERE id = ?1"),
-                [key],
-                |row| Ok(tracked_from_row(row)),
-            )
-            .optional()?;
+        let found = self.exec().opt_row(
+            &format!("SELECT {TRACKED_COLUMNS} FROM channels WHERE id = ?1"),
+            params![key],
+            tracked_from_row,
+        )?;
         let Some(channel) = found else { return Ok(None) };
-        let mut channels = vec![channel?];
-        attach_funding(&self.conn, &mut channels, key, key)?;
+        let mut channels = vec![channel];
+        attach_funding(self.exec(), &mut channels, key, key)?;
         Ok(channels.pop())
     }
 
@@ -378,24 +368,21 @@ impl Store {
         after: Option<i64>,
         limit: usize,
     ) -> Result<Vec<i64>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id FROM channels WHERE merchant_id = ?1 AND (?2 IS NULL OR state = ?2) AND id > ?3
+        self.exec().rows(
+            "SELECT id FROM channels WHERE merchant_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR state = ?2) AND id > ?3
              ORDER BY id LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(
-            params![merchant_id, state, after.unwrap_or(0), limit as i64],
-            |r| r.get(0),
-        )?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+            params![merchant_id, state, after.unwrap_or(0), limit],
+            |r| r.int(0),
+        )
     }
 
     /// The recorded transitions of a channel: (from, to, cause).
     pub fn transitions(&self, key: i64) -> Result<Vec<(String, String, String)>> {
-        let mut stmt = self.conn.prepare(
+        self.exec().rows(
             "SELECT from_state, to_state, cause FROM transitions WHERE channel_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+            params![key],
+            |r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)),
+        )
     }
 }
 
@@ -408,62 +395,62 @@ const TRACKED_COLUMNS: &str = "id, address, merchant_id, state, redeem_script, s
     close_first_broadcast, close_broadcasts, close_reported, undo_state, undo_height";
 
 /// The tracked channels with keys in `from..=to`, in key order.
-fn tracked_in_range(conn: &Connection, undo_above: u32, from: i64, to: i64) -> Result<Vec<TrackedChannel>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {TRACKED_COLUMNS} FROM channels
-         WHERE id BETWEEN ?2 AND ?3 AND (state IN ('pending_funding', 'open', 'closing') OR undo_height >= ?1)
-         ORDER BY id"
-    ))?;
-    let rows = stmt.query_map(params![undo_above, from, to], |row| Ok(tracked_from_row(row)))?;
-    let mut channels = Vec::new();
-    for row in rows {
-        channels.push(row??);
-    }
-    attach_funding(conn, &mut channels, from, to)?;
+fn tracked_in_range(exec: Exec<'_>, undo_above: u32, from: i64, to: i64) -> Result<Vec<TrackedChannel>> {
+    let mut channels = exec.rows(
+        &format!(
+            "SELECT {TRACKED_COLUMNS} FROM channels
+             WHERE id BETWEEN ?2 AND ?3 AND (state IN ('pending_funding', 'open', 'closing') OR undo_height >= ?1)
+             ORDER BY id"
+        ),
+        params![undo_above, from, to],
+        tracked_from_row,
+    )?;
+    attach_funding(exec, &mut channels, from, to)?;
     Ok(channels)
 }
 
 /// Fills in the funding outputs and inputs of `channels` (in key order, all
 /// within `from..=to`) with one ordered pass over each table; rows of
 /// channels not in the list (finished ones) are skipped.
-fn attach_funding(conn: &Connection, channels: &mut [TrackedChannel], from: i64, to: i64) -> Result<()> {
-    let mut stmt = conn.prepare(
+fn attach_funding(exec: Exec<'_>, channels: &mut [TrackedChannel], from: i64, to: i64) -> Result<()> {
+    let mut at = 0;
+    exec.for_each(
         "SELECT channel_id, txid, vout, value, status, confirmed_height, confirmed_reported, spent_by, spent_height
          FROM funding_outputs WHERE channel_id BETWEEN ?1 AND ?2 ORDER BY channel_id, position",
+        params![from, to],
+        |row| {
+            if let Some(channel) = channel_of(channels, &mut at, row.int(0)?) {
+                channel.funding.push(FundingOutputState {
+                    outpoint: OutPoint::new(txid_from(row.blob(1)?, "funding_outputs.txid")?, row.u32(2)?),
+                    value: row.u64(3)?,
+                    status: FundingStatus::parse(&row.text(4)?)
+                        .ok_or(StoreError::Corrupt("funding_outputs.status"))?,
+                    confirmed_height: row.opt_u32(5)?,
+                    confirmed_reported: row.bool(6)?,
+                    spent_by: opt_txid(row.opt_blob(7)?, "funding_outputs.spent_by")?,
+                    spent_height: row.opt_u32(8)?,
+                });
+            }
+            Ok(())
+        },
     )?;
-    let mut rows = stmt.query(params![from, to])?;
     let mut at = 0;
-    while let Some(row) = rows.next()? {
-        if let Some(channel) = channel_of(channels, &mut at, row.get(0)?) {
-            channel.funding.push(FundingOutputState {
-                outpoint: OutPoint::new(txid_from(row.get(1)?, "funding_outputs.txid")?, row.get(2)?),
-                value: row.get::<_, i64>(3)? as u64,
-                status: FundingStatus::parse(&row.get::<_, String>(4)?)
-                    .ok_or(StoreError::Corrupt("funding_outputs.status"))?,
-                confirmed_height: row.get(5)?,
-                confirmed_reported: row.get(6)?,
-                spent_by: opt_txid(row.get(7)?, "funding_outputs.spent_by")?,
-                spent_height: row.get(8)?,
-            });
-        }
-    }
-    let mut stmt = conn.prepare(
+    exec.for_each(
         "SELECT channel_id, funding_txid, txid, vout FROM funding_inputs
          WHERE channel_id BETWEEN ?1 AND ?2 ORDER BY channel_id, funding_txid, txid, vout",
-    )?;
-    let mut rows = stmt.query(params![from, to])?;
-    let mut at = 0;
-    while let Some(row) = rows.next()? {
-        if let Some(channel) = channel_of(channels, &mut at, row.get(0)?) {
-            let funding = txid_from(row.get(1)?, "funding_inputs.funding_txid")?;
-            let outpoint = OutPoint::new(txid_from(row.get(2)?, "funding_inputs.txid")?, row.get(3)?);
-            match channel.funding_inputs.last_mut() {
-                Some((f, inputs)) if *f == funding => inputs.push(outpoint),
-                _ => channel.funding_inputs.push((funding, vec![outpoint])),
+        params![from, to],
+        |row| {
+            if let Some(channel) = channel_of(channels, &mut at, row.int(0)?) {
+                let funding = txid_from(row.blob(1)?, "funding_inputs.funding_txid")?;
+                let outpoint = OutPoint::new(txid_from(row.blob(2)?, "funding_inputs.txid")?, row.u32(3)?);
+                match channel.funding_inputs.last_mut() {
+                    Some((f, inputs)) if *f == funding => inputs.push(outpoint),
+                    _ => channel.funding_inputs.push((funding, vec![outpoint])),
+                }
             }
-        }
-    }
-    Ok(())
+            Ok(())
+        },
+    )
 }
 
 /// The channel with `key` in key-ordered `channels`, walking forward from
@@ -479,14 +466,11 @@ fn channel_of<'a>(
     channels.get_mut(*at).filter(|c| c.key == key)
 }
 
-fn tracked_from_row(row: &Row<'_>) -> Result<TrackedChannel> {
-    let state: String = row.get(3)?;
-    let redeem: Vec<u8> = row.get(4)?;
+fn tracked_from_row(row: &SqlRow<'_>) -> Result<TrackedChannel> {
+    let redeem = row.blob(4)?;
     let script = ChannelScript::parse_stored(bitcoin::Script::from_bytes(&redeem))
         .map_err(|_| StoreError::Corrupt("channels.redeem_script"))?;
-    let undo_state: Option<String> = row.get(16)?;
-    let undo_height: Option<u32> = row.get(17)?;
-    let undo = match (undo_state, undo_height) {
+    let undo = match (row.opt_text(16)?, row.opt_u32(17)?) {
         (Some(s), Some(h)) => Some((
             ChannelState::parse(&s).ok_or(StoreError::Corrupt("channels.undo_state"))?,
             h,
@@ -494,25 +478,25 @@ fn tracked_from_row(row: &Row<'_>) -> Result<TrackedChannel> {
         _ => None,
     };
     Ok(TrackedChannel {
-        key: row.get(0)?,
-        id: row.get(1)?,
-        merchant_id: row.get(2)?,
-        state: ChannelState::parse(&state).ok_or(StoreError::Corrupt("channels.state"))?,
+        key: row.int(0)?,
+        id: row.text(1)?,
+        merchant_id: row.int(2)?,
+        state: ChannelState::parse(&row.text(3)?).ok_or(StoreError::Corrupt("channels.state"))?,
         script,
         funding: Vec::new(),
         funding_inputs: Vec::new(),
-        sequence: row.get::<_, i64>(5)? as u64,
-        merchant_amount: row.get::<_, i64>(6)? as u64,
-        latest_unsigned_txid: opt_txid(row.get(7)?, "channels.latest_unsigned_txid")?,
-        broadcast_height: row.get(8)?,
-        warning_height: row.get(9)?,
-        deadline_warned: row.get(10)?,
+        sequence: row.u64(5)?,
+        merchant_amount: row.u64(6)?,
+        latest_unsigned_txid: opt_txid(row.opt_blob(7)?, "channels.latest_unsigned_txid")?,
+        broadcast_height: row.u32(8)?,
+        warning_height: row.u32(9)?,
+        deadline_warned: row.bool(10)?,
         close: CloseState {
-            txid: opt_txid(row.get(11)?, "channels.close_txid")?,
-            mined_height: row.get(12)?,
-            first_broadcast_height: row.get(13)?,
-            broadcasts: row.get(14)?,
-            broadcast_reported: row.get(15)?,
+            txid: opt_txid(row.opt_blob(11)?, "channels.close_txid")?,
+            mined_height: row.opt_u32(12)?,
+            first_broadcast_height: row.opt_u32(13)?,
+            broadcasts: row.u32(14)?,
+            broadcast_reported: row.bool(15)?,
         },
         undo,
     })
@@ -548,72 +532,74 @@ mod tests {
 
     #[test]
     fn a_channel_round_trips_through_the_store() {
-        let mut store = Store::open_in_memory().unwrap();
-        let (terms, funding_tx) = channel_fixture();
-        let payout = ScriptBuf::new_p2pkh(&terms.script.merchant().pubkey_hash());
-        let key = store
-            .write(|tx| {
-                let merchant = tx.insert_merchant("shop", Some("addr"), CustodyMode::Signer, Some("/k"))?;
-                let tracked = TrackedChannel::new_registered(
-                    0,
-                    "2Nx".into(),
-                    merchant,
-                    &terms,
-                    std::slice::from_ref(&funding_tx),
-                    (440, 380),
-                );
-                tx.insert_channel(
-                    &NewChannel {
-                        address: "2Nx",
-                        merchant_id: merchant,
-                        script: &terms.script,
-                        merchant_key_origin: terms.merchant_key_origin.as_ref(),
-                        payout_script: &payout,
-                        announcement: b"psbt",
-                        capacity: 50_000,
-                        broadcast_height: 440,
-                        warning_height: 380,
-                    },
-                    &tracked,
-                )
-            })
-            .unwrap();
-        let mut tracked = store.tracked_channel(key).unwrap().unwrap();
-        assert_eq!(tracked.funding_inputs.len(), 1);
-        assert_eq!(tracked.funding[0].status, FundingStatus::Unseen);
-        assert_eq!(tracked.script, terms.script);
+        crate::store::for_each_backend("a_channel_round_trips_through_the_store", |mut store| {
+            let (terms, funding_tx) = channel_fixture();
+            let payout = ScriptBuf::new_p2pkh(&terms.script.merchant().pubkey_hash());
+            let key = store
+                .write(|tx| {
+                    let merchant =
+                        tx.insert_merchant("shop", Some("addr"), CustodyMode::Signer, Some("/k"))?;
+                    let tracked = TrackedChannel::new_registered(
+                        0,
+                        "2Nx".into(),
+                        merchant,
+                        &terms,
+                        std::slice::from_ref(&funding_tx),
+                        (440, 380),
+                    );
+                    tx.insert_channel(
+                        &NewChannel {
+                            address: "2Nx",
+                            merchant_id: merchant,
+                            script: &terms.script,
+                            merchant_key_origin: terms.merchant_key_origin.as_ref(),
+                            payout_script: &payout,
+                            announcement: b"psbt",
+                            capacity: 50_000,
+                            broadcast_height: 440,
+                            warning_height: 380,
+                        },
+                        &tracked,
+                    )
+                })
+                .unwrap();
+            let mut tracked = store.tracked_channel(key).unwrap().unwrap();
+            assert_eq!(tracked.funding_inputs.len(), 1);
+            assert_eq!(tracked.funding[0].status, FundingStatus::Unseen);
+            assert_eq!(tracked.script, terms.script);
 
-        tracked.state = ChannelState::Closing;
-        tracked.sequence = 3;
-        tracked.close.txid = Some(funding_tx.compute_txid());
-        tracked.funding[0].status = FundingStatus::Confirmed;
-        tracked.funding[0].confirmed_height = Some(120);
-        tracked.undo = Some((ChannelState::Open, 130));
-        store.write(|tx| tx.save_channel(&tracked)).unwrap();
-        assert_eq!(store.tracked_channel(key).unwrap().unwrap(), tracked);
-        assert_eq!(store.tracked_channels(0).unwrap(), vec![tracked.clone()]);
+            tracked.state = ChannelState::Closing;
+            tracked.sequence = 3;
+            tracked.close.txid = Some(funding_tx.compute_txid());
+            tracked.funding[0].status = FundingStatus::Confirmed;
+            tracked.funding[0].confirmed_height = Some(120);
+            tracked.undo = Some((ChannelState::Open, 130));
+            store.write(|tx| tx.save_channel(&tracked)).unwrap();
+            assert_eq!(store.tracked_channel(key).unwrap().unwrap(), tracked);
+            assert_eq!(store.tracked_channels(0).unwrap(), vec![tracked.clone()]);
 
-        let record = store.channel_record("2Nx").unwrap().unwrap();
-        assert_eq!(record.merchant_key_origin, terms.merchant_key_origin);
-        assert_eq!(record.payout_script, payout);
-        assert_eq!(
-            store.merchant_by_name("shop").unwrap().unwrap().custody,
-            CustodyMode::Signer
-        );
+            let record = store.channel_record("2Nx").unwrap().unwrap();
+            assert_eq!(record.merchant_key_origin, terms.merchant_key_origin);
+            assert_eq!(record.payout_script, payout);
+            assert_eq!(
+                store.merchant_by_name("shop").unwrap().unwrap().custody,
+                CustodyMode::Signer
+            );
 
-        let payment = PaymentRecord {
-            sequence: 1,
-            psbt: vec![1, 2, 3],
-            merchant_amount: 10,
-            fee: 5,
-            unsigned_txid: funding_tx.compute_txid(),
-        };
-        store.write(|tx| tx.insert_payment(key, &payment)).unwrap();
-        assert!(
-            store.write(|tx| tx.insert_payment(key, &payment)).is_err(),
-            "a sequence is stored once"
-        );
-        assert_eq!(store.latest_payment(key).unwrap(), Some(payment));
+            let payment = PaymentRecord {
+                sequence: 1,
+                psbt: vec![1, 2, 3],
+                merchant_amount: 10,
+                fee: 5,
+                unsigned_txid: funding_tx.compute_txid(),
+            };
+            store.write(|tx| tx.insert_payment(key, &payment)).unwrap();
+            assert!(
+                store.write(|tx| tx.insert_payment(key, &payment)).is_err(),
+                "a sequence is stored once"
+            );
+            assert_eq!(store.latest_payment(key).unwrap(), Some(payment));
+        });
     }
 
     /// The start-up load split over several connections reads exactly what

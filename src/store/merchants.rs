@@ -1,8 +1,7 @@
 //! Merchants: who owns channels, where their payouts go, how they sign.
 
-use rusqlite::{params, OptionalExtension, Row};
-
 use super::channels::now;
+use super::sql::{params, SqlRow};
 use super::{Result, Store, StoreError, WriteTx};
 
 /// How the merchant's side of its channels is signed.
@@ -38,46 +37,43 @@ impl WriteTx<'_> {
         custody: CustodyMode,
         xprv_file: Option<&str>,
     ) -> Result<i64> {
-        self.exec(
-            "INSERT INTO merchants (name, payout_address, custody, xprv_file, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        self.insert_returning_id(
+            "INSERT INTO merchants (name, payout_address, custody, xprv_file, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             RETURNING id",
             params![name, payout_address, custody.as_str(), xprv_file, now()],
-        )?;
-        Ok(self.tx.last_insert_rowid())
+        )
     }
 }
 
 impl Store {
     pub fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>> {
-        self.row(
+        self.exec().opt_row(
             "SELECT id, name, payout_address, custody, xprv_file FROM merchants WHERE name = ?1",
-            [name],
+            params![name],
             merchant_from_row,
         )
-        .optional()?
-        .transpose()
     }
 
     pub fn merchants(&self) -> Result<Vec<Merchant>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, name, payout_address, custody, xprv_file FROM merchants ORDER BY id")?;
-        let rows = stmt.query_map([], merchant_from_row)?;
-        rows.map(|r| r?).collect()
+        self.exec().rows(
+            "SELECT id, name, payout_address, custody, xprv_file FROM merchants ORDER BY id",
+            &[],
+            merchant_from_row,
+        )
     }
 }
 
-fn merchant_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Merchant>> {
-    let custody: String = row.get(3)?;
-    let custody = match custody.as_str() {
+fn merchant_from_row(row: &SqlRow<'_>) -> Result<Merchant> {
+    let custody = match row.text(3)?.as_str() {
         "presigned" => CustodyMode::Presigned,
         "signer" => CustodyMode::Signer,
-        _ => return Ok(Err(StoreError::Corrupt("merchants.custody"))),
+        _ => return Err(StoreError::Corrupt("merchants.custody")),
     };
-    Ok(Ok(Merchant {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        payout_address: row.get(2)?,
+    Ok(Merchant {
+        id: row.int(0)?,
+        name: row.text(1)?,
+        payout_address: row.opt_text(2)?,
         custody,
-        xprv_file: row.get(4)?,
-    }))
+        xprv_file: row.opt_text(4)?,
+    })
 }

@@ -2,8 +2,8 @@
 //!
 //! Each migration has a SQLite text (`sql/NNNN_name.sql`) and a PostgreSQL
 //! text (`sql/postgres/NNNN_name.sql`) that create the same tables, columns,
-//! constraints and indexes. Both runners (`Store::migrate` for SQLite,
-//! `postgres::PgStore::migrate`) walk this one list, record what they applied
+//! constraints and indexes. Both runners (`migrate_sqlite` and
+//! `postgres::migrate`) walk this one list, record what they applied
 //! in the same `schema_migrations` table (version, name, applied_at) and
 //! decide each step with [`step`], so the two backends are versioned alike
 //! and refuse a newer store with the same error. A released file is never
@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "channels", "0003_channels.sql"),
     migration!(4, "api_tokens", "0004_api_tokens.sql"),
     migration!(5, "webhook_deliveries", "0005_webhook_deliveries.sql"),
+    migration!(6, "high_availability", "0006_high_availability.sql"),
 ];
 
 /// The ledger of applied migrations, in SQLite.

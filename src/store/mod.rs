@@ -15,27 +15,30 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 
 pub mod bulk;
 pub mod channels;
 pub mod merchants;
 pub mod migrations;
 pub mod outbox;
-#[cfg(test)]
-mod pg_test_db;
+#[doc(hidden)]
+pub mod pg_test_db;
 mod pg_tls;
 pub mod postgres;
+pub(crate) mod sql;
 pub mod tokens;
 
 pub use channels::{ChannelRecord, NewChannel, PaymentRecord};
 pub use merchants::{CustodyMode, Merchant};
 pub use outbox::OutboxEvent;
-pub use postgres::PgStore;
 
 use migrations::{Step, MIGRATIONS};
 
+use sql::{params, Exec, Param, PgConn, SqlRow};
+
 use crate::chain::headers::HeaderRecord;
+use crate::config::{PostgresConfig, StoreConfig};
 use crate::follower::ChainEvent;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,7 @@ pub enum StoreError {
     #[error("store {url}: {}", with_causes(source))]
     PostgresOpen {
         url: String,
-        source: deadpool_postgres::PoolError,
+        source: tokio_postgres::Error,
     },
     #[error("migration {version} ({name}) failed: {source}")]
     PostgresMigration {
@@ -71,17 +74,19 @@ pub enum StoreError {
         name: &'static str,
         source: tokio_postgres::Error,
     },
-    #[error("store: {0}")]
+    #[error("store: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
-    #[error("store: {0}")]
-    PostgresPool(#[from] deadpool_postgres::PoolError),
-    /// The configuration selects PostgreSQL for a part of the tower that
-    /// runs on SQLite only so far.
-    #[error(
-        "store.url selects PostgreSQL, whose reads and writes are not in this dogetower yet \
-         (issue 12); use store.path (SQLite)"
-    )]
-    PostgresNotServed,
+    /// The connection to PostgreSQL broke inside a transaction, which is
+    /// therefore gone; the next one connects again.
+    #[error("store: the connection to PostgreSQL was lost inside a transaction")]
+    PostgresConnectionLost,
+    /// A statement of the transaction failed, so PostgreSQL rolled all of it back.
+    #[error("store: the transaction was rolled back after one of its statements failed")]
+    PostgresTransactionAborted,
+    /// A write of a high-availability leader found its lease lost or
+    /// expired: it committed nothing.
+    #[error("store: this tower no longer holds the leader lease (epoch {epoch}); nothing was written")]
+    Fenced { epoch: i64 },
     #[error("store holds a corrupt value in {0}")]
     Corrupt(&'static str),
 }
@@ -102,12 +107,35 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The store: one connection to SQLite or to PostgreSQL. Each part of the
+/// tower that touches the store (the writer, the API, the webhook sender, a
+/// command) opens its own.
 pub struct Store {
-    conn: Connection,
+    db: Db,
+}
+
+enum Db {
+    Sqlite(Connection),
+    Postgres(PgBackend),
+}
+
+struct PgBackend {
+    conn: PgConn,
+    /// Set on the leader of a high-availability group: every write
+    /// transaction checks, in itself, that this lease is still held.
+    fence: Option<Fence>,
+}
+
+/// The lease a write transaction must still hold to commit (`ha`): the
+/// tower's id and the epoch it took the lease with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub tower_id: String,
+    pub epoch: i64,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite store at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
@@ -116,22 +144,80 @@ impl Store {
         Store::init(conn)
     }
 
+    /// Opens the store the configuration names (`store.path` or `store.url`).
+    pub fn open_config(config: &StoreConfig) -> Result<Store> {
+        match config {
+            StoreConfig::Sqlite { path } => Store::open(path),
+            StoreConfig::Postgres(settings) => Store::open_postgres(settings),
+        }
+    }
+
+    /// Connects to the PostgreSQL store `settings` names and brings its
+    /// schema up to date.
+    pub fn open_postgres(settings: &PostgresConfig) -> Result<Store> {
+        Ok(Store {
+            db: Db::Postgres(PgBackend {
+                conn: postgres::open(settings)?,
+                fence: None,
+            }),
+        })
+    }
+
     /// A private in-memory store (unit tests).
     pub fn open_in_memory() -> Result<Store> {
         Store::init(Connection::open_in_memory()?)
     }
 
+    /// True for the PostgreSQL backend.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// From now on every write must hold `fence`'s lease (PostgreSQL only;
+    /// SQLite has one tower by construction).
+    pub fn set_fence(&mut self, fence: Option<Fence>) {
+        if let Db::Postgres(pg) = &mut self.db {
+            pg.fence = fence;
+        }
+    }
+
+    /// The SQLite connection (tests that look under the hood).
+    #[cfg(test)]
+    pub(crate) fn sqlite_conn(&self) -> &Connection {
+        match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(_) => panic!("a SQLite store was expected"),
+        }
+    }
+
+    /// The PostgreSQL connection (tests that look under the hood).
+    #[cfg(test)]
+    pub(crate) fn pg(&self) -> &PgConn {
+        match &self.db {
+            Db::Postgres(pg) => &pg.conn,
+            Db::Sqlite(_) => panic!("a PostgreSQL store was expected"),
+        }
+    }
+
+    /// Where statements run outside a write transaction.
+    fn exec(&self) -> Exec<'_> {
+        match &self.db {
+            Db::Sqlite(conn) => Exec::Sqlite(conn),
+            Db::Postgres(pg) => Exec::Postgres(&pg.conn),
+        }
+    }
+
     fn init(conn: Connection) -> Result<Store> {
         conn.busy_timeout(Duration::from_secs(10))?;
-        // Room for every statement the writer repeats (see `exec` and `row`).
+        // Room for every statement the writer repeats (see `sql::Exec`).
         conn.set_prepared_statement_cache_capacity(64);
-        let mut store = Store { conn };
+        let mut store = Store { db: Db::Sqlite(conn) };
         // Switching a new file to WAL needs an exclusive lock for which SQLite
         // does not wait; when several processes create the store at once,
         // the losers retry.
         let mut attempts = 0;
         loop {
-            match store.prepare() {
+            match store.prepare_sqlite() {
                 Err(StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)))
                     if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 100 =>
                 {
@@ -143,71 +229,70 @@ impl Store {
         }
     }
 
-    fn prepare(&mut self) -> Result<()> {
+    /// The SQLite connection (SQLite-only paths: set-up, the start-up
+    /// load's extra connections, tests).
+    fn sqlite(&mut self) -> Option<&mut Connection> {
+        match &mut self.db {
+            Db::Sqlite(conn) => Some(conn),
+            Db::Postgres(_) => None,
+        }
+    }
+
+    fn prepare_sqlite(&mut self) -> Result<()> {
+        let conn = self.sqlite().expect("called on SQLite stores only");
         // WAL lets readers (API, CLI) run beside the one writer; FULL makes
         // every commit durable before it returns.
-        self.conn.pragma_update(None, "journal_mode", "WAL")?;
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         // 32 MB of page cache instead of SQLite's 2 MB: with a million
         // channels the B-tree pages a payment walks no longer fit in 2 MB,
         // and every miss was a read from the OS (payments/s fell to 0.55 of
         // the 1,000-channel figure).
-        self.conn.pragma_update(None, "cache_size", -32_768)?;
-        self.migrate()
+        conn.pragma_update(None, "cache_size", -32_768)?;
+        migrate_sqlite(conn)
     }
 
-    /// The schema version now in the file.
+    /// The schema version now in the store.
     pub fn schema_version(&self) -> Result<u32> {
-        Ok(self.row(
+        let version = self.exec().one_row(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |r| r.get(0),
-        )?)
+            &[],
+            |r| r.int(0),
+        )?;
+        u32::try_from(version).map_err(|_| StoreError::Corrupt("schema_migrations.version"))
     }
 
-    /// The SQLite runner of [`migrations::MIGRATIONS`] (the PostgreSQL one is
-    /// `PgStore::migrate`): one transaction per migration.
-    fn migrate(&mut self) -> Result<()> {
-        self.conn.execute_batch(migrations::SQLITE_LEDGER)?;
-        for migration in MIGRATIONS {
-            // IMMEDIATE takes the write lock before reading the version, so two
-            // processes opening a new store at once apply each migration once.
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let current: u32 = tx.query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                [],
-                |r| r.get(0),
-            )?;
-            if migrations::step(current, migration)? == Step::Skip {
-                continue;
-            }
-            let (version, name) = (migration.version, migration.name);
-            let applied = tx.execute_batch(migration.sqlite).and_then(|_| {
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",
-                    params![version, name],
-                )
-            });
-            applied.map_err(|source| StoreError::Migration {
-                version,
-                name,
-                source,
-            })?;
-            tx.commit()?;
-            tracing::info!(version, name, "applied store migration");
-        }
-        Ok(())
-    }
-
-    /// Runs `f` in one transaction: everything it writes commits together or not at all.
+    /// Runs `f` in one transaction: everything it writes commits together or
+    /// not at all. On a fenced PostgreSQL store the lease is checked last,
+    /// in the same transaction, so nothing commits once the lease is lost.
     pub fn write<T>(&mut self, f: impl FnOnce(&WriteTx<'_>) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction()?;
-        let value = f(&WriteTx { tx: &tx })?;
-        tx.commit()?;
-        Ok(value)
+        match &mut self.db {
+            Db::Sqlite(conn) => {
+                let tx = conn.transaction()?;
+                let value = f(&WriteTx {
+                    exec: Exec::Sqlite(&tx),
+                })?;
+                tx.commit()?;
+                Ok(value)
+            }
+            Db::Postgres(pg) => {
+                pg.conn.begin("BEGIN")?;
+                let tx = WriteTx {
+                    exec: Exec::Postgres(&pg.conn),
+                };
+                let outcome = f(&tx).and_then(|value| {
+                    if let Some(fence) = &pg.fence {
+                        check_fence(&tx, fence)?;
+                    }
+                    Ok(value)
+                });
+                let ended = pg.conn.end(outcome.is_ok());
+                let value = outcome?;
+                ended?;
+                Ok(value)
+            }
+        }
     }
 
     /// A summary of everything stored (row counts and the newest change per
@@ -228,71 +313,111 @@ impl Store {
             "headers",
             "chain_log",
         ] {
-            let count: i64 = self
-                .conn
-                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            let count = self
+                .exec()
+                .one_row(&format!("SELECT COUNT(*) FROM {table}"), &[], |r| r.int(0))?;
             out.push_str(&format!("{table}={count};"));
         }
-        let updated: Option<i64> = self
-            .conn
-            .query_row("SELECT MAX(updated_at) FROM channels", [], |r| r.get(0))?;
-        let sequences: Option<i64> = self
-            .conn
-            .query_row("SELECT SUM(sequence) FROM channels", [], |r| r.get(0))?;
+        let (updated, sequences) = self.exec().one_row(
+            "SELECT MAX(updated_at), CAST(SUM(sequence) AS BIGINT) FROM channels",
+            &[],
+            |r| Ok((r.opt_int(0)?, r.opt_int(1)?)),
+        )?;
         out.push_str(&format!("updated={updated:?};sequences={sequences:?}"));
         Ok(out)
     }
 
     /// The `limit` highest headers, lowest first.
     pub fn recent_headers(&self, limit: usize) -> Result<Vec<HeaderRecord>> {
-        let mut stmt = self.conn.prepare(
+        let mut headers = self.exec().rows(
             "SELECT height, hash, prev_hash, time, median_time_past FROM headers ORDER BY height DESC LIMIT ?1",
+            params![limit],
+            header_from_row,
         )?;
-        let rows = stmt.query_map([limit as i64], header_from_row)?;
-        let mut headers = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         headers.reverse();
-        headers.into_iter().collect()
+        Ok(headers)
     }
 
     /// The processed header at `height`, if any.
     pub fn header_at(&self, height: u32) -> Result<Option<HeaderRecord>> {
-        self.row(
+        self.exec().opt_row(
             "SELECT height, hash, prev_hash, time, median_time_past FROM headers WHERE height = ?1",
-            [height],
+            params![height],
             header_from_row,
         )
-        .optional()?
-        .transpose()
+    }
+
+    /// Chain log entries after `after_seq`, oldest first.
+    pub fn chain_log(&self, after_seq: i64, limit: usize) -> Result<Vec<ChainLogEntry>> {
+        self.exec().rows(
+            "SELECT seq, kind, height, hash, logged_at FROM chain_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            params![after_seq, limit],
+            |row| {
+                let connected = match row.text(1)?.as_str() {
+                    "connected" => true,
+                    "disconnected" => false,
+                    _ => return Err(StoreError::Corrupt("chain_log.kind")),
+                };
+                Ok(ChainLogEntry {
+                    seq: row.int(0)?,
+                    connected,
+                    height: row.u32(2)?,
+                    hash: block_hash(row.blob(3)?, "chain_log.hash")?,
+                    logged_at: row.int(4)?,
+                })
+            },
+        )
     }
 }
 
-impl Store {
-    /// Chain log entries after `after_seq`, oldest first.
-    pub fn chain_log(&self, after_seq: i64, limit: usize) -> Result<Vec<ChainLogEntry>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, kind, height, hash, logged_at FROM chain_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+/// The SQLite runner of [`migrations::MIGRATIONS`] (the PostgreSQL one is
+/// `postgres::migrate`): one transaction per migration.
+fn migrate_sqlite(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(migrations::SQLITE_LEDGER)?;
+    for migration in MIGRATIONS {
+        // IMMEDIATE takes the write lock before reading the version, so two
+        // processes opening a new store at once apply each migration once.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: u32 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
         )?;
-        let rows = stmt.query_map(params![after_seq, limit as i64], |row| {
-            let hash: Vec<u8> = row.get(3)?;
-            let kind: String = row.get(1)?;
-            Ok((row.get(0)?, kind, row.get(2)?, hash, row.get(4)?))
+        if migrations::step(current, migration)? == Step::Skip {
+            continue;
+        }
+        let (version, name) = (migration.version, migration.name);
+        let applied = tx.execute_batch(migration.sqlite).and_then(|_| {
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",
+                rusqlite::params![version, name],
+            )
+        });
+        applied.map_err(|source| StoreError::Migration {
+            version,
+            name,
+            source,
         })?;
-        rows.map(|row| {
-            let (seq, kind, height, hash, logged_at) = row?;
-            let connected = match kind.as_str() {
-                "connected" => true,
-                "disconnected" => false,
-                _ => return Err(StoreError::Corrupt("chain_log.kind")),
-            };
-            Ok(ChainLogEntry {
-                seq,
-                connected,
-                height,
-                hash: block_hash(hash, "chain_log.hash")?,
-                logged_at,
-            })
-        })
-        .collect()
+        tx.commit()?;
+        tracing::info!(version, name, "applied store migration");
+    }
+    Ok(())
+}
+
+/// Fails unless `fence`'s lease is held and unexpired now, and keeps the
+/// lease row locked (`FOR SHARE`) until the transaction ends: a standby's
+/// takeover, which updates that row, then waits for this commit, so no
+/// write of the old epoch can land after the new epoch began.
+fn check_fence(tx: &WriteTx<'_>, fence: &Fence) -> Result<()> {
+    let held = tx.exec.opt_row(
+        "SELECT epoch FROM ha_lease WHERE name = 'leader' AND holder = ?1 AND epoch = ?2
+             AND expires_at_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT FOR SHARE",
+        params![&fence.tower_id, fence.epoch],
+        |r| r.int(0),
+    )?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Fenced { epoch: fence.epoch }),
     }
 }
 
@@ -309,28 +434,18 @@ pub struct ChainLogEntry {
 
 /// A write transaction handed to [`Store::write`].
 pub struct WriteTx<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
+    exec: Exec<'a>,
 }
 
-// The writer runs the same few statements for every payment and block:
-// preparing them once per connection (SQLite's parser was a visible part
-// of the writer's profile) is what these two helpers are for.
 impl WriteTx<'_> {
-    /// Runs one statement, prepared once per connection.
-    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-        self.tx.prepare_cached(sql)?.execute(params)
+    /// Runs one statement; returns the number of rows it changed.
+    fn exec(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        self.exec.execute(sql, params)
     }
-}
 
-impl Store {
-    /// Reads one row with a statement prepared once per connection.
-    fn row<T>(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
-        self.conn.prepare_cached(sql)?.query_row(params, f)
+    /// Runs an `INSERT ... RETURNING id`; returns the id.
+    fn insert_returning_id(&self, sql: &str, params: &[Param<'_>]) -> Result<i64> {
+        self.exec.one_row(sql, params, |r| r.int(0))
     }
 }
 
@@ -341,8 +456,8 @@ impl WriteTx<'_> {
             "INSERT INTO headers (height, hash, prev_hash, time, median_time_past) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 record.height,
-                record.hash.to_byte_array().as_slice(),
-                record.prev.to_byte_array().as_slice(),
+                record.hash.as_byte_array().as_slice(),
+                record.prev.as_byte_array().as_slice(),
                 record.time,
                 record.median_time_past,
             ],
@@ -352,7 +467,7 @@ impl WriteTx<'_> {
 
     /// Removes the processed header at `height` (the tip, when a block is disconnected).
     pub fn disconnect_header(&self, height: u32) -> Result<()> {
-        self.exec("DELETE FROM headers WHERE height >= ?1", [height])?;
+        self.exec("DELETE FROM headers WHERE height >= ?1", params![height])?;
         Ok(())
     }
 
@@ -370,32 +485,43 @@ impl WriteTx<'_> {
             ChainEvent::MempoolTx { .. } => return Ok(()),
         };
         self.exec(
-            "INSERT INTO chain_log (kind, height, hash, logged_at) VALUES (?1, ?2, ?3, strftime('%s','now'))",
-            params![kind, header.height, header.hash.to_byte_array().as_slice()],
+            "INSERT INTO chain_log (kind, height, hash, logged_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                kind,
+                header.height,
+                header.hash.as_byte_array().as_slice(),
+                channels::now()
+            ],
         )?;
         Ok(())
     }
 }
 
-type Row = (u32, Vec<u8>, Vec<u8>, u32, u32);
-
-fn header_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HeaderRecord>> {
-    let (height, hash, prev, time, median_time_past): Row =
-        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
-    Ok((|| {
-        Ok(HeaderRecord {
-            height,
-            hash: block_hash(hash, "headers.hash")?,
-            prev: block_hash(prev, "headers.prev_hash")?,
-            time,
-            median_time_past,
-        })
-    })())
+fn header_from_row(row: &SqlRow<'_>) -> Result<HeaderRecord> {
+    Ok(HeaderRecord {
+        height: row.u32(0)?,
+        hash: block_hash(row.blob(1)?, "headers.hash")?,
+        prev: block_hash(row.blob(2)?, "headers.prev_hash")?,
+        time: row.u32(3)?,
+        median_time_past: row.u32(4)?,
+    })
 }
 
 fn block_hash(bytes: Vec<u8>, column: &'static str) -> Result<BlockHash> {
     let array: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt(column))?;
     Ok(BlockHash::from_byte_array(array))
+}
+
+/// Runs `test` on an in-memory SQLite store, then on a fresh PostgreSQL
+/// database when the tests have one (`pg_test_db`): the one store test
+/// suite of both backends.
+#[cfg(test)]
+pub(crate) fn for_each_backend(name: &str, test: impl Fn(Store)) {
+    test(Store::open_in_memory().unwrap());
+    if let Some(db) = pg_test_db::fresh(name) {
+        let settings = PostgresConfig::from_url(&db.url, Path::new("/")).unwrap();
+        test(Store::open_postgres(&settings).unwrap());
+    }
 }
 
 #[cfg(test)]
@@ -422,14 +548,14 @@ mod tests {
         // Reopening applies nothing new and keeps the data.
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), migrations::latest_version());
-        let mode: String = store
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        let mode = store
+            .exec()
+            .one_row("PRAGMA journal_mode", &[], |r| r.text(0))
             .unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = store
-            .conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        let sync = store
+            .exec()
+            .one_row("PRAGMA synchronous", &[], |r| r.int(0))
             .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
     }
@@ -455,8 +581,8 @@ mod tests {
         let path = dir.path().join("t.sqlite");
         let store = Store::open(&path).unwrap();
         store
-            .conn
-            .execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)", [])
+            .exec()
+            .execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)", &[])
             .unwrap();
         drop(store);
         assert!(matches!(
@@ -467,57 +593,62 @@ mod tests {
 
     #[test]
     fn headers_connect_disconnect_and_reload() {
-        let mut store = Store::open_in_memory().unwrap();
-        store
-            .write(|tx| {
-                for h in 0..5 {
-                    tx.connect_header(&rec(h))?;
-                }
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(store.recent_headers(3).unwrap(), vec![rec(2), rec(3), rec(4)]);
-        store.write(|tx| tx.disconnect_header(4)).unwrap();
-        assert_eq!(store.header_at(4).unwrap(), None);
-        assert_eq!(store.header_at(3).unwrap(), Some(rec(3)));
-        // A failed write leaves nothing behind.
-        let failed = store.write(|tx| {
-            tx.connect_header(&rec(4))?;
-            tx.connect_header(&rec(4))
+        for_each_backend("headers_connect_disconnect_and_reload", |mut store| {
+            store
+                .write(|tx| {
+                    for h in 0..5 {
+                        tx.connect_header(&rec(h))?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(store.recent_headers(3).unwrap(), vec![rec(2), rec(3), rec(4)]);
+            store.write(|tx| tx.disconnect_header(4)).unwrap();
+            assert_eq!(store.header_at(4).unwrap(), None);
+            assert_eq!(store.header_at(3).unwrap(), Some(rec(3)));
+            // A failed write leaves nothing behind.
+            let failed = store.write(|tx| {
+                tx.connect_header(&rec(4))?;
+                tx.connect_header(&rec(4))
+            });
+            assert!(failed.is_err());
+            assert_eq!(store.header_at(4).unwrap(), None);
         });
-        assert!(failed.is_err());
-        assert_eq!(store.header_at(4).unwrap(), None);
     }
 
     #[test]
     fn block_events_move_the_header_chain_and_are_logged() {
         use crate::chain::block::DogeBlock;
-        let mut store = Store::open_in_memory().unwrap();
-        let block = std::sync::Arc::new(DogeBlock {
-            header: bitcoin::block::Header {
-                version: bitcoin::block::Version::ONE,
-                prev_blockhash: BlockHash::all_zeros(),
-                merkle_root: bitcoin::TxMerkleNode::all_zeros(),
-                time: 0,
-                bits: bitcoin::CompactTarget::from_consensus(0),
-                nonce: 0,
+        for_each_backend(
+            "block_events_move_the_header_chain_and_are_logged",
+            |mut store| {
+                let block = std::sync::Arc::new(DogeBlock {
+                    header: bitcoin::block::Header {
+                        version: bitcoin::block::Version::ONE,
+                        prev_blockhash: BlockHash::all_zeros(),
+                        merkle_root: bitcoin::TxMerkleNode::all_zeros(),
+                        time: 0,
+                        bits: bitcoin::CompactTarget::from_consensus(0),
+                        nonce: 0,
+                    },
+                    auxpow: None,
+                    txdata: vec![],
+                });
+                let connected = ChainEvent::BlockConnected {
+                    header: rec(7),
+                    block,
+                };
+                let disconnected = ChainEvent::BlockDisconnected { header: rec(7) };
+                store.write(|tx| tx.apply_block_event(&connected)).unwrap();
+                assert_eq!(store.header_at(7).unwrap(), Some(rec(7)));
+                store.write(|tx| tx.apply_block_event(&disconnected)).unwrap();
+                assert_eq!(store.header_at(7).unwrap(), None);
+                let log = store.chain_log(0, 10).unwrap();
+                assert_eq!(log.len(), 2);
+                assert!(log[0].connected && !log[1].connected);
+                assert_eq!((log[1].height, log[1].hash), (7, rec(7).hash));
+                assert_eq!(store.chain_log(log[0].seq, 10).unwrap().len(), 1);
             },
-            auxpow: None,
-            txdata: vec![],
-        });
-        let connected = ChainEvent::BlockConnected {
-            header: rec(7),
-            block,
-        };
-        let disconnected = ChainEvent::BlockDisconnected { header: rec(7) };
-        store.write(|tx| tx.apply_block_event(&connected)).unwrap();
-        assert_eq!(store.header_at(7).unwrap(), Some(rec(7)));
-        store.write(|tx| tx.apply_block_event(&disconnected)).unwrap();
-        assert_eq!(store.header_at(7).unwrap(), None);
-        let log = store.chain_log(0, 10).unwrap();
-        assert_eq!(log.len(), 2);
-        assert!(log[0].connected && !log[1].connected);
-        assert_eq!((log[1].height, log[1].hash), (7, rec(7).hash));
-        assert_eq!(store.chain_log(log[0].seq, 10).unwrap().len(), 1);
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The outbox: every webhook event, written in the same transaction as the
 //! state change that caused it, and what each endpoint has finished.
 
-use rusqlite::params;
+use super::sql::params;
 
 use super::channels::{now, rfc3339};
 use super::{Result, Store, WriteTx};
@@ -20,14 +20,14 @@ impl WriteTx<'_> {
             "data": event.data,
         });
         let inserted = self.exec(
-            "INSERT OR IGNORE INTO outbox (event_id, type, channel_id, merchant_id, payload, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO outbox (event_id, type, channel_id, merchant_id, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (event_id) DO NOTHING",
             params![
-                event.id,
+                &event.id,
                 event.kind.as_str(),
-                event.channel_id,
+                event.channel_id.as_deref(),
                 merchant_id,
-                payload.to_string(),
+                &payload.to_string(),
                 created_at
             ],
         )?;
@@ -58,8 +58,11 @@ impl WriteTx<'_> {
         last_status: Option<&str>,
     ) -> Result<()> {
         self.exec(
-            "INSERT OR REPLACE INTO webhook_deliveries (endpoint, outbox_seq, state, attempts, last_status, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO webhook_deliveries (endpoint, outbox_seq, state, attempts, last_status, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (endpoint, outbox_seq) DO UPDATE SET state = excluded.state,
+                 attempts = excluded.attempts, last_status = excluded.last_status,
+                 finished_at = excluded.finished_at",
             params![endpoint, seq, state, attempts, last_status, now()],
         )?;
         Ok(())
@@ -69,33 +72,31 @@ impl WriteTx<'_> {
 impl Store {
     /// Outbox events after `after_seq`, oldest first: (seq, event id, payload JSON).
     pub fn outbox_after(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, event_id, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-        let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+        self.exec().rows(
+            "SELECT seq, event_id, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            params![after_seq, limit],
+            |r| Ok((r.int(0)?, r.text(1)?, r.text(2)?)),
+        )
     }
 
     /// Outbox events not yet finished for `endpoint`, oldest first.
     pub fn outbox_pending(&self, endpoint: &str, limit: usize) -> Result<Vec<OutboxEvent>> {
-        let mut stmt = self.conn.prepare(
+        self.exec().rows(
             "SELECT o.seq, o.event_id, o.type, o.channel_id, o.payload, o.created_at FROM outbox o
              LEFT JOIN webhook_deliveries d ON d.endpoint = ?1 AND d.outbox_seq = o.seq
              WHERE d.outbox_seq IS NULL ORDER BY o.seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![endpoint, limit as i64], |r| {
-            Ok(OutboxEvent {
-                seq: r.get(0)?,
-                event_id: r.get(1)?,
-                kind: r.get(2)?,
-                channel_id: r.get(3)?,
-                payload: r.get(4)?,
-                created_at: r.get(5)?,
-            })
-        })?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+            params![endpoint, limit],
+            |r| {
+                Ok(OutboxEvent {
+                    seq: r.int(0)?,
+                    event_id: r.text(1)?,
+                    kind: r.text(2)?,
+                    channel_id: r.opt_text(3)?,
+                    payload: r.text(4)?,
+                    created_at: r.int(5)?,
+                })
+            },
+        )
     }
 }
 
@@ -106,20 +107,21 @@ mod tests {
 
     #[test]
     fn the_outbox_keeps_one_copy_per_event_id() {
-        let mut store = Store::open_in_memory().unwrap();
-        let event = Event::new(
-            None,
-            "5",
-            EventData::NodeDown {
-                processed_height: Some(5),
-            },
-        );
-        assert!(store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
-        assert!(!store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
-        let rows = store.outbox_after(0, 10).unwrap();
-        assert_eq!(rows.len(), 1);
-        let body: serde_json::Value = serde_json::from_str(&rows[0].2).unwrap();
-        assert_eq!(body["type"], "node.down");
-        assert_eq!(body["id"], event.id);
+        crate::store::for_each_backend("the_outbox_keeps_one_copy_per_event_id", |mut store| {
+            let event = Event::new(
+                None,
+                "5",
+                EventData::NodeDown {
+                    processed_height: Some(5),
+                },
+            );
+            assert!(store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
+            assert!(!store.write(|tx| tx.enqueue_event(&event, None)).unwrap());
+            let rows = store.outbox_after(0, 10).unwrap();
+            assert_eq!(rows.len(), 1);
+            let body: serde_json::Value = serde_json::from_str(&rows[0].2).unwrap();
+            assert_eq!(body["type"], "node.down");
+            assert_eq!(body["id"], event.id);
+        });
     }
 }

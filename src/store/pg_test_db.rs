@@ -15,11 +15,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_postgres::{Config, NoTls};
 
+use super::sql::run_on_store_runtime;
+
 pub const URL_VAR: &str = "DOGETOWER_TEST_POSTGRES_URL";
 
 /// A database that exists for one test.
 pub struct TestDb {
-    /// The database's own URL, for `PgStore::open`.
+    /// The database's own URL, for `store.url`.
     pub url: String,
     admin: Config,
     name: String,
@@ -30,8 +32,9 @@ fn in_ci() -> bool {
 }
 
 /// A new empty database, or `None` (after saying why) when a developer runs
-/// the tests without a PostgreSQL server.
-pub async fn fresh(test: &str) -> Option<TestDb> {
+/// the tests without a PostgreSQL server. Callable from any thread, also
+/// inside a test's runtime.
+pub fn fresh(test: &str) -> Option<TestDb> {
     let admin_url = match std::env::var(URL_VAR) {
         Ok(url) if !url.is_empty() => url,
         _ if in_ci() => panic!(
@@ -54,10 +57,7 @@ pub async fn fresh(test: &str) -> Option<TestDb> {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let client = connect(&admin).await;
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
+    admin_sql(&admin, format!("CREATE DATABASE {name}"))
         .unwrap_or_else(|e| panic!("creating database {name} on {URL_VAR}: {e}"));
     Some(TestDb {
         url: with_dbname(&admin_url, &name),
@@ -66,13 +66,14 @@ pub async fn fresh(test: &str) -> Option<TestDb> {
     })
 }
 
-async fn connect(config: &Config) -> tokio_postgres::Client {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to the server of {URL_VAR}: {e}"));
-    tokio::spawn(connection);
-    client
+/// Runs `sql` on the server as the administrator of `URL_VAR`.
+fn admin_sql(admin: &Config, sql: String) -> Result<(), tokio_postgres::Error> {
+    let admin = admin.clone();
+    run_on_store_runtime(async move {
+        let (client, connection) = admin.connect(NoTls).await?;
+        tokio::spawn(connection);
+        client.batch_execute(&sql).await
+    })
 }
 
 /// `url` with its database replaced by `dbname` (query parameters kept).
@@ -90,26 +91,12 @@ fn with_dbname(url: &str, dbname: &str) -> String {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which cannot be blocked on:
-        // the database is dropped from a thread with a runtime of its own.
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                connect(&admin)
-                    .await
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
+        let dropped = admin_sql(
+            &self.admin,
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
         if !std::thread::panicking() {
-            dropped
-                .expect("dropping the test database")
-                .expect("dropping the test database");
+            dropped.expect("dropping the test database");
         }
     }
 }

@@ -1,17 +1,16 @@
-//! The PostgreSQL store (issue 12): a connection pool on one database whose
-//! schema the shared migration list keeps in step with SQLite's.
-//!
-//! So far this opens a database and migrates it; the reads and writes of the
-//! SQLite store come next. TLS follows libpq's `sslmode` (`pg_tls`).
+//! The PostgreSQL backend of the store (issue 12): one connection per
+//! [`Store`](super::Store), like SQLite's, whose schema the shared migration
+//! list keeps in step with SQLite's. TLS follows libpq's `sslmode`
+//! (`pg_tls`); statements run through [`PgConn`](super::sql::PgConn).
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::SslMode as WireSslMode;
-use tokio_postgres::{Config, IsolationLevel};
+use tokio_postgres::Config;
 
 use super::migrations::{self, Step, MIGRATIONS};
 use super::pg_tls::RustlsConnect;
+use super::sql::PgConn;
 use super::{Result, StoreError};
 use crate::config::{PostgresConfig, SslMode};
 
@@ -20,122 +19,89 @@ use crate::config::{PostgresConfig, SslMode};
 /// per database, so this serialises the towers opening one database only.
 pub const MIGRATION_LOCK: i64 = i64::from_be_bytes(*b"dogetowr");
 
-/// Connections the pool holds at most: the single writer, the API's reads
-/// and the lease renewals to come, with room to spare, while far below
-/// PostgreSQL's default `max_connections` (100) for several towers.
-pub const POOL_SIZE: usize = 8;
-
-/// A PostgreSQL store: a pool of connections to one database.
-pub struct PgStore {
-    pool: Pool,
+/// The driver's settings for `settings` (the resolved `store.url`) and the
+/// TLS connector its `sslmode` asks for.
+pub fn connect_settings(settings: &PostgresConfig) -> Result<(Config, RustlsConnect)> {
+    let mut config: Config = settings.url.parse().map_err(StoreError::PostgresUrl)?;
+    if let Some(password) = &settings.password {
+        config.password(password.expose());
+    }
+    // tokio-postgres knows disable/prefer/require; the certificate checks
+    // of require and the verify modes are the connector's.
+    config.ssl_mode(match settings.ssl_mode {
+        SslMode::Disable => WireSslMode::Disable,
+        SslMode::Prefer => WireSslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => WireSslMode::Require,
+    });
+    let tls = RustlsConnect::new(settings.ssl_mode, settings.root_cert.as_deref())
+        .map_err(StoreError::PostgresTls)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("dogetower");
+    }
+    // A server that vanished without closing the connection (a cut cable, a
+    // frozen VM) is noticed in seconds instead of the kernel's two hours.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(5));
+    config.keepalives_interval(Duration::from_secs(2));
+    config.keepalives_retries(3);
+    config.tcp_user_timeout(Duration::from_secs(15));
+    Ok((config, tls))
 }
 
-impl PgStore {
-    /// Connects to the database `settings` (the resolved `store.url`) names
-    /// and brings its schema up to date.
-    pub async fn open(settings: &PostgresConfig) -> Result<PgStore> {
-        let mut config: Config = settings.url.parse().map_err(StoreError::PostgresUrl)?;
-        if let Some(password) = &settings.password {
-            config.password(password.expose());
-        }
-        // tokio-postgres knows disable/prefer/require; the certificate checks
-        // of require and the verify modes are the connector's.
-        config.ssl_mode(match settings.ssl_mode {
-            SslMode::Disable => WireSslMode::Disable,
-            SslMode::Prefer => WireSslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => WireSslMode::Require,
-        });
-        let tls = RustlsConnect::new(settings.ssl_mode, settings.root_cert.as_deref())
-            .map_err(StoreError::PostgresTls)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("dogetower");
-        }
-        let shown = redacted(&config);
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .build()
-            .expect("a pool with a runtime-free manager always builds");
-        let store = PgStore { pool };
-        // The first connection is made here, so a wrong address or password
-        // is reported by `open` with the address it tried.
-        drop(
-            store
-                .pool
-                .get()
-                .await
-                .map_err(|source| StoreError::PostgresOpen { url: shown, source })?,
-        );
-        store.migrate().await?;
-        Ok(store)
-    }
+/// Connects to the database `settings` names and brings its schema up to date.
+pub fn open(settings: &PostgresConfig) -> Result<PgConn> {
+    let (config, tls) = connect_settings(settings)?;
+    let shown = redacted(&config);
+    let conn =
+        PgConn::connect(config, tls).map_err(|source| StoreError::PostgresOpen { url: shown, source })?;
+    migrate(&conn)?;
+    Ok(conn)
+}
 
-    /// The schema version now in the database.
-    pub async fn schema_version(&self) -> Result<u32> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
-            .await?;
-        version(row.get(0))
-    }
-
-    /// The PostgreSQL runner of [`migrations::MIGRATIONS`] (the SQLite one is
-    /// `Store::migrate`): one transaction per migration, each holding
-    /// [`MIGRATION_LOCK`] from before it reads the version until it commits,
-    /// so towers opening a new database at once apply each migration once.
-    async fn migrate(&self) -> Result<()> {
-        let mut client = self.pool.get().await?;
-        for migration in MIGRATIONS {
-            // READ COMMITTED whatever the database's default: each statement
-            // then sees what the lock's previous holder committed. (Under
-            // REPEATABLE READ the snapshot would be taken by the lock's own
-            // statement, before the wait, and hide the other tower's work.)
-            let tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::ReadCommitted)
-                .start()
-                .await?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .await?;
+/// The PostgreSQL runner of [`migrations::MIGRATIONS`] (the SQLite one is
+/// `Store::migrate`): one transaction per migration, each holding
+/// [`MIGRATION_LOCK`] from before it reads the version until it commits,
+/// so towers opening a new database at once apply each migration once.
+fn migrate(conn: &PgConn) -> Result<()> {
+    for migration in MIGRATIONS {
+        // READ COMMITTED whatever the database's default: each statement
+        // then sees what the lock's previous holder committed. (Under
+        // REPEATABLE READ the snapshot would be taken by the lock's own
+        // statement, before the wait, and hide the other tower's work.)
+        conn.begin("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+        let outcome = (|| -> Result<()> {
+            conn.batch(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
             // Under the lock too: two sessions creating the same table at once
             // can fail on PostgreSQL's catalog even with IF NOT EXISTS.
-            tx.batch_execute(migrations::POSTGRES_LEDGER).await?;
-            let current = tx
-                .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
-                .await?;
-            if migrations::step(version(current.get(0))?, migration)? == Step::Skip {
-                tx.commit().await?;
-                continue;
+            conn.batch(migrations::POSTGRES_LEDGER)?;
+            let current = conn.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])?;
+            let current: i64 = current[0].try_get(0)?;
+            if migrations::step(version(current)?, migration)? == Step::Skip {
+                return Ok(());
             }
             let (version, name) = (migration.version, migration.name);
-            let applied = async {
-                tx.batch_execute(migration.postgres).await?;
-                tx.execute(
+            let applied = conn.batch(migration.postgres).and_then(|()| {
+                conn.batch(&format!(
                     "INSERT INTO schema_migrations (version, name, applied_at) \
-                     VALUES ($1, $2, EXTRACT(EPOCH FROM now())::BIGINT)",
-                    &[&i64::from(version), &name],
-                )
-                .await
-            };
-            applied.await.map_err(|source| StoreError::PostgresMigration {
+                     VALUES ({version}, '{name}', EXTRACT(EPOCH FROM now())::BIGINT)"
+                ))
+            });
+            applied.map_err(|source| StoreError::PostgresMigration {
                 version,
                 name,
                 source,
             })?;
-            tx.commit().await?;
             tracing::info!(version, name, "applied store migration");
-        }
-        Ok(())
+            Ok(())
+        })();
+        let ended = conn.end(outcome.is_ok());
+        outcome?;
+        ended?;
     }
+    Ok(())
 }
 
 fn version(value: i64) -> Result<u32> {
@@ -143,7 +109,7 @@ fn version(value: i64) -> Result<u32> {
 }
 
 /// The address of `config` for messages: user, hosts, ports and database, never the password.
-fn redacted(config: &Config) -> String {
+pub fn redacted(config: &Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -177,7 +143,7 @@ mod tests {
     type Indexes = BTreeMap<String, Vec<(String, Vec<String>)>>;
 
     fn sqlite_schema(store: &Store) -> (Columns, Indexes) {
-        let conn = &store.conn;
+        let conn = store.sqlite_conn();
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
             .unwrap()
@@ -240,7 +206,7 @@ mod tests {
     type SqliteKeys = BTreeMap<(String, i64), (Vec<String>, String, Vec<String>)>;
 
     fn sqlite_foreign_keys(store: &Store) -> ForeignKeys {
-        let conn = &store.conn;
+        let conn = store.sqlite_conn();
         let mut keys = SqliteKeys::new();
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
@@ -273,8 +239,8 @@ mod tests {
         keys
     }
 
-    async fn postgres_foreign_keys(store: &PgStore) -> ForeignKeys {
-        let client = store.pool.get().await.unwrap();
+    fn postgres_foreign_keys(store: &Store) -> ForeignKeys {
+        let client = store.pg();
         let mut keys: ForeignKeys = client
             .query(
                 "SELECT t.relname::text,
@@ -294,7 +260,6 @@ mod tests {
                   WHERE c.contype = 'f' AND s.nspname = current_schema()",
                 &[],
             )
-            .await
             .unwrap()
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
@@ -303,8 +268,8 @@ mod tests {
         keys
     }
 
-    async fn postgres_schema(store: &PgStore) -> (Columns, Indexes) {
-        let client = store.pool.get().await.unwrap();
+    fn postgres_schema(store: &Store) -> (Columns, Indexes) {
+        let client = store.pg();
         let mut columns = Columns::new();
         for row in client
             .query(
@@ -325,7 +290,6 @@ mod tests {
                   ORDER BY c.table_name, c.ordinal_position",
                 &[],
             )
-            .await
             .unwrap()
         {
             columns
@@ -353,7 +317,6 @@ mod tests {
                   WHERE s.nspname = current_schema() AND NOT x.indisprimary",
                 &[],
             )
-            .await
             .unwrap()
         {
             let table: String = row.get(0);
@@ -365,14 +328,13 @@ mod tests {
         (columns, indexes)
     }
 
-    async fn ledger(store: &PgStore) -> Vec<(i64, String, i64)> {
-        let client = store.pool.get().await.unwrap();
+    fn ledger(store: &Store) -> Vec<(i64, String, i64)> {
+        let client = store.pg();
         client
             .query(
                 "SELECT version, name, applied_at FROM schema_migrations ORDER BY version",
                 &[],
             )
-            .await
             .unwrap()
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -397,23 +359,19 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn migrations_give_sqlites_tables_columns_indexes_and_keys() {
-        let Some(db) = pg_test_db::fresh("migrations_give_sqlites_tables_columns_indexes_and_keys").await
-        else {
+    #[test]
+    fn migrations_give_sqlites_tables_columns_indexes_and_keys() {
+        let Some(db) = pg_test_db::fresh("migrations_give_sqlites_tables_columns_indexes_and_keys") else {
             return;
         };
-        let store = PgStore::open(&settings(&db.url)).await.unwrap();
-        assert_eq!(
-            store.schema_version().await.unwrap(),
-            migrations::latest_version()
-        );
-        let applied: Vec<(i64, String)> = ledger(&store).await.into_iter().map(|(v, n, _)| (v, n)).collect();
+        let store = Store::open_postgres(&settings(&db.url)).unwrap();
+        assert_eq!(store.schema_version().unwrap(), migrations::latest_version());
+        let applied: Vec<(i64, String)> = ledger(&store).into_iter().map(|(v, n, _)| (v, n)).collect();
         assert_eq!(applied, listed());
 
         let sqlite = Store::open_in_memory().unwrap();
         let (sqlite_columns, sqlite_indexes) = sqlite_schema(&sqlite);
-        let (pg_columns, pg_indexes) = postgres_schema(&store).await;
+        let (pg_columns, pg_indexes) = postgres_schema(&store);
         assert_eq!(
             sqlite_columns.keys().collect::<Vec<_>>(),
             pg_columns.keys().collect::<Vec<_>>(),
@@ -425,67 +383,51 @@ mod tests {
         assert_eq!(sqlite_indexes, pg_indexes);
         let sqlite_keys = sqlite_foreign_keys(&sqlite);
         assert!(sqlite_keys.len() >= 8, "{sqlite_keys:?}");
-        assert_eq!(sqlite_keys, postgres_foreign_keys(&store).await);
+        assert_eq!(sqlite_keys, postgres_foreign_keys(&store));
         assert!(pg_indexes["channels"]
             .iter()
             .any(|(n, _)| n == "channels_by_state"));
     }
 
-    #[tokio::test]
-    async fn reopening_applies_nothing_and_keeps_the_data() {
-        let Some(db) = pg_test_db::fresh("reopening_applies_nothing_and_keeps_the_data").await else {
+    #[test]
+    fn reopening_applies_nothing_and_keeps_the_data() {
+        let Some(db) = pg_test_db::fresh("reopening_applies_nothing_and_keeps_the_data") else {
             return;
         };
-        let store = PgStore::open(&settings(&db.url)).await.unwrap();
-        let before = ledger(&store).await;
+        let store = Store::open_postgres(&settings(&db.url)).unwrap();
+        let before = ledger(&store);
         store
-            .pool
-            .get()
-            .await
-            .unwrap()
+            .pg()
             .execute(
                 "INSERT INTO headers (height, hash, prev_hash, time, median_time_past) \
                  VALUES (7, '\\x07', '\\x06', 1, 2)",
                 &[],
             )
-            .await
             .unwrap();
         drop(store);
-        let store = PgStore::open(&settings(&db.url)).await.unwrap();
-        assert_eq!(ledger(&store).await, before);
-        assert_eq!(
-            store.schema_version().await.unwrap(),
-            migrations::latest_version()
-        );
+        let store = Store::open_postgres(&settings(&db.url)).unwrap();
+        assert_eq!(ledger(&store), before);
+        assert_eq!(store.schema_version().unwrap(), migrations::latest_version());
         let heights: i64 = store
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .query_one("SELECT COUNT(*) FROM headers WHERE height = 7", &[])
-            .await
-            .unwrap()
+            .pg()
+            .query("SELECT COUNT(*) FROM headers WHERE height = 7", &[])
+            .unwrap()[0]
             .get(0);
         assert_eq!(heights, 1);
     }
 
-    #[tokio::test]
-    async fn a_newer_schema_is_refused_as_sqlite_refuses_it() {
-        let Some(db) = pg_test_db::fresh("a_newer_schema_is_refused_as_sqlite_refuses_it").await else {
+    #[test]
+    fn a_newer_schema_is_refused_as_sqlite_refuses_it() {
+        let Some(db) = pg_test_db::fresh("a_newer_schema_is_refused_as_sqlite_refuses_it") else {
             return;
         };
-        let store = PgStore::open(&settings(&db.url)).await.unwrap();
+        let store = Store::open_postgres(&settings(&db.url)).unwrap();
         store
-            .pool
-            .get()
-            .await
-            .unwrap()
+            .pg()
             .execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)", &[])
-            .await
             .unwrap();
         drop(store);
-        let refused = PgStore::open(&settings(&db.url))
-            .await
+        let refused = Store::open_postgres(&settings(&db.url))
             .err()
             .expect("a newer schema is refused");
         assert!(
@@ -497,7 +439,7 @@ mod tests {
         let path = dir.path().join("t.sqlite");
         let sqlite = Store::open(&path).unwrap();
         sqlite
-            .conn
+            .sqlite_conn()
             .execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)", [])
             .unwrap();
         drop(sqlite);
@@ -505,39 +447,31 @@ mod tests {
         assert_eq!(refused.to_string(), sqlite_refused.to_string());
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_opens_of_a_new_database_migrate_once() {
-        let Some(db) = pg_test_db::fresh("concurrent_opens_of_a_new_database_migrate_once").await else {
+    #[test]
+    fn concurrent_opens_of_a_new_database_migrate_once() {
+        let Some(db) = pg_test_db::fresh("concurrent_opens_of_a_new_database_migrate_once") else {
             return;
         };
         let opens: Vec<_> = (0..6)
             .map(|_| {
                 let url = db.url.clone();
-                tokio::spawn(async move { PgStore::open(&settings(&url)).await })
+                std::thread::spawn(move || Store::open_postgres(&settings(&url)))
             })
             .collect();
         let mut stores = Vec::new();
         for open in opens {
-            stores.push(open.await.unwrap().expect("every opener succeeds"));
+            stores.push(open.join().unwrap().expect("every opener succeeds"));
         }
         for store in &stores {
-            assert_eq!(
-                store.schema_version().await.unwrap(),
-                migrations::latest_version()
-            );
+            assert_eq!(store.schema_version().unwrap(), migrations::latest_version());
         }
-        let applied: Vec<(i64, String)> = ledger(&stores[0])
-            .await
-            .into_iter()
-            .map(|(v, n, _)| (v, n))
-            .collect();
+        let applied: Vec<(i64, String)> = ledger(&stores[0]).into_iter().map(|(v, n, _)| (v, n)).collect();
         assert_eq!(applied, listed());
     }
 
-    #[tokio::test]
-    async fn a_wrong_address_is_reported_without_the_password() {
-        let refused = PgStore::open(&settings("postgres://someone:hunter2@127.0.0.1:1/nowhere"))
-            .await
+    #[test]
+    fn a_wrong_address_is_reported_without_the_password() {
+        let refused = Store::open_postgres(&settings("postgres://someone:hunter2@127.0.0.1:1/nowhere"))
             .err()
             .expect("nothing listens on port 1");
         let message = refused.to_string();
@@ -548,31 +482,26 @@ mod tests {
         assert!(!message.contains("hunter2"), "{message}");
     }
 
-    #[tokio::test]
-    async fn sslmode_disable_and_prefer_connect_to_a_server_without_tls() {
-        let Some(db) = pg_test_db::fresh("sslmode_disable_and_prefer_connect_to_a_server_without_tls").await
-        else {
+    #[test]
+    fn sslmode_disable_and_prefer_connect_to_a_server_without_tls() {
+        let Some(db) = pg_test_db::fresh("sslmode_disable_and_prefer_connect_to_a_server_without_tls") else {
             return;
         };
         for mode in ["sslmode=disable", "sslmode=prefer"] {
             let settings = settings(&with_param(&db.url, mode));
-            let store = PgStore::open(&settings)
-                .await
-                .unwrap_or_else(|e| panic!("{mode}: {e}"));
-            let client = store.pool.get().await.unwrap();
+            let store = Store::open_postgres(&settings).unwrap_or_else(|e| panic!("{mode}: {e}"));
+            let client = store.pg();
             let tls: bool = client
-                .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
-                .await
-                .unwrap()
+                .query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+                .unwrap()[0]
                 .get(0);
             assert!(!tls, "{mode}: the throwaway server has no TLS");
         }
     }
 
-    #[tokio::test]
-    async fn sslmode_require_and_verify_refuse_a_server_without_tls() {
-        let Some(db) = pg_test_db::fresh("sslmode_require_and_verify_refuse_a_server_without_tls").await
-        else {
+    #[test]
+    fn sslmode_require_and_verify_refuse_a_server_without_tls() {
+        let Some(db) = pg_test_db::fresh("sslmode_require_and_verify_refuse_a_server_without_tls") else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
@@ -588,8 +517,7 @@ mod tests {
         ] {
             let mut settings = settings(&with_param(&db.url, &mode));
             settings.password = Some(crate::config::Secret::new("pw-never-shown"));
-            let refused = PgStore::open(&settings)
-                .await
+            let refused = Store::open_postgres(&settings)
                 .err()
                 .unwrap_or_else(|| panic!("{mode}: connected without TLS"));
             let message = refused.to_string();
@@ -603,8 +531,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_unusable_sslrootcert_is_reported_with_its_path() {
+    #[test]
+    fn an_unusable_sslrootcert_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
         let empty = dir.path().join("empty.pem");
@@ -614,7 +542,7 @@ mod tests {
                 "postgres://u:pw-never-shown@127.0.0.1:1/db?sslmode=verify-full&sslrootcert={}",
                 file.display()
             );
-            let refused = PgStore::open(&settings(&url)).await.err().expect("refused");
+            let refused = Store::open_postgres(&settings(&url)).err().expect("refused");
             let message = refused.to_string();
             assert!(matches!(refused, StoreError::PostgresTls(_)), "{refused:?}");
             assert!(message.contains(&file.display().to_string()), "{message}");

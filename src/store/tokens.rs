@@ -2,11 +2,10 @@
 //! compared by hash in constant time, so neither a lookup nor a comparison
 //! tells an attacker how much of a guess was right.
 
+use super::sql::params;
+use super::{Result, Store, WriteTx};
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::rand::{self, RngCore};
-use rusqlite::{params, OptionalExtension};
-
-use super::{Result, Store, WriteTx};
 
 /// A freshly created token, shown to the operator once.
 pub struct NewToken {
@@ -41,7 +40,7 @@ impl WriteTx<'_> {
             .map_or(0, |d| d.as_secs() as i64);
         self.exec(
             "INSERT INTO api_tokens (id, merchant_id, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![id, merchant_id, hash(&secret).as_slice(), created],
+            params![&id, merchant_id, hash(&secret).as_slice(), created],
         )?;
         Ok(NewToken {
             token: format!("dt_{id}_{secret}"),
@@ -56,14 +55,11 @@ impl Store {
         let Some((id, secret)) = split(token.trim()) else {
             return Ok(None);
         };
-        let row: Option<(i64, Vec<u8>)> = self
-            .conn
-            .query_row(
-                "SELECT merchant_id, secret_hash FROM api_tokens WHERE id = ?1 AND revoked_at IS NULL",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let row = self.exec().opt_row(
+            "SELECT merchant_id, secret_hash FROM api_tokens WHERE id = ?1 AND revoked_at IS NULL",
+            params![id],
+            |r| Ok((r.int(0)?, r.blob(1)?)),
+        )?;
         Ok(row.and_then(|(merchant, stored)| constant_time_eq(&stored, &hash(secret)).then_some(merchant)))
     }
 }
@@ -75,32 +71,33 @@ mod tests {
 
     #[test]
     fn tokens_authenticate_only_their_merchant() {
-        let mut store = Store::open_in_memory().unwrap();
-        let (a, b, token_a) = store
-            .write(|tx| {
-                let a = tx.insert_merchant("a", None, CustodyMode::Presigned, None)?;
-                let b = tx.insert_merchant("b", None, CustodyMode::Presigned, None)?;
-                let t = tx.create_token(a)?;
-                tx.create_token(b)?;
-                Ok((a, b, t.token))
-            })
-            .unwrap();
-        assert_ne!(a, b);
-        assert_eq!(store.merchant_for_token(&token_a).unwrap(), Some(a));
-        // A changed secret, a changed id, garbage: nothing.
-        let mut wrong = token_a.clone();
-        let last = wrong.pop().unwrap();
-        wrong.push(if last == '0' { '1' } else { '0' });
-        assert_eq!(store.merchant_for_token(&wrong).unwrap(), None);
-        assert_eq!(store.merchant_for_token("dt_nope").unwrap(), None);
-        assert_eq!(store.merchant_for_token("").unwrap(), None);
-        // Only the hash is stored.
-        let stored: Vec<u8> = store
-            .conn
-            .query_row("SELECT secret_hash FROM api_tokens LIMIT 1", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(stored.len(), 32);
-        assert!(!token_a.contains(&hex::encode(&stored)));
+        crate::store::for_each_backend("tokens_authenticate_only_their_merchant", |mut store| {
+            let (a, b, token_a) = store
+                .write(|tx| {
+                    let a = tx.insert_merchant("a", None, CustodyMode::Presigned, None)?;
+                    let b = tx.insert_merchant("b", None, CustodyMode::Presigned, None)?;
+                    let t = tx.create_token(a)?;
+                    tx.create_token(b)?;
+                    Ok((a, b, t.token))
+                })
+                .unwrap();
+            assert_ne!(a, b);
+            assert_eq!(store.merchant_for_token(&token_a).unwrap(), Some(a));
+            // A changed secret, a changed id, garbage: nothing.
+            let mut wrong = token_a.clone();
+            let last = wrong.pop().unwrap();
+            wrong.push(if last == '0' { '1' } else { '0' });
+            assert_eq!(store.merchant_for_token(&wrong).unwrap(), None);
+            assert_eq!(store.merchant_for_token("dt_nope").unwrap(), None);
+            assert_eq!(store.merchant_for_token("").unwrap(), None);
+            // Only the hash is stored.
+            let stored = store
+                .exec()
+                .one_row("SELECT secret_hash FROM api_tokens LIMIT 1", &[], |r| r.blob(0))
+                .unwrap();
+            assert_eq!(stored.len(), 32);
+            assert!(!token_a.contains(&hex::encode(&stored)));
+        });
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl Writer {
         runtime: Handle,
     ) -> anyhow::Result<(Writer, Vec<HeaderRecord>)> {
         let network = config.network;
-        let store = Store::open(config.store.sqlite_path()?)?;
+        let store = Store::open_config(&config.store)?;
         let signers = super::load_signers(&store, network)?;
         let merchants = store.merchants()?.into_iter().map(|m| (m.id, m)).collect();
         let headers = store.recent_headers(WINDOW)?;
