@@ -58,6 +58,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub webhooks: Vec<WebhookConfig>,
     pub log: LogConfig,
+    pub ha: HaConfig,
 }
 
 /// `[node]`: how to reach dogecoind.
@@ -274,6 +275,54 @@ impl Default for NotifyConfig {
             give_up_after_secs: 3 * 24 * 60 * 60,
             request_timeout_secs: 10,
         }
+    }
+}
+
+/// `[ha]`: high availability, used when `store.url` selects PostgreSQL:
+/// the towers sharing the store elect one leader through a lease row.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaConfig {
+    /// This tower's name in the group; unique per tower. Default: the host name.
+    pub tower_id: Option<String>,
+    /// Where clients reach this tower's API (sent to them by a standby in
+    /// its `not_leader` answers). Default: `http://` + `api.listen`.
+    pub advertise_url: Option<String>,
+    /// The leader renews its lease this often; a standby tries to take it
+    /// this often.
+    pub lease_renew_secs: u64,
+    /// A lease not renewed for this long may be taken by a standby.
+    pub lease_ttl_secs: u64,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            tower_id: None,
+            advertise_url: None,
+            lease_renew_secs: 2,
+            lease_ttl_secs: 10,
+        }
+    }
+}
+
+impl HaConfig {
+    /// `tower_id`, or the host name when it is not set.
+    pub fn tower_id(&self) -> String {
+        self.tower_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "dogetower".to_string())
+        })
+    }
+
+    /// `advertise_url`, or the API's own address.
+    pub fn advertise_url(&self, api: &ApiConfig) -> String {
+        self.advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", api.listen))
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{NotifyConfig, PolicyConfig, DEFAULT_LOG_LEVEL};
+use super::{HaConfig, NotifyConfig, PolicyConfig, DEFAULT_LOG_LEVEL};
 use crate::chain::Network;
 use crate::logging::LogFormat;
 
@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     pub(super) webhooks: Vec<RawWebhook>,
     #[serde(default)]
     pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) ha: HaConfig,
 }
 
 #[derive(Deserialize)]

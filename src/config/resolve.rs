@@ -79,6 +79,7 @@ impl RawConfig {
                 format: self.log.format,
                 level: env_value(env, ENV_LOG).unwrap_or(self.log.level),
             },
+            ha: self.ha,
         })
     }
 }

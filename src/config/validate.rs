@@ -33,6 +33,30 @@ impl Config {
         positive("notify.retry_initial_secs", self.notify.retry_initial_secs);
         positive("notify.give_up_after_secs", self.notify.give_up_after_secs);
         positive("notify.request_timeout_secs", self.notify.request_timeout_secs);
+        positive("ha.lease_renew_secs", self.ha.lease_renew_secs);
+        if self.ha.lease_ttl_secs < 2 * self.ha.lease_renew_secs {
+            // The leader stops acting one renewal before its lease can
+            // expire; with less than two renewals per TTL it could not
+            // renew even once in time.
+            problems.push(Problem::new(
+                "ha.lease_ttl_secs",
+                format!(
+                    "{} is less than twice ha.lease_renew_secs ({})",
+                    self.ha.lease_ttl_secs, self.ha.lease_renew_secs
+                ),
+            ));
+        }
+        if let Some(id) = &self.ha.tower_id {
+            if id.is_empty() || id.len() > 64 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                problems.push(Problem::new("ha.tower_id", "1 to 64 characters, no spaces"));
+            }
+        }
+        if let Some(url) = &self.ha.advertise_url {
+            match Url::parse(url) {
+                Ok(parsed) => check_http_url("ha.advertise_url", &parsed, &mut problems),
+                Err(e) => problems.push(Problem::new("ha.advertise_url", e.to_string())),
+            }
+        }
 
         check_http_url("node.rpc_url", &self.node.rpc_url, &mut problems);
         if self.node.rpc_url.username() != "" || self.node.rpc_url.password().is_some() {

@@ -19,6 +19,7 @@ use rusqlite::Connection;
 
 pub mod bulk;
 pub mod channels;
+pub mod lease;
 pub mod merchants;
 pub mod migrations;
 pub mod outbox;
