@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod follower;
+pub mod ha;
 pub mod key_file;
 pub mod logging;
 pub mod metrics;

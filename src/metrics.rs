@@ -50,6 +50,10 @@ pub struct Metrics {
     api_requests: IntCounterVec,
     webhook_deliveries: IntCounterVec,
     outbox_depth: IntGauge,
+    ha_leader: IntGauge,
+    ha_epoch: IntGauge,
+    ha_failovers: IntCounter,
+    ha_lease_expires: IntGauge,
     last_block: Mutex<Option<Instant>>,
     zmq_seen: Mutex<ZmqStatsSnapshot>,
 }
@@ -131,6 +135,26 @@ impl Metrics {
             .expect("registered once");
         let zmq_seen = Mutex::new(ZmqStatsSnapshot::default());
         Metrics {
+            ha_leader: gauge(
+                &r,
+                "dogetower_ha_leader",
+                "1 while this tower is the leader (always 1 on SQLite, where a tower is alone), else 0.",
+            ),
+            ha_epoch: gauge(
+                &r,
+                "dogetower_ha_lease_epoch",
+                "Epoch of the leader lease as this tower last read it (0 on SQLite).",
+            ),
+            ha_failovers: counter(
+                &r,
+                "dogetower_ha_failovers_total",
+                "Times this tower took over the leader lease from another tower.",
+            ),
+            ha_lease_expires: gauge(
+                &r,
+                "dogetower_ha_lease_expires_timestamp_seconds",
+                "Unix time at which the leader lease expires, whoever holds it, as this tower last read it (0: none read).",
+            ),
             node_height: gauge(
                 &r,
                 "dogetower_node_height",
@@ -334,6 +358,17 @@ impl Metrics {
     /// One group commit of `answers` payments and registrations.
     pub fn group_committed(&self, answers: usize) {
         self.commit_group.observe(answers as f64);
+    }
+
+    /// The lease as this tower last saw it (see `crate::ha`).
+    pub fn ha_lease(&self, leader: bool, epoch: i64, expires_at_ms: i64) {
+        self.ha_leader.set(i64::from(leader));
+        self.ha_epoch.set(epoch);
+        self.ha_lease_expires.set(expires_at_ms / 1000);
+    }
+
+    pub fn ha_failover(&self) {
+        self.ha_failovers.inc();
     }
 
     pub fn outbox_depth(&self, pending: i64) {

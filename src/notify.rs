@@ -14,6 +14,7 @@ use bitcoin::secp256k1::rand::{self, Rng};
 use tokio::sync::watch;
 
 use crate::config::{Config, NotifyConfig, WebhookConfig};
+use crate::ha::HaState;
 use crate::metrics::Metrics;
 use crate::store::{OutboxEvent, Store};
 
@@ -51,10 +52,16 @@ struct Endpoint {
 pub async fn run(
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    ha: Arc<HaState>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     if config.webhooks.is_empty() {
         return Ok(());
+    }
+    // Only the leader of a high-availability group delivers.
+    tokio::select! {
+        () = ha.wait_for_leadership() => {}
+        _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
     }
     let mut store = Store::open_config(&config.store)?;
     let http = reqwest::Client::builder()
@@ -71,7 +78,7 @@ pub async fn run(
     loop {
         let mut pending_total = 0usize;
         for endpoint in &mut endpoints {
-            pending_total += deliver_due(&mut store, &http, &config.notify, endpoint, &metrics).await?;
+            pending_total += deliver_due(&mut store, &http, &config.notify, endpoint, &metrics, &ha).await?;
         }
         metrics.outbox_depth(pending_total as i64);
         // New events are written by the service at any time; a short poll
@@ -94,6 +101,7 @@ async fn deliver_due(
     notify: &NotifyConfig,
     endpoint: &mut Endpoint,
     metrics: &Metrics,
+    ha: &HaState,
 ) -> anyhow::Result<usize> {
     let url = endpoint.config.url.to_string();
     let pending = store.outbox_pending(&url, 1000)?;
@@ -115,6 +123,12 @@ async fn deliver_due(
         let retry = endpoint.retries.get(&event.seq).copied();
         if retry.is_some_and(|r| r.next > Instant::now()) {
             held.insert(event.channel_id.clone());
+            still_pending += 1;
+            continue;
+        }
+        if !ha.may_act() {
+            // This tower's lease is not confirmed: the next leader delivers
+            // (receivers dedupe on the event id).
             still_pending += 1;
             continue;
         }

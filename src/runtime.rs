@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{metrics_router, router, ApiState};
 use crate::config::Config;
+use crate::ha::HaState;
 use crate::metrics::Metrics;
 use crate::node::zmq::ZmqStats;
 use crate::service::{load_signers, ServiceHandle};
@@ -29,6 +30,11 @@ pub struct Running {
     api: Server,
     metrics: Option<Server>,
     notifier: JoinHandle<anyhow::Result<()>>,
+    /// The high-availability state, and its lease keeper (PostgreSQL only),
+    /// stopped last so a leader releases its lease only once it wrote all.
+    pub ha: Arc<HaState>,
+    lease_keeper: Option<std::thread::JoinHandle<()>>,
+    stop_lease_keeper: watch::Sender<bool>,
 }
 
 fn serve(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) -> Server {
@@ -51,12 +57,16 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let zmq_stats = Arc::new(ZmqStats::new());
     let metrics = Arc::new(Metrics::new(config.network.as_str()));
+    let ha = HaState::new(&config, metrics.clone());
+    let (stop_lease_keeper, lease_keeper_stop) = watch::channel(false);
+    let lease_keeper = crate::ha::spawn_lease_keeper(config.clone(), ha.clone(), lease_keeper_stop)?;
     let rpc = crate::service::rpc_client(&config, &metrics)?;
     let prepared = crate::service::prepare(rpc, zmq_stats, metrics.clone());
     let handle = prepared.handle.clone();
     let api_state = ApiState {
         service: handle.clone(),
         store: Arc::new(Mutex::new(Store::open_config(&config.store)?)),
+        ha: ha.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -83,9 +93,10 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let notifier = tokio::spawn(crate::notify::run(
         config.clone(),
         metrics.clone(),
+        ha.clone(),
         shutdown_rx.clone(),
     ));
-    let service = tokio::spawn(crate::service::run(config, prepared, shutdown_rx));
+    let service = tokio::spawn(crate::service::run(config, prepared, ha.clone(), shutdown_rx));
     Ok(Running {
         handle,
         api_addr,
@@ -95,6 +106,9 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         api,
         metrics: metrics_server,
         notifier,
+        ha,
+        lease_keeper,
+        stop_lease_keeper,
     })
 }
 
@@ -126,6 +140,13 @@ impl Running {
         self.notifier.await.context("webhook task")??;
         if let Some(server) = self.metrics {
             server.await.context("metrics task")??;
+        }
+        let _ = self.stop_lease_keeper.send(true);
+        if let Some(keeper) = self.lease_keeper {
+            tokio::task::spawn_blocking(move || keeper.join())
+                .await
+                .context("lease keeper")?
+                .map_err(|_| anyhow::anyhow!("the lease keeper panicked"))?;
         }
         outcome.context("service task")?
     }

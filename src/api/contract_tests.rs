@@ -1018,11 +1018,12 @@ async fn the_router_answers_as_documented() {
     })
     .unwrap();
     // Only the handle: the writer's queue is dropped, as in a stopping tower.
-    let service =
-        crate::service::prepare(rpc, Arc::new(ZmqStats::new()), Arc::new(Metrics::new("regtest"))).handle;
+    let metrics = Arc::new(Metrics::new("regtest"));
+    let service = crate::service::prepare(rpc, Arc::new(ZmqStats::new()), metrics.clone()).handle;
     let state = ApiState {
         service,
         store: Arc::new(Mutex::new(store)),
+        ha: crate::ha::HaState::alone("contract".into(), "http://127.0.0.1:1".into(), metrics),
     };
     let app = router(state.clone(), 64 * 1024);
 

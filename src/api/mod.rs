@@ -22,14 +22,18 @@ mod request_log;
 
 use crate::engine::ChannelState;
 use crate::error::{ErrorCode, Refusal};
-use crate::service::{Command, RegisterRequest, ServiceHandle};
+use crate::ha::{HaState, Role};
+use crate::service::{read_only, Command, RegisterRequest, ServiceHandle};
 use crate::store::Store;
 
 #[derive(Clone)]
 pub struct ApiState {
     pub service: ServiceHandle,
-    /// A read connection for token checks (the service owns the writer).
+    /// A read connection for token checks (the service owns the writer),
+    /// and for a standby's channel reads.
     pub store: Arc<Mutex<Store>>,
+    /// Leader or standby (high availability; always leader on SQLite).
+    pub ha: Arc<HaState>,
 }
 
 /// An error answer: `{"error": {"code", "message"}}` with its status.
@@ -94,6 +98,10 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            standby_takes_no_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             count_requests,
         ))
         .layer(axum::middleware::from_fn(request_log::request_id))
@@ -151,12 +159,58 @@ async fn refuse_large_bodies(State(limit): State<usize>, request: Request, next:
     next.run(request).await
 }
 
+/// On a standby, every write (any method but GET and HEAD) is answered
+/// 503 `not_leader`, pointing at the leader: only the leader writes.
+async fn standby_takes_no_writes(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let reads = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if reads || state.ha.role() == Role::Leader {
+        return next.run(request).await;
+    }
+    let view = state.ha.view();
+    let retry_after = state.ha.retry_after_secs();
+    let message = match &view.leader {
+        Some(leader) => format!("this tower is a standby; the leader is {leader}"),
+        None => "this tower is a standby and no leader is known yet; retry shortly".to_string(),
+    };
+    let body = json!({"error": {"code": ErrorCode::NotLeader, "message": message, "leader": view.leader}});
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(axum::http::header::RETRY_AFTER, retry_after.into());
+    if let Some(location) = view.leader.as_deref().and_then(|leader| {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        axum::http::HeaderValue::from_str(&format!("{}{path}", leader.trim_end_matches('/'))).ok()
+    }) {
+        headers.insert(axum::http::header::LOCATION, location);
+    }
+    response
+}
+
 async fn not_found() -> ApiError {
     ApiError(Refusal::new(ErrorCode::NotFound, "no such endpoint"))
 }
 
-/// The merchant behind the bearer token. The lookup reads SQLite, so it
-/// runs on the blocking pool, never on an async worker.
+/// Runs a read on the API's store connection, on the blocking pool.
+async fn read_store<T: Send + 'static>(
+    state: &ApiState,
+    read: impl FnOnce(&Store) -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = store
+            .lock()
+            .map_err(|_| Refusal::new(ErrorCode::InternalError, "store lock poisoned"))?;
+        read(&store)
+    })
+    .await
+    .map_err(|e| ApiError(Refusal::internal(e)))?
+    .map_err(ApiError)
+}
+
+/// The merchant behind the bearer token. The lookup reads the store, so
+/// it runs on the blocking pool, never on an async worker.
 async fn merchant(state: &ApiState, headers: &HeaderMap) -> Result<i64, ApiError> {
     let unauthorized = || {
         ApiError(Refusal::new(
@@ -170,15 +224,10 @@ async fn merchant(state: &ApiState, headers: &HeaderMap) -> Result<i64, ApiError
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?
         .to_string();
-    let store = state.store.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        let store = store
-            .lock()
-            .map_err(|_| Refusal::new(ErrorCode::InternalError, "store lock poisoned"))?;
+    let found = read_store(state, move |store| {
         store.merchant_for_token(&token).map_err(Refusal::internal)
     })
-    .await
-    .map_err(|e| ApiError(Refusal::internal(e)))??;
+    .await?;
     found.ok_or_else(unauthorized)
 }
 
@@ -281,12 +330,16 @@ async fn close(State(state): State<ApiState>, Path(id): Path<String>, headers: H
 
 async fn get_channel(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     let merchant_id = merchant(&state, &headers).await?;
-    let channel = ask(&state, |reply| Command::Get {
-        merchant_id,
-        channel: id,
-        reply,
-    })
-    .await??;
+    let channel = if state.ha.role() == Role::Leader {
+        ask(&state, |reply| Command::Get {
+            merchant_id,
+            channel: id,
+            reply,
+        })
+        .await??
+    } else {
+        read_store(&state, move |store| read_only::channel(store, merchant_id, &id)).await?
+    };
     Ok(Json(channel).into_response())
 }
 
@@ -325,14 +378,21 @@ async fn list(
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let (channels, last_key) = ask(&state, |reply| Command::List {
-        merchant_id,
-        state: filter,
-        after,
-        limit,
-        reply,
-    })
-    .await??;
+    let (channels, last_key) = if state.ha.role() == Role::Leader {
+        ask(&state, |reply| Command::List {
+            merchant_id,
+            state: filter,
+            after,
+            limit,
+            reply,
+        })
+        .await??
+    } else {
+        read_store(&state, move |store| {
+            read_only::page(store, merchant_id, filter, after, limit)
+        })
+        .await?
+    };
     let next_cursor = (channels.len() == limit)
         .then(|| last_key.map(|k| k.to_string()))
         .flatten();
@@ -342,7 +402,13 @@ async fn list(
 async fn status(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {
     merchant(&state, &headers).await?;
     let status = state.service.status.borrow().clone();
-    Ok(Json(status).into_response())
+    let mut body = serde_json::to_value(status).map_err(|e| ApiError(Refusal::internal(e)))?;
+    let ha = state.ha.view();
+    body["role"] = json!(ha.role);
+    body["tower_id"] = json!(ha.tower_id);
+    body["leader"] = json!(ha.leader);
+    body["lease_expires_at"] = json!(ha.lease_expires_at);
+    Ok(Json(body).into_response())
 }
 
 async fn healthz() -> Response {
@@ -359,6 +425,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     };
     let body = json!({
         "ready": ready,
+        "role": state.ha.role(),
         "node_reachable": s.node_reachable,
         "caught_up": s.caught_up,
         "node_height": s.node_height,

@@ -15,6 +15,7 @@ pub mod block;
 pub mod chain;
 pub mod check_node;
 pub mod client;
+mod ha;
 pub mod psbt;
 pub mod run;
 
@@ -75,6 +76,9 @@ pub enum Command {
     /// Manage API tokens (needs --config).
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// High availability on PostgreSQL: the leader lease and the towers (needs --config).
+    #[command(subcommand)]
+    Ha(ha::HaCommand),
     /// List, show or close channels through the tower's API.
     Channels {
         #[command(subcommand)]
@@ -184,6 +188,7 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         }),
         Command::Merchant(command) => admin::merchant(command, ctx),
         Command::Token(command) => admin::token(command, ctx),
+        Command::Ha(command) => ha::run(command, ctx),
         Command::Channels { command, api } => client::channels(command, &api, ctx),
         Command::Status { api } => client::status(&api, ctx),
         Command::Devnet(args) => dogetower_devnet::cli::run(args),

@@ -11,6 +11,8 @@
 //! - [`run`] wires the node, the follower and the writer together.
 
 pub mod broadcaster;
+pub mod read_only;
+mod standby;
 pub mod view;
 mod writer;
 
@@ -30,11 +32,12 @@ use crate::config::Config;
 use crate::engine::{ChannelState, EngineSettings, FundingLookup, WatchFilter};
 pub use crate::error::{ErrorCode, Refusal};
 use crate::follower::{spawn_zmq_hints, Follower, FollowerSettings, FollowerStatus, StartPoint};
+use crate::ha::{HaState, Role};
 use crate::metrics::Metrics;
 use crate::node::zmq::ZmqStats;
 use crate::node::RpcClient;
 pub use crate::status::ServiceStatus;
-use crate::store::{CustodyMode, Store};
+use crate::store::{CustodyMode, Store, StoreError};
 pub use view::ChannelView;
 use writer::{BroadcastDone, PaymentChecked, Writer};
 
@@ -107,6 +110,8 @@ enum WriterInput {
     /// A payment checked off the writer's thread (see [`Command::Pay`]).
     PaymentChecked(Box<PaymentChecked>),
     BroadcastDone(BroadcastDone),
+    /// A close not sent after all: the lease was not confirmed (see `ha`).
+    BroadcastSkipped(i64),
     Follower(FollowerStatus),
     Stop,
 }
@@ -279,10 +284,13 @@ pub fn prepare(rpc: RpcClient, zmq_stats: Arc<ZmqStats>, metrics: Arc<Metrics>) 
 }
 
 /// Runs the tower: the writer on its own thread, the follower feeding it.
-/// Returns when `shutdown` turns true, or with the writer's error.
+/// A standby of a high-availability group waits to become the leader
+/// first (`standby`). Returns when `shutdown` turns true, or with the
+/// writer's error.
 pub async fn run(
     config: Arc<Config>,
     prepared: Prepared,
+    ha: Arc<HaState>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let Prepared {
@@ -290,20 +298,27 @@ pub async fn run(
         inputs,
         status,
     } = prepared;
+    if ha.role() != Role::Leader
+        && !standby::until_leader(&config, &handle.rpc, &status, &ha, &mut shutdown).await?
+    {
+        return Ok(());
+    }
     let (opened_tx, opened) = oneshot::channel();
     let writer_config = config.clone();
     let writer_handle = handle.clone();
+    let writer_ha = ha.clone();
     let runtime = tokio::runtime::Handle::current();
     let writer = std::thread::Builder::new()
         .name("dogetower-writer".into())
         .spawn(move || -> anyhow::Result<()> {
-            let (mut writer, headers) = match Writer::open(&writer_config, &writer_handle, status, runtime) {
-                Ok(opened) => opened,
-                Err(e) => {
-                    let _ = opened_tx.send(None);
-                    return Err(e);
-                }
-            };
+            let (mut writer, headers) =
+                match Writer::open(&writer_config, &writer_handle, status, runtime, writer_ha) {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        let _ = opened_tx.send(None);
+                        return Err(e);
+                    }
+                };
             let _ = opened_tx.send(Some(headers));
             writer.run(inputs)
         })?;
@@ -402,6 +417,17 @@ pub async fn run(
     };
     follower_task.abort();
     forwarder.abort();
+    if let Err(error) = &outcome {
+        let fenced = error.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<StoreError>(),
+                Some(StoreError::Fenced { .. })
+            )
+        });
+        if fenced {
+            ha.lost("a write found the lease lost");
+        }
+    }
     if let Some(zmq) = zmq {
         tokio::task::spawn_blocking(move || zmq.shutdown()).await??;
     }

@@ -117,7 +117,8 @@ pub struct Store {
 
 enum Db {
     Sqlite(Connection),
-    Postgres(PgBackend),
+    /// Boxed: it holds the driver's whole connection settings.
+    Postgres(Box<PgBackend>),
 }
 
 struct PgBackend {
@@ -157,10 +158,10 @@ impl Store {
     /// schema up to date.
     pub fn open_postgres(settings: &PostgresConfig) -> Result<Store> {
         Ok(Store {
-            db: Db::Postgres(PgBackend {
+            db: Db::Postgres(Box::new(PgBackend {
                 conn: postgres::open(settings)?,
                 fence: None,
-            }),
+            })),
         })
     }
 

@@ -361,7 +361,7 @@ impl PgConn {
             let (client, connection) = config.connect(tls).await?;
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
-                    tracing::warn!(%error, "PostgreSQL connection closed");
+                    tracing::warn!(error = %super::with_causes(&error), "PostgreSQL connection closed");
                 }
             });
             Ok(client)

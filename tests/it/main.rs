@@ -17,6 +17,7 @@ mod cli_block;
 mod cli_psbt;
 mod demo;
 mod follower;
+mod ha;
 mod integration_docs;
 mod logging;
 mod node_rpc;

@@ -3,63 +3,20 @@
 //! while, and the tower is killed and restarted meanwhile; in the end every
 //! outbox event arrived, once by id, none unknown.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
 use bitcoin::{Amount, PublicKey, ScriptBuf, TxOut};
 use dogetower::chain::{Address, Network};
 use dogetower::channel::payer::countersign;
 use dogetower::channel::psbt::encode_base64;
-use dogetower::notify::signature;
 use dogetower::store::Store;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::support::{kill, wait_for, DevnetProcess, Shop, TestChannel, TowerProcess, CAPACITY, FEE};
-
-const SECRET: &str = "webhook-test-secret";
-
-#[derive(Default)]
-struct Received {
-    /// Accepted (2xx) deliveries: event id → (type, times).
-    accepted: BTreeMap<String, (String, u32)>,
-    refused: u32,
-    bad_signatures: u32,
-    failing: bool,
-}
-
-async fn hook(State(state): State<Arc<Mutex<Received>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let mut r = state.lock().unwrap();
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    if header("x-dogetower-signature") != signature(SECRET, &body) {
-        r.bad_signatures += 1;
-        return StatusCode::BAD_REQUEST;
-    }
-    if r.failing {
-        r.refused += 1;
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    let event: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(event["id"].as_str().unwrap(), header("x-dogetower-delivery"));
-    assert_eq!(event["type"].as_str().unwrap(), header("x-dogetower-event"));
-    let entry = r
-        .accepted
-        .entry(event["id"].as_str().unwrap().to_string())
-        .or_insert_with(|| (event["type"].as_str().unwrap().to_string(), 0));
-    entry.1 += 1;
-    StatusCode::OK
-}
+use crate::support::{
+    kill, wait_for, webhook_receiver, DevnetProcess, Shop, TestChannel, TowerProcess, CAPACITY, FEE,
+};
 
 async fn funded(shop: &Shop, locktime: u32, koinu: u64, rbf: bool) -> TestChannel {
     TestChannel::open_with(
@@ -77,26 +34,13 @@ async fn funded(shop: &Shop, locktime: u32, koinu: u64, rbf: bool) -> TestChanne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_type_arrives_signed_once_through_failures_and_a_restart() {
     // The receiver, failing at first.
-    let received = Arc::new(Mutex::new(Received {
-        failing: true,
-        ..Received::default()
-    }));
-    let app = axum::Router::new()
-        .route("/hook", post(hook))
-        .with_state(received.clone());
-    // Port 0: the system picks a free one, no other test can hold it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (received, extra) = webhook_receiver(true).await;
 
     let devnet = DevnetProcess::spawn();
     let merchant = SecretKey::new(&mut rand::thread_rng());
     let payout = Address::p2pkh(
         Network::Regtest,
         &PublicKey::new(merchant.public_key(&Secp256k1::new())),
-    );
-    let extra = format!(
-        "[notify]\nretry_initial_secs = 1\nretry_max_secs = 2\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{SECRET}\"\n"
     );
     let tower = TowerProcess::start_with(&devnet, &payout.to_string(), &extra).await;
     let mut shop = Shop {

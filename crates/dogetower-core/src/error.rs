@@ -83,6 +83,7 @@ error_codes! {
     SignerUnavailable => ("signer_unavailable", 500, "The merchant's key file cannot be read; the operator must fix it."),
     InternalError => ("internal_error", 500, "The tower failed; nothing was stored. Retry, and tell the operator if it persists."),
     Unavailable => ("unavailable", 503, "The tower is starting or stopping; retry shortly."),
+    NotLeader => ("not_leader", 503, "This tower is a standby of a high-availability group and takes no writes: send the request to the leader (the Location header, and error.leader)."),
 }
 
 impl ErrorCode {

@@ -42,10 +42,7 @@ impl Writer {
 
     /// The channel `address` of `merchant_id`; another merchant's is "not found".
     fn owned(&self, merchant_id: i64, address: &str) -> Result<ChannelRecord, Refusal> {
-        match self.store.channel_record(address).map_err(Refusal::internal)? {
-            Some(r) if r.merchant_id == merchant_id => Ok(r),
-            _ => Err(Refusal::channel_not_found(address)),
-        }
+        super::super::read_only::owned(&self.store, merchant_id, address)
     }
 
     /// Handles a merchant's command; fails only when a group commit failed.

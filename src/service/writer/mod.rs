@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::engine::{Action, BroadcastOutcome, ChannelState, ChannelSummary, CheckedPayment, Input, Tower};
 use crate::error::Refusal;
 use crate::follower::FollowerStatus;
+use crate::ha::HaState;
 use crate::metrics::Metrics;
 use crate::node::zmq::ZmqStats;
 use crate::node::RpcClient;
@@ -70,6 +71,8 @@ pub(super) struct Writer {
     summary: ChannelSummary,
     /// Accepted payments and registrations waiting for the next commit.
     group: Group,
+    /// Whether this tower may broadcast now (high availability).
+    ha: Arc<HaState>,
 }
 
 impl Writer {
@@ -80,9 +83,12 @@ impl Writer {
         handle: &ServiceHandle,
         status: watch::Sender<ServiceStatus>,
         runtime: Handle,
+        ha: Arc<HaState>,
     ) -> anyhow::Result<(Writer, Vec<HeaderRecord>)> {
         let network = config.network;
-        let store = Store::open_config(&config.store)?;
+        let mut store = Store::open_config(&config.store)?;
+        // A leader of a high-availability group writes only under its lease.
+        store.set_fence(ha.fence());
         let signers = super::load_signers(&store, network)?;
         let merchants = store.merchants()?.into_iter().map(|m| (m.id, m)).collect();
         let headers = store.recent_headers(WINDOW)?;
@@ -113,6 +119,7 @@ impl Writer {
             follower: FollowerStatus::default(),
             summary: ChannelSummary::default(),
             group: Group::default(),
+            ha,
         };
         writer.refresh_channels();
         Ok((writer, headers))
@@ -154,6 +161,9 @@ impl Writer {
                 WriterInput::Command(command) => self.command(command)?,
                 WriterInput::PaymentChecked(done) => self.payment_checked(*done),
                 WriterInput::BroadcastDone(done) => self.broadcast_done(done)?,
+                WriterInput::BroadcastSkipped(key) => {
+                    self.in_flight.remove(&key);
+                }
                 WriterInput::Follower(now) => {
                     self.follower = now;
                     self.node_reachable(now.node_reachable)?;
@@ -276,6 +286,17 @@ impl Writer {
 
     /// Sends closes in the background; their outcomes come back as inputs.
     fn start_broadcasts(&mut self, keys: Vec<i64>) {
+        // A leader whose lease may be running out sends nothing: the next
+        // leader sends these (closes are idempotent by outpoint anyway).
+        if !self.ha.may_act() {
+            if !keys.is_empty() {
+                tracing::warn!(
+                    channels = keys.len(),
+                    "not broadcasting: this tower's lease is not confirmed"
+                );
+            }
+            return;
+        }
         for key in keys {
             if !self.in_flight.insert(key) {
                 continue; // the previous attempt is still out
@@ -297,7 +318,14 @@ impl Writer {
                 }
             };
             let rpc = self.rpc.clone();
+            let ha = self.ha.clone();
             self.runtime.spawn(async move {
+                if !ha.may_act() {
+                    // Checked again as late as can be (see above); the
+                    // channel is tried again at the next block.
+                    let _ = inputs.send(WriterInput::BroadcastSkipped(job.key)).await;
+                    return;
+                }
                 let (close, outcome) = broadcaster::send(&rpc, &job).await;
                 let done = BroadcastDone {
                     key: job.key,

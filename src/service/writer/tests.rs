@@ -53,7 +53,9 @@ fn one_channel_registered_twice_in_one_group_is_stored_once() {
         metrics,
     );
     let (status, _) = watch::channel(ServiceStatus::default());
-    let (mut writer, _) = Writer::open(&config, &prepared.handle, status, runtime.handle().clone()).unwrap();
+    let ha = crate::ha::HaState::new(&config, prepared.handle.metrics.clone());
+    let (mut writer, _) =
+        Writer::open(&config, &prepared.handle, status, runtime.handle().clone(), ha).unwrap();
 
     let (inputs, queue) = mpsc::channel(8);
     let mut answers: Vec<Answer> = Vec::new();

@@ -9,7 +9,9 @@
 
 mod channel;
 mod devnet;
+mod ha;
 mod tower;
+mod webhook;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,9 @@ use std::time::{Duration, Instant};
 
 pub use channel::{presigned_payment, TestChannel, CAPACITY, FEE};
 pub use devnet::DevnetProcess;
+pub use ha::{HaGroup, RENEW_SECS, TTL_SECS};
 pub use tower::{Shop, TowerDir, TowerProcess};
+pub use webhook::webhook_receiver;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_dogetower");

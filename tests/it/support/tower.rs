@@ -20,11 +20,15 @@ pub struct TowerDir {
 
 impl TowerDir {
     pub fn new(node_config: &str) -> TowerDir {
+        Self::with_store(node_config, "path = \"dogetower.sqlite\"")
+    }
+
+    /// A tower whose `[store]` table holds `store` (a PostgreSQL `url`, say).
+    pub fn with_store(node_config: &str, store: &str) -> TowerDir {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("dogetower.toml");
-        let text = format!(
-            "network = \"regtest\"\n{node_config}\n[store]\npath = \"dogetower.sqlite\"\n[log]\nlevel = \"warn\"\n"
-        );
+        let text =
+            format!("network = \"regtest\"\n{node_config}\n[store]\n{store}\n[log]\nlevel = \"warn\"\n");
         std::fs::write(&config, text).unwrap();
         TowerDir { dir, config }
     }
@@ -117,7 +121,7 @@ pub struct TowerProcess {
 }
 
 /// Small margins so the tests reach deadlines in a few dozen blocks.
-const TEST_POLICY: &str = "[policy]\nbroadcast_margin_blocks = 10\npayment_margin_blocks = 12\n\
+pub const TEST_POLICY: &str = "[policy]\nbroadcast_margin_blocks = 10\npayment_margin_blocks = 12\n\
     min_channel_lifetime_blocks = 20\ndeadline_warning_blocks = 15\nfunding_confirmations = 1\nclose_confirmations = 3\n";
 
 impl TowerProcess {
@@ -140,17 +144,23 @@ impl TowerProcess {
             .unwrap()
             .trim()
             .to_string();
+        let tower = Self::spawn_in(dir, api, metrics, token);
+        tower.wait_ready().await;
+        tower
+    }
+
+    /// Starts `dogetower run` in `dir`, whose config listens on these ports,
+    /// without waiting for it.
+    pub fn spawn_in(dir: TowerDir, api: u16, metrics: u16, token: String) -> TowerProcess {
         let child = dir.spawn(&["run"]);
-        let tower = TowerProcess {
+        TowerProcess {
             dir,
             child,
             base_url: format!("http://127.0.0.1:{api}"),
             metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
             token,
             http: reqwest::Client::new(),
-        };
-        tower.wait_ready().await;
-        tower
+        }
     }
 
     pub async fn restart(&mut self) {
@@ -190,6 +200,21 @@ impl TowerProcess {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A GET with the token, or `None` when the tower does not answer.
+    pub async fn try_get(&self, path: &str) -> Option<(u16, Value)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let text = response.text().await.ok()?;
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
