@@ -65,6 +65,28 @@ pub struct HaView {
     pub lease_expires_at: Option<String>,
 }
 
+/// The part of `/v1/status` about the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupStatus {
+    pub role: Role,
+    pub tower_id: String,
+    /// The leader's advertise URL, when a leader is known.
+    pub leader: Option<String>,
+    /// RFC 3339; `None` on SQLite or before the lease was first read.
+    pub lease_expires_at: Option<String>,
+}
+
+impl HaView {
+    pub fn status(&self) -> GroupStatus {
+        GroupStatus {
+            role: self.role,
+            tower_id: self.tower_id.clone(),
+            leader: self.leader.clone(),
+            lease_expires_at: self.lease_expires_at.clone(),
+        }
+    }
+}
+
 /// The group as this tower knows it, shared by the lease keeper, the API,
 /// the broadcaster and the webhook sender.
 pub struct HaState {

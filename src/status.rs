@@ -20,3 +20,13 @@ pub struct ServiceStatus {
     pub nearest_deadline_height: Option<u32>,
     pub nearest_deadline_channel: Option<String>,
 }
+
+/// The `GET /v1/status` answer: the service's view and the tower's place
+/// in its high-availability group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusReply {
+    #[serde(flatten)]
+    pub service: ServiceStatus,
+    #[serde(flatten)]
+    pub group: crate::ha::GroupStatus,
+}

@@ -38,6 +38,7 @@ use crate::node::zmq::ZmqStats;
 use crate::node::{RpcClient, RpcCredentials, RpcSettings};
 use crate::service::view::{ChannelView, FundingView};
 use crate::service::{PaymentReply, ServiceStatus};
+use crate::status::StatusReply;
 use crate::store::{CustodyMode, Store};
 
 const OPENAPI_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
@@ -508,8 +509,8 @@ fn channel_sample(state: &'static str, close_txid: Option<Txid>) -> ChannelView 
     }
 }
 
-fn status_sample() -> ServiceStatus {
-    ServiceStatus {
+fn status_sample() -> StatusReply {
+    let service = ServiceStatus {
         network: "regtest".into(),
         node_reachable: true,
         node_height: Some(101),
@@ -524,6 +525,15 @@ fn status_sample() -> ServiceStatus {
             .collect(),
         nearest_deadline_height: Some(190),
         nearest_deadline_channel: Some("2N7hg22XSg3RaU3pSZcMh1GqsoRuhtZvHVN".into()),
+    };
+    StatusReply {
+        service,
+        group: crate::ha::GroupStatus {
+            role: crate::ha::Role::Standby,
+            tower_id: "tower-b".into(),
+            leader: Some("http://tower-a:8335".into()),
+            lease_expires_at: Some("2026-12-02T03:00:10Z".into()),
+        },
     }
 }
 
@@ -877,7 +887,7 @@ fn the_status_object_matches_its_schema() {
         fields,
         properties,
         "the status object and openapi.json's Status differ: {}",
-        difference(&fields, &properties, ("ServiceStatus", "openapi.json"))
+        difference(&fields, &properties, ("StatusReply", "openapi.json"))
     );
     assert_eq!(
         fields,
@@ -896,7 +906,7 @@ fn the_status_object_matches_its_schema() {
         fields,
         listed,
         "the status object and docs/API.md differ: {}",
-        difference(&fields, &listed, ("ServiceStatus", "API.md"))
+        difference(&fields, &listed, ("StatusReply", "API.md"))
     );
 }
 

@@ -24,6 +24,7 @@ use crate::engine::ChannelState;
 use crate::error::{ErrorCode, Refusal};
 use crate::ha::{HaState, Role};
 use crate::service::{read_only, Command, RegisterRequest, ServiceHandle};
+use crate::status::StatusReply;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -401,14 +402,11 @@ async fn list(
 
 async fn status(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {
     merchant(&state, &headers).await?;
-    let status = state.service.status.borrow().clone();
-    let mut body = serde_json::to_value(status).map_err(|e| ApiError(Refusal::internal(e)))?;
-    let ha = state.ha.view();
-    body["role"] = json!(ha.role);
-    body["tower_id"] = json!(ha.tower_id);
-    body["leader"] = json!(ha.leader);
-    body["lease_expires_at"] = json!(ha.lease_expires_at);
-    Ok(Json(body).into_response())
+    let reply = StatusReply {
+        service: state.service.status.borrow().clone(),
+        group: state.ha.view().status(),
+    };
+    Ok(Json(reply).into_response())
 }
 
 async fn healthz() -> Response {
