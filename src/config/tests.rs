@@ -627,18 +627,30 @@ fn the_cli_token_is_optional_and_hidden() {
 }
 
 #[test]
-fn the_compose_config_loads_with_its_secret_from_the_environment() {
-    let text = include_str!("../../deploy/compose/dogetower.toml");
-    let env = |name: &str| (name == ENV_RPC_PASSWORD).then(|| "from-env".to_string());
-    let config = Config::from_toml(text, Path::new("/etc/dogetower/dogetower.toml"), env).unwrap();
-    assert_eq!(config.network, Network::Mainnet);
-    assert!(
-        matches!(&config.node.auth, RpcAuth::UserPass { password, .. } if password.expose() == "from-env")
-    );
-    assert!(
-        Config::from_toml(text, Path::new("/etc/dogetower/dogetower.toml"), |_| None).is_err(),
-        "no password, no start"
-    );
+fn the_compose_configs_load_with_their_secrets_from_the_environment() {
+    for (text, id) in [
+        (include_str!("../../deploy/compose/tower-a.toml"), "tower-a"),
+        (include_str!("../../deploy/compose/tower-b.toml"), "tower-b"),
+    ] {
+        let env = |name: &str| match name {
+            ENV_RPC_PASSWORD => Some("from-env".to_string()),
+            ENV_STORE_PASSWORD => Some("store-secret".to_string()),
+            _ => None,
+        };
+        let config = Config::from_toml(text, Path::new("/etc/dogetower/dogetower.toml"), env).unwrap();
+        assert_eq!(config.network, Network::Mainnet);
+        assert!(
+            matches!(&config.node.auth, RpcAuth::UserPass { password, .. } if password.expose() == "from-env")
+        );
+        let pg = postgres(&config);
+        assert_eq!(pg.password.as_ref().map(Secret::expose), Some("store-secret"));
+        assert_eq!(config.ha.tower_id(), id);
+        config.validate().unwrap();
+        assert!(
+            Config::from_toml(text, Path::new("/etc/dogetower/dogetower.toml"), |_| None).is_err(),
+            "no password, no start"
+        );
+    }
 }
 
 fn store_url(url: &str) -> String {
