@@ -27,3 +27,7 @@ CREATE TABLE ha_towers (
     seen_at_ms     INTEGER  NOT NULL,
     tip_height     INTEGER                 -- the chain tip its node reported
 );
+
+-- A standby keeps its engine warm by re-reading the channels the leader
+-- changed since its last look (`Store::channels_changed_since`).
+CREATE INDEX channels_by_updated_at ON channels (updated_at);

@@ -19,3 +19,5 @@ CREATE TABLE ha_towers (
     seen_at_ms     BIGINT   NOT NULL,
     tip_height     BIGINT
 );
+
+CREATE INDEX channels_by_updated_at ON channels (updated_at);

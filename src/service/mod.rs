@@ -298,10 +298,12 @@ pub async fn run(
         inputs,
         status,
     } = prepared;
-    if ha.role() != Role::Leader
-        && !standby::until_leader(&config, &handle.rpc, &status, &ha, &mut shutdown).await?
-    {
-        return Ok(());
+    let mut warm = None;
+    if ha.role() != Role::Leader {
+        match standby::until_leader(&config, &handle.rpc, &status, &ha, &mut shutdown).await? {
+            Some(kept) => warm = kept,
+            None => return Ok(()),
+        }
     }
     let (opened_tx, opened) = oneshot::channel();
     let writer_config = config.clone();
@@ -312,7 +314,7 @@ pub async fn run(
         .name("dogetower-writer".into())
         .spawn(move || -> anyhow::Result<()> {
             let (mut writer, headers) =
-                match Writer::open(&writer_config, &writer_handle, status, runtime, writer_ha) {
+                match Writer::open(&writer_config, &writer_handle, status, runtime, writer_ha, warm) {
                     Ok(opened) => opened,
                     Err(e) => {
                         let _ = opened_tx.send(None);

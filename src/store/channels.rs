@@ -7,7 +7,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::{OutPoint, ScriptBuf, Txid};
 use rusqlite::{Connection, OpenFlags};
 
-use super::sql::{params, Exec, SqlRow};
+use super::sql::{params, Exec, Param, SqlRow};
 use super::{Db, Result, Store, StoreError, WriteTx};
 use crate::channel::ChannelScript;
 use crate::engine::{ChannelState, CloseState, FundingOutputState, FundingStatus, TrackedChannel};
@@ -346,6 +346,36 @@ impl Store {
         })
     }
 
+    /// Every channel (any state) changed at or after `since` (unix seconds
+    /// of the writer's clock, `updated_at`), in key order, and the newest
+    /// `updated_at` among them: for a standby that keeps its engine warm.
+    /// Callers ask from some time before their last look, since a
+    /// transaction commits a little after the time it wrote.
+    pub fn tracked_changed_since(&self, since: i64) -> Result<(Vec<TrackedChannel>, Option<i64>)> {
+        let mut newest = None;
+        let mut channels = self.exec().rows(
+            &format!("SELECT {TRACKED_COLUMNS}, updated_at FROM channels WHERE updated_at >= ?1 ORDER BY id"),
+            params![since],
+            |row| {
+                newest = newest.max(Some(row.int(18)?));
+                tracked_from_row(row)
+            },
+        )?;
+        attach_funding_where(
+            self.exec(),
+            &mut channels,
+            "channel_id IN (SELECT id FROM channels WHERE updated_at >= ?1)",
+            params![since],
+        )?;
+        Ok((channels, newest))
+    }
+
+    /// The newest `updated_at` of any channel.
+    pub fn newest_channel_change(&self) -> Result<Option<i64>> {
+        self.exec()
+            .one_row("SELECT MAX(updated_at) FROM channels", &[], |r| r.opt_int(0))
+    }
+
     /// One channel as the engine tracks it (any state).
     pub fn tracked_channel(&self, key: i64) -> Result<Option<TrackedChannel>> {
         let found = self.exec().opt_row(
@@ -394,7 +424,14 @@ const TRACKED_COLUMNS: &str = "id, address, merchant_id, state, redeem_script, s
     latest_unsigned_txid, broadcast_height, warning_height, deadline_warned, close_txid, close_mined_height,
     close_first_broadcast, close_broadcasts, close_reported, undo_state, undo_height";
 
-/// The tracked channels with keys in `from..=to`, in key order.
+/// Whether the engine tracks `channel` when blocks down to `undo_above` may
+/// still be disconnected: the rule of `tracked_in_range`'s WHERE clause.
+pub fn is_tracked(channel: &TrackedChannel, undo_above: u32) -> bool {
+    channel.state.holds_funding() || channel.undo.is_some_and(|(_, height)| height >= undo_above)
+}
+
+/// The tracked channels with keys in `from..=to`, in key order (the rule
+/// of [`is_tracked`]).
 fn tracked_in_range(exec: Exec<'_>, undo_above: u32, from: i64, to: i64) -> Result<Vec<TrackedChannel>> {
     let mut channels = exec.rows(
         &format!(
@@ -413,11 +450,24 @@ fn tracked_in_range(exec: Exec<'_>, undo_above: u32, from: i64, to: i64) -> Resu
 /// within `from..=to`) with one ordered pass over each table; rows of
 /// channels not in the list (finished ones) are skipped.
 fn attach_funding(exec: Exec<'_>, channels: &mut [TrackedChannel], from: i64, to: i64) -> Result<()> {
+    attach_funding_where(exec, channels, "channel_id BETWEEN ?1 AND ?2", params![from, to])
+}
+
+/// [`attach_funding`] for the funding rows `filter` (a condition on
+/// `channel_id`, with `params`) selects.
+fn attach_funding_where(
+    exec: Exec<'_>,
+    channels: &mut [TrackedChannel],
+    filter: &str,
+    params: &[Param<'_>],
+) -> Result<()> {
     let mut at = 0;
     exec.for_each(
-        "SELECT channel_id, txid, vout, value, status, confirmed_height, confirmed_reported, spent_by, spent_height
-         FROM funding_outputs WHERE channel_id BETWEEN ?1 AND ?2 ORDER BY channel_id, position",
-        params![from, to],
+        &format!(
+            "SELECT channel_id, txid, vout, value, status, confirmed_height, confirmed_reported, spent_by, spent_height
+             FROM funding_outputs WHERE {filter} ORDER BY channel_id, position"
+        ),
+        params,
         |row| {
             if let Some(channel) = channel_of(channels, &mut at, row.int(0)?) {
                 channel.funding.push(FundingOutputState {
@@ -436,9 +486,11 @@ fn attach_funding(exec: Exec<'_>, channels: &mut [TrackedChannel], from: i64, to
     )?;
     let mut at = 0;
     exec.for_each(
-        "SELECT channel_id, funding_txid, txid, vout FROM funding_inputs
-         WHERE channel_id BETWEEN ?1 AND ?2 ORDER BY channel_id, funding_txid, txid, vout",
-        params![from, to],
+        &format!(
+            "SELECT channel_id, funding_txid, txid, vout FROM funding_inputs
+             WHERE {filter} ORDER BY channel_id, funding_txid, txid, vout"
+        ),
+        params,
         |row| {
             if let Some(channel) = channel_of(channels, &mut at, row.int(0)?) {
                 let funding = txid_from(row.blob(1)?, "funding_inputs.funding_txid")?;

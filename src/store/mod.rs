@@ -64,19 +64,22 @@ pub enum StoreError {
     PostgresTls(String),
     /// `url` is the store's address without its password; the message
     /// gives the causes too (the TLS handshake's own reason, say).
-    #[error("store {url}: {}", with_causes(source))]
+    /// (Not named `source`: the message carries the causes already.)
+    #[error("store {url}: {}", with_causes(error))]
     PostgresOpen {
         url: String,
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
-    #[error("migration {version} ({name}) failed: {source}")]
+    #[error("migration {version} ({name}) failed: {}", with_causes(error))]
     PostgresMigration {
         version: u32,
         name: &'static str,
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
+    /// Its message carries the driver's causes (its own Display says only
+    /// "db error"), so it names no source: a chain printer would repeat them.
     #[error("store: {}", with_causes(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     /// The connection to PostgreSQL broke inside a transaction, which is
     /// therefore gone; the next one connects again.
     #[error("store: the connection to PostgreSQL was lost inside a transaction")]
@@ -90,6 +93,12 @@ pub enum StoreError {
     Fenced { epoch: i64 },
     #[error("store holds a corrupt value in {0}")]
     Corrupt(&'static str),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(error)
+    }
 }
 
 /// `error: its cause: its cause's cause ...`, each once.

@@ -56,7 +56,7 @@ pub fn open(settings: &PostgresConfig) -> Result<PgConn> {
     let (config, tls) = connect_settings(settings)?;
     let shown = redacted(&config);
     let conn =
-        PgConn::connect(config, tls).map_err(|source| StoreError::PostgresOpen { url: shown, source })?;
+        PgConn::connect(config, tls).map_err(|error| StoreError::PostgresOpen { url: shown, error })?;
     migrate(&conn)?;
     Ok(conn)
 }
@@ -89,11 +89,7 @@ fn migrate(conn: &PgConn) -> Result<()> {
                      VALUES ({version}, '{name}', EXTRACT(EPOCH FROM now())::BIGINT)"
                 ))
             });
-            applied.map_err(|source| StoreError::PostgresMigration {
-                version,
-                name,
-                source,
-            })?;
+            applied.map_err(|error| StoreError::PostgresMigration { version, name, error })?;
             tracing::info!(version, name, "applied store migration");
             Ok(())
         })();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bitcoin::Transaction;
 use serde_json::{json, Value};
 
-use crate::support::{kill, wait_for, webhook_receiver, HaGroup, TestChannel, RENEW_SECS, TTL_SECS};
+use crate::support::{
+    kill, wait_for, webhook_receiver, HaGroup, PostgresServer, TestChannel, RENEW_SECS, TTL_SECS,
+};
 
 impl HaGroup {
     async fn register(&self, leader: usize, channel: &TestChannel) -> Value {
@@ -364,4 +366,139 @@ fn signal(name: &str, pid: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// The towers' answer to one payment, from whichever tower leads now:
+/// `Some((sequence, amount))` once one answered 200, `None` if none did.
+async fn pay_whoever_leads(g: &HaGroup, channel: &TestChannel, amount: u64) -> Option<(u64, u64)> {
+    let client = reqwest::Client::new();
+    for tower in &g.towers {
+        let sent = client
+            .post(format!("{}/v1/channels/{}/payments", tower.base_url, channel.id))
+            .bearer_auth(&tower.token)
+            .json(&json!({"psbt": channel.payment(amount)}))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let Ok(response) = sent else { continue };
+        if response.status() == 200 {
+            let reply: Value = response.json().await.unwrap();
+            return Some((
+                reply["sequence"].as_u64().unwrap(),
+                reply["merchant_amount"].as_u64().unwrap(),
+            ));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restarted_under_load_loses_no_acknowledged_payment() {
+    let Some(server) = PostgresServer::start("ha_postgres_restart") else {
+        return;
+    };
+    server.create_database("dogetower");
+    let g = HaGroup::start_on(server.url("dogetower"), None, &["tower-a", "tower-b"], "").await;
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        let ch = g.channel(200).await;
+        g.register(0, &ch).await;
+        channels.push(ch);
+    }
+    g.devnet.mine(1).await;
+    for ch in &channels {
+        wait_for("the channels to open", Duration::from_secs(30), async || {
+            (g.channel_state(0, ch).await["state"] == "open").then_some(())
+        })
+        .await;
+    }
+
+    // Every channel's payer pays a little more again and again, to whichever
+    // tower leads, retrying an unanswered amount until it is answered 200.
+    let g = std::sync::Arc::new(g);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let payers: Vec<_> = channels
+        .into_iter()
+        .map(|ch| {
+            let (g, stop) = (g.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked: Vec<(u64, u64)> = Vec::new();
+                let mut amount = 10_000_000;
+                let mut unanswered = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match pay_whoever_leads(&g, &ch, amount).await {
+                        Some(answer) => {
+                            acked.push(answer);
+                            amount += 1_000_000;
+                        }
+                        None => {
+                            unanswered += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                (ch, acked, unanswered)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.stop_immediately();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.start_again();
+    // Load goes on until a tower leads again and answers for a while.
+    let restarted = Instant::now();
+    let leader = wait_for(
+        "a leader after the restart",
+        Duration::from_secs(30),
+        async || {
+            for i in 0..g.towers.len() {
+                if g.status(i).await.is_some_and(|s| s["role"] == "leader") {
+                    return Some(i);
+                }
+            }
+            None
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "a leader (tower {leader}) {:?} after PostgreSQL came back",
+        restarted.elapsed()
+    );
+
+    let store = g.store();
+    for payer in payers {
+        let (ch, acked, unanswered) = payer.await.unwrap();
+        assert!(acked.len() >= 5, "the load ran: {acked:?}");
+        let key = store.channel_record(&ch.id).unwrap().unwrap().key;
+        let latest = store.latest_payment(key).unwrap().unwrap();
+        let (last_sequence, last_amount) = *acked.last().unwrap();
+        // Sequences count up one by one with the amounts: every answered
+        // state is stored, and the last stored one is the last answered.
+        assert_eq!(
+            (latest.sequence, latest.merchant_amount),
+            (last_sequence, last_amount),
+            "{}",
+            ch.id
+        );
+        assert_eq!(store.payment_count(key).unwrap(), last_sequence);
+        for (sequence, amount) in &acked {
+            assert_eq!(
+                *amount,
+                10_000_000 + (sequence - 1) * 1_000_000,
+                "{}: {acked:?}",
+                ch.id
+            );
+        }
+        eprintln!(
+            "{}: {} payments answered, {unanswered} attempts unanswered",
+            ch.id,
+            acked.len()
+        );
+    }
+    let lease = store.lease().unwrap().unwrap();
+    assert!(!lease.expired(), "{lease:?}");
+    assert_eq!(lease.holder, ["tower-a", "tower-b"][leader]);
 }

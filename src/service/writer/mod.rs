@@ -84,6 +84,7 @@ impl Writer {
         status: watch::Sender<ServiceStatus>,
         runtime: Handle,
         ha: Arc<HaState>,
+        warm: Option<super::standby::WarmChannels>,
     ) -> anyhow::Result<(Writer, Vec<HeaderRecord>)> {
         let network = config.network;
         let mut store = Store::open_config(&config.store)?;
@@ -93,9 +94,13 @@ impl Writer {
         let merchants = store.merchants()?.into_iter().map(|m| (m.id, m)).collect();
         let headers = store.recent_headers(WINDOW)?;
         let tip = headers.last().copied();
-        let undo_above = tip.map_or(0, |t| t.height.saturating_sub(WINDOW as u32));
-        let channels = store.tracked_channels(undo_above)?;
-        tracing::info!(channels = channels.len(), processed_height = ?tip.map(|t| t.height), "store loaded");
+        let undo_above = super::standby::undo_floor(tip.as_ref());
+        // A standby taking over brings the channels it kept warm.
+        let (channels, warm) = match warm.and_then(|w| w.channels_for(undo_above)) {
+            Some(channels) => (channels, true),
+            None => (store.tracked_channels(undo_above)?, false),
+        };
+        tracing::info!(channels = channels.len(), processed_height = ?tip.map(|t| t.height), warm, "store loaded");
         let tower = Tower::with_watch_filter(
             engine_settings(config),
             tip,

@@ -54,8 +54,15 @@ fn one_channel_registered_twice_in_one_group_is_stored_once() {
     );
     let (status, _) = watch::channel(ServiceStatus::default());
     let ha = crate::ha::HaState::new(&config, prepared.handle.metrics.clone());
-    let (mut writer, _) =
-        Writer::open(&config, &prepared.handle, status, runtime.handle().clone(), ha).unwrap();
+    let (mut writer, _) = Writer::open(
+        &config,
+        &prepared.handle,
+        status,
+        runtime.handle().clone(),
+        ha,
+        None,
+    )
+    .unwrap();
 
     let (inputs, queue) = mpsc::channel(8);
     let mut answers: Vec<Answer> = Vec::new();

@@ -22,7 +22,9 @@ pub const TTL_SECS: u64 = 3;
 pub struct HaGroup {
     pub towers: Vec<TowerProcess>,
     pub devnet: DevnetProcess,
-    pub db: TestDb,
+    /// The store's URL, and the fresh test database behind it, if the group made one.
+    pub url: String,
+    _db: Option<TestDb>,
     pub merchant: SecretKey,
     pub payout: Address,
 }
@@ -33,6 +35,11 @@ impl HaGroup {
     /// `None` when the tests have no PostgreSQL (`pg_test_db` says why).
     pub async fn start(test: &str, ids: &[&str], extra: &str) -> Option<HaGroup> {
         let db = pg_test_db::fresh(test)?;
+        Some(Self::start_on(db.url.clone(), Some(db), ids, extra).await)
+    }
+
+    /// The same on the database at `url`.
+    pub async fn start_on(url: String, db: Option<TestDb>, ids: &[&str], extra: &str) -> HaGroup {
         let devnet = DevnetProcess::spawn();
         let merchant = SecretKey::new(&mut rand::thread_rng());
         let payout = Address::p2pkh(
@@ -42,7 +49,8 @@ impl HaGroup {
         let mut group = HaGroup {
             towers: Vec::new(),
             devnet,
-            db,
+            url,
+            _db: db,
             merchant,
             payout,
         };
@@ -73,7 +81,7 @@ impl HaGroup {
                 group.wait_leader(0).await;
             }
         }
-        Some(group)
+        group
     }
 
     fn tower_dir(&self, id: &str, api: u16, metrics: u16, extra: &str) -> TowerDir {
@@ -84,7 +92,7 @@ impl HaGroup {
                  [ha]\ntower_id = \"{id}\"\nadvertise_url = \"http://127.0.0.1:{api}\"\n\
                  lease_renew_secs = {RENEW_SECS}\nlease_ttl_secs = {TTL_SECS}\n{TEST_POLICY}\n{extra}"
             ),
-            &format!("url = \"{}\"", self.db.url),
+            &format!("url = \"{}\"", self.url),
         )
     }
 
@@ -106,7 +114,7 @@ impl HaGroup {
 
     /// A store connection of the test's own, to look at what was committed.
     pub fn store(&self) -> Store {
-        let settings = PostgresConfig::from_url(&self.db.url, std::path::Path::new("/")).unwrap();
+        let settings = PostgresConfig::from_url(&self.url, std::path::Path::new("/")).unwrap();
         Store::open_postgres(&settings).unwrap()
     }
 

@@ -10,6 +10,7 @@
 mod channel;
 mod devnet;
 mod ha;
+mod postgres_server;
 mod tower;
 mod webhook;
 
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 pub use channel::{presigned_payment, TestChannel, CAPACITY, FEE};
 pub use devnet::DevnetProcess;
 pub use ha::{HaGroup, RENEW_SECS, TTL_SECS};
+pub use postgres_server::PostgresServer;
 pub use tower::{Shop, TowerDir, TowerProcess};
 pub use webhook::webhook_receiver;
 
