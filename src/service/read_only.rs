@@ -30,19 +30,33 @@ pub fn page(
     after: Option<i64>,
     limit: usize,
 ) -> Result<ChannelPage, Refusal> {
+    let tip = tip(store)?;
+    page_with(store, merchant_id, state, after, limit, |key| {
+        let record = store
+            .channel_record_by_key(key)
+            .map_err(Refusal::internal)?
+            .ok_or_else(|| Refusal::internal(format!("channel row {key} vanished")))?;
+        view(store, &record, tip)
+    })
+}
+
+/// A page of `merchant_id`'s channels, each shown by `view_of` (the
+/// writer's shows its engine's state).
+pub fn page_with(
+    store: &Store,
+    merchant_id: i64,
+    state: Option<ChannelState>,
+    after: Option<i64>,
+    limit: usize,
+    view_of: impl FnMut(i64) -> Result<ChannelView, Refusal>,
+) -> Result<ChannelPage, Refusal> {
     let keys = store
         .channel_keys(merchant_id, state.map(ChannelState::as_str), after, limit)
         .map_err(Refusal::internal)?;
-    let tip = tip(store)?;
-    let mut views = Vec::with_capacity(keys.len());
-    for key in &keys {
-        let record = store
-            .channel_record_by_key(*key)
-            .map_err(Refusal::internal)?
-            .ok_or_else(|| Refusal::internal(format!("channel row {key} vanished")))?;
-        views.push(view(store, &record, tip)?);
-    }
-    Ok((views, keys.last().copied()))
+    let last = keys.last().copied();
+    // A channel that cannot be read fails the page rather than vanishing from it.
+    let page = keys.into_iter().map(view_of).collect::<Result<Vec<_>, _>>()?;
+    Ok((page, last))
 }
 
 fn view(store: &Store, record: &ChannelRecord, tip: u32) -> Result<ChannelView, Refusal> {

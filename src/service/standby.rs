@@ -185,33 +185,15 @@ fn keep_warm(store: &Store, warm: &mut Option<WarmChannels>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::payer::{synthetic_funding, Payer};
-    use crate::channel::{ChannelTerms, FundingOutput, Locktime};
     use crate::engine::ChannelState;
     use crate::store::{CustodyMode, NewChannel};
-    use bitcoin::secp256k1::{Secp256k1, SecretKey};
     use bitcoin::ScriptBuf;
 
     fn register(store: &mut Store, merchant: i64, n: u32) -> TrackedChannel {
-        let payer = Payer::new(SecretKey::from_slice(&[1; 32]).unwrap());
-        let merchant_key = bitcoin::PublicKey::new(
-            SecretKey::from_slice(&[2; 32])
-                .unwrap()
-                .public_key(&Secp256k1::new()),
-        );
-        let script = payer.channel_script(merchant_key, Locktime::Height(500 + n));
-        let funding = synthetic_funding(&script, 50_000, n);
-        let terms = ChannelTerms {
-            script: script.clone(),
-            funding: vec![FundingOutput {
-                outpoint: funding.outpoint(),
-                value: 50_000,
-            }],
-            merchant_key_origin: None,
-        };
-        let address = format!("2Nwarm{n}");
+        let (terms, funding_tx, merchant_key) = crate::store::test_channel(n);
+        let (script, address) = (terms.script.clone(), format!("2Nwarm{n}"));
         let mut channel =
-            TrackedChannel::new_registered(0, address.clone(), merchant, &terms, &[funding.tx], (440, 380));
+            TrackedChannel::new_registered(0, address.clone(), merchant, &terms, &[funding_tx], (440, 380));
         let payout = ScriptBuf::new_p2pkh(&merchant_key.pubkey_hash());
         channel.key = store
             .write(|tx| {

@@ -65,12 +65,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::payer::{synthetic_funding, Payer};
-    use crate::channel::{ChannelTerms, FundingOutput, Locktime};
     use crate::engine::{ChannelState, FundingStatus};
     use crate::store::CustodyMode;
     use bitcoin::hashes::Hash;
-    use bitcoin::secp256k1::{Secp256k1, SecretKey};
     use bitcoin::{ScriptBuf, Txid};
 
     #[test]
@@ -79,32 +76,18 @@ mod tests {
             let merchant_id = store
                 .write(|tx| tx.insert_merchant("shop", Some("addr"), CustodyMode::Presigned, None))
                 .unwrap();
-            let merchant = bitcoin::PublicKey::new(
-                SecretKey::from_slice(&[2; 32])
-                    .unwrap()
-                    .public_key(&Secp256k1::new()),
-            );
-            let payer = Payer::new(SecretKey::from_slice(&[1; 32]).unwrap());
-            let payout = ScriptBuf::new_p2pkh(&merchant.pubkey_hash());
+            let payout = ScriptBuf::new_p2pkh(&crate::store::test_channel(0).2.pubkey_hash());
             let mut made = Vec::new();
             for i in 0..3u32 {
-                let script = payer.channel_script(merchant, Locktime::Height(500 + i));
-                let funding = synthetic_funding(&script, 50_000, i);
-                let terms = ChannelTerms {
-                    script: script.clone(),
-                    funding: vec![FundingOutput {
-                        outpoint: funding.outpoint(),
-                        value: 50_000,
-                    }],
-                    merchant_key_origin: None,
-                };
+                let (terms, funding_tx, _) = crate::store::test_channel(i);
+                let script = terms.script.clone();
                 let id = script.address(crate::chain::Network::Regtest).to_string();
                 let mut channel = TrackedChannel::new_registered(
                     0,
                     id.clone(),
                     merchant_id,
                     &terms,
-                    std::slice::from_ref(&funding.tx),
+                    std::slice::from_ref(&funding_tx),
                     (440 + i, 380 + i),
                 );
                 channel.state = ChannelState::Open;

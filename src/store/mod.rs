@@ -523,6 +523,37 @@ fn block_hash(bytes: Vec<u8>, column: &'static str) -> Result<BlockHash> {
     Ok(BlockHash::from_byte_array(array))
 }
 
+/// Channel `n` of the store tests: a payer's channel to one merchant key
+/// (locktime 500 + n, 50,000 koinu of funding), its funding transaction,
+/// and the merchant key.
+#[cfg(test)]
+pub(crate) fn test_channel(
+    n: u32,
+) -> (
+    crate::channel::ChannelTerms,
+    bitcoin::Transaction,
+    bitcoin::PublicKey,
+) {
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    let payer = crate::channel::payer::Payer::new(SecretKey::from_slice(&[1; 32]).unwrap());
+    let merchant = bitcoin::PublicKey::new(
+        SecretKey::from_slice(&[2; 32])
+            .unwrap()
+            .public_key(&Secp256k1::new()),
+    );
+    let script = payer.channel_script(merchant, crate::channel::Locktime::Height(500 + n));
+    let funding = crate::channel::payer::synthetic_funding(&script, 50_000, n);
+    let terms = crate::channel::ChannelTerms {
+        script,
+        funding: vec![crate::channel::FundingOutput {
+            outpoint: funding.outpoint(),
+            value: 50_000,
+        }],
+        merchant_key_origin: None,
+    };
+    (terms, funding.tx, merchant)
+}
+
 /// Runs `test` on an in-memory SQLite store, then on a fresh PostgreSQL
 /// database when the tests have one (`pg_test_db`): the one store test
 /// suite of both backends.

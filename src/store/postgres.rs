@@ -138,15 +138,20 @@ mod tests {
     /// "unique") with their columns, sorted.
     type Indexes = BTreeMap<String, Vec<(String, Vec<String>)>>;
 
+    fn sqlite_tables(store: &Store) -> Vec<String> {
+        store
+            .exec()
+            .rows(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                &[],
+                |r| r.text(0),
+            )
+            .unwrap()
+    }
+
     fn sqlite_schema(store: &Store) -> (Columns, Indexes) {
         let conn = store.sqlite_conn();
-        let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let tables = sqlite_tables(store);
         let (mut columns, mut indexes) = (Columns::new(), Indexes::new());
         for table in tables {
             let cols = conn
@@ -204,13 +209,7 @@ mod tests {
     fn sqlite_foreign_keys(store: &Store) -> ForeignKeys {
         let conn = store.sqlite_conn();
         let mut keys = SqliteKeys::new();
-        let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let tables = sqlite_tables(store);
         for table in tables {
             let rows: Vec<(i64, String, String, String)> = conn
                 .prepare(&format!("PRAGMA foreign_key_list({table})"))

@@ -109,17 +109,9 @@ impl Writer {
         after: Option<i64>,
         limit: usize,
     ) -> Result<ChannelPage, Refusal> {
-        let keys = self
-            .store
-            .channel_keys(merchant_id, state.map(ChannelState::as_str), after, limit)
-            .map_err(Refusal::internal)?;
-        let last = keys.last().copied();
-        // A channel that cannot be read fails the page rather than vanishing from it.
-        let page = keys
-            .into_iter()
-            .map(|k| self.view_of(k))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((page, last))
+        super::super::read_only::page_with(&self.store, merchant_id, state, after, limit, |key| {
+            self.view_of(key)
+        })
     }
 
     /// Decides a registration; a new channel joins the group commit and is

@@ -59,20 +59,7 @@ impl HaGroup {
             let (api, metrics) = (free_port(), free_port());
             let dir = group.tower_dir(id, api, metrics, extra);
             if i == 0 {
-                dir.run(&[
-                    "merchant",
-                    "add",
-                    "shop",
-                    "--payout-address",
-                    &group.payout.to_string(),
-                ]);
-                token = dir
-                    .run(&["token", "create", "shop"])
-                    .lines()
-                    .last()
-                    .unwrap()
-                    .trim()
-                    .to_string();
+                token = dir.add_merchant_with_token("shop", &group.payout.to_string());
             }
             let tower = TowerProcess::spawn_in(dir, api, metrics, token.clone());
             tower.wait_ready().await;

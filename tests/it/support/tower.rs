@@ -53,6 +53,18 @@ impl TowerDir {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Adds a presigned merchant paying out to `payout_address`; returns a
+    /// new API token of it.
+    pub fn add_merchant_with_token(&self, name: &str, payout_address: &str) -> String {
+        self.run(&["merchant", "add", name, "--payout-address", payout_address]);
+        self.run(&["token", "create", name])
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     /// Adds a signer-custody merchant whose xprv is written to a 0600 file
     /// beside the config; returns the file.
     pub fn add_signer_merchant(&self, name: &str, xprv: &bitcoin::bip32::Xpriv) -> PathBuf {
@@ -136,14 +148,7 @@ impl TowerProcess {
         let dir = TowerDir::new(&format!(
             "{node}\n[api]\nlisten = \"127.0.0.1:{api}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{TEST_POLICY}\n{extra}"
         ));
-        dir.run(&["merchant", "add", "shop", "--payout-address", payout_address]);
-        let token = dir
-            .run(&["token", "create", "shop"])
-            .lines()
-            .last()
-            .unwrap()
-            .trim()
-            .to_string();
+        let token = dir.add_merchant_with_token("shop", payout_address);
         let tower = Self::spawn_in(dir, api, metrics, token);
         tower.wait_ready().await;
         tower
