@@ -43,6 +43,10 @@ pub enum StartPoint {
     Height(u32),
 }
 
+/// How many times in a row a round starts over when the chain moves under
+/// it, before waiting for the next poll.
+const REORG_RACE_RETRIES: u32 = 5;
+
 #[derive(Debug, Clone)]
 pub struct FollowerSettings {
     pub start: StartPoint,
@@ -181,8 +185,12 @@ impl<S: ChainSource> Follower<S> {
                     }
                 }
             }
-            match self.step(blocks, mempool, &out).await {
+            match self.step_through_reorg_races(blocks, mempool, &out).await {
                 Ok(()) => {}
+                Err(FollowError::Rpc(e)) if e.chain_moved() => {
+                    // The node answered: it is up, its chain kept moving.
+                    tracing::warn!(error = %e, "the node's chain kept moving under our queries; trying again at the next poll");
+                }
                 Err(FollowError::Rpc(e)) => {
                     self.status.send_modify(|s| s.node_reachable = false);
                     tracing::warn!(error = %e, "node RPC failed; retrying at the next poll");
@@ -212,6 +220,28 @@ impl<S: ChainSource> Follower<S> {
             Hint::Seen(txids) => self.mempool_seen.extend(txids),
             Hint::BlocksLost => *blocks = true,
             Hint::TxsLost => *mempool = true,
+        }
+    }
+
+    /// [`Follower::step`], again at once (from a fresh look at the tip) when
+    /// the node answered that a height or block it was just asked about is
+    /// gone: during a reorg race `getblockhash` answers `-8 Block height out
+    /// of range`. That is a chain that moved, not a node that went down.
+    pub async fn step_through_reorg_races(
+        &mut self,
+        blocks: bool,
+        mempool: bool,
+        out: &mpsc::Sender<ChainEvent>,
+    ) -> Result<(), FollowError> {
+        let mut attempts = 0;
+        loop {
+            match self.step(blocks, mempool, out).await {
+                Err(FollowError::Rpc(e)) if e.chain_moved() && attempts < REORG_RACE_RETRIES => {
+                    attempts += 1;
+                    tracing::debug!(error = %e, "the chain moved under a query; reading the tip again");
+                }
+                outcome => return outcome,
+            }
         }
     }
 

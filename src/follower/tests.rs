@@ -135,6 +135,17 @@ fn not_found(what: &str) -> RpcError {
     }
 }
 
+/// What dogecoind 1.14.9 answers `getblockhash` above its tip
+/// (tests/fixtures/node/rpc/getblockhash.out_of_range.json).
+fn height_out_of_range() -> RpcError {
+    RpcError::Rpc {
+        method: "getblockhash".into(),
+        code: -8,
+        message: "Block height out of range".into(),
+        kind: crate::node::ErrorKind::InvalidParameter,
+    }
+}
+
 impl ChainSource for MockChain {
     async fn best_block_hash(&self) -> Result<BlockHash, RpcError> {
         Ok(self.with(|s| *s.active.last().unwrap()))
@@ -175,12 +186,7 @@ impl ChainSource for MockChain {
             }
             heights
                 .iter()
-                .map(|h| {
-                    s.active
-                        .get(*h as usize)
-                        .copied()
-                        .ok_or_else(|| not_found("getblockhash"))
-                })
+                .map(|h| s.active.get(*h as usize).copied().ok_or_else(height_out_of_range))
                 .collect()
         })
     }
@@ -400,6 +406,56 @@ async fn a_reorg_while_walking_is_followed_to_the_final_chain() {
     }
     let final_chain: Vec<_> = (9..=16).map(|h| (h, chain.hash_at(h))).collect();
     assert_eq!(replay, final_chain);
+}
+
+/// A reorg to a shorter chain between the tip read and the walk: the node
+/// answers `getblockhash` with -8. The round starts over from the new tip
+/// at once, and the node is never reported down.
+#[tokio::test]
+async fn a_height_gone_in_a_reorg_race_is_no_outage() {
+    let chain = MockChain::new(10);
+    let mut follower = Follower::new(chain.clone(), vec![], settings(2));
+    let (tx, mut rx) = mpsc::channel(100);
+    follower.ensure_anchored().await.unwrap();
+    follower.sync_blocks(&tx).await.unwrap();
+    mine(&chain, 0..6);
+    // The first getblockhash of the walk meets a reorg to a shorter chain.
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = calls.clone();
+    chain.with(|s| {
+        s.on_block_hashes = Some(Box::new(move |s: &mut State| {
+            if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                s.reorg(5, 2, 3); // 15 blocks become 12: heights 13.. are gone
+            }
+        }))
+    });
+    follower.step_through_reorg_races(true, false, &tx).await.unwrap();
+    assert!(
+        calls.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+        "the round started over"
+    );
+    assert_eq!(follower.tip().unwrap().hash, chain.hash_at(12));
+    let status = *follower.status().borrow();
+    assert!(status.node_reachable && status.caught_up, "{status:?}");
+    // The answer that started it over is the node's -8.
+    chain.with(|s| {
+        s.on_block_hashes = Some(Box::new(|s: &mut State| s.reorg(1, 0, 4)));
+    });
+    mine(&chain, 0..3);
+    let gone = follower.step(true, false, &tx).await;
+    assert!(
+        matches!(&gone, Err(FollowError::Rpc(e)) if e.chain_moved()),
+        "{gone:?}"
+    );
+    drain(&mut rx);
+}
+
+#[test]
+fn only_answers_about_a_moved_chain_count_as_a_moved_chain() {
+    assert!(height_out_of_range().chain_moved());
+    assert!(not_found("getblockheader").chain_moved());
+    assert!(!RpcError::Unreachable("connection refused".into()).chain_moved());
+    assert!(!RpcError::Unauthorized.chain_moved());
 }
 
 #[tokio::test]

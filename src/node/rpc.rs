@@ -82,6 +82,13 @@ impl RpcError {
         }
     }
 
+    /// True when the node answered that what was asked no longer exists on
+    /// its chain (`-8 Block height out of range`, `-5` not found): the chain
+    /// moved under the query (a reorg race), which is not an outage.
+    pub fn chain_moved(&self) -> bool {
+        matches!(self.kind(), ErrorKind::InvalidParameter | ErrorKind::NotFound)
+    }
+
     /// True when retrying later can succeed without anything changing on our side.
     pub fn is_transient(&self) -> bool {
         matches!(self, RpcError::Unreachable(_) | RpcError::WarmingUp(_))
