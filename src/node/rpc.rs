@@ -179,7 +179,11 @@ pub struct RpcClient {
 }
 
 struct Inner {
-    client: jsonrpc::Client,
+    settings: RpcSettings,
+    /// Built on first use, and again after a 401 with cookie auth: the node
+    /// writes a new cookie at every start, and a client keeping the old one
+    /// would be refused until the tower restarted.
+    client: std::sync::RwLock<Option<Arc<jsonrpc::Client>>>,
     observer: Option<CallObserver>,
 }
 
@@ -189,23 +193,14 @@ impl RpcClient {
     }
 
     /// A client that reports each call's method, latency and error label.
+    /// The URL is checked now; a cookie file is read at the first call (the
+    /// node may not have written it yet).
     pub fn with_observer(settings: &RpcSettings, observer: Option<CallObserver>) -> Result<Self, RpcError> {
-        let mut builder = jsonrpc::simple_http::SimpleHttpTransport::builder()
-            .timeout(settings.timeout)
-            .url(&settings.url)
-            .map_err(|e| RpcError::Unreachable(format!("bad RPC URL {}: {e}", settings.url)))?;
-        builder = match &settings.auth {
-            RpcCredentials::UserPass { user, password } => builder.auth(user, Some(password)),
-            RpcCredentials::CookieFile(path) => {
-                let cookie = std::fs::read_to_string(path).map_err(|e| {
-                    RpcError::Unreachable(format!("cannot read cookie file {}: {e}", path.display()))
-                })?;
-                builder.cookie_auth(cookie.trim())
-            }
-        };
+        http_builder(settings)?;
         Ok(RpcClient {
             inner: Arc::new(Inner {
-                client: jsonrpc::Client::with_transport(builder.build()),
+                settings: settings.clone(),
+                client: std::sync::RwLock::new(None),
                 observer,
             }),
         })
@@ -348,6 +343,28 @@ impl RpcClient {
     }
 }
 
+/// The HTTP transport for `settings` without credentials (checks the URL).
+fn http_builder(settings: &RpcSettings) -> Result<jsonrpc::simple_http::Builder, RpcError> {
+    jsonrpc::simple_http::SimpleHttpTransport::builder()
+        .timeout(settings.timeout)
+        .url(&settings.url)
+        .map_err(|e| RpcError::Unreachable(format!("bad RPC URL {}: {e}", settings.url)))
+}
+
+/// The HTTP transport for `settings`, reading the cookie file now.
+fn transport_builder(settings: &RpcSettings) -> Result<jsonrpc::simple_http::Builder, RpcError> {
+    let builder = http_builder(settings)?;
+    Ok(match &settings.auth {
+        RpcCredentials::UserPass { user, password } => builder.auth(user, Some(password)),
+        RpcCredentials::CookieFile(path) => {
+            let cookie = std::fs::read_to_string(path).map_err(|e| {
+                RpcError::Unreachable(format!("cannot read cookie file {}: {e}", path.display()))
+            })?;
+            builder.cookie_auth(cookie.trim())
+        }
+    })
+}
+
 impl Inner {
     fn call<T: DeserializeOwned>(&self, method: &str, params: &[Value]) -> Result<T, RpcError> {
         let started = Instant::now();
@@ -362,12 +379,39 @@ impl Inner {
         params: &[Value],
     ) -> Result<T, RpcError> {
         let raw = serde_json::value::to_raw_value(params).map_err(|e| bad_answer(method, e.to_string()))?;
-        let request = self.client.build_request(method, Some(&raw));
-        let response = self
-            .client
-            .send_request(request)
-            .map_err(|e| map_transport(method, e))?;
+        let response = self.with_client(|client| {
+            let request = client.build_request(method, Some(&raw));
+            client.send_request(request).map_err(|e| map_transport(method, e))
+        })?;
         response_result(method, response)
+    }
+
+    /// Runs `send` with the client; after a 401 with cookie auth, once more
+    /// with a client built from the cookie file as it is now.
+    fn with_client<T>(&self, send: impl Fn(&jsonrpc::Client) -> Result<T, RpcError>) -> Result<T, RpcError> {
+        let client = self.client(false)?;
+        match send(&client) {
+            Err(RpcError::Unauthorized) if matches!(self.settings.auth, RpcCredentials::CookieFile(_)) => {
+                tracing::info!("the node refused our cookie; reading the cookie file again");
+                send(&*self.client(true)?)
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// The client, built (reading the cookie file) when there is none yet
+    /// or `fresh` asks for a new one.
+    fn client(&self, fresh: bool) -> Result<Arc<jsonrpc::Client>, RpcError> {
+        if !fresh {
+            if let Some(client) = self.client.read().expect("rpc client lock").as_ref() {
+                return Ok(client.clone());
+            }
+        }
+        let built = Arc::new(jsonrpc::Client::with_transport(
+            transport_builder(&self.settings)?.build(),
+        ));
+        *self.client.write().expect("rpc client lock") = Some(built.clone());
+        Ok(built)
     }
 
     fn batch<T: DeserializeOwned>(
@@ -380,14 +424,13 @@ impl Inner {
             .iter()
             .map(|p| serde_json::value::to_raw_value(p).map_err(|e| bad_answer(method, e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let requests: Vec<_> = raws
-            .iter()
-            .map(|raw| self.client.build_request(method, Some(raw)))
-            .collect();
-        let outcome = self
-            .client
-            .send_batch(&requests)
-            .map_err(|e| map_transport(method, e));
+        let outcome = self.with_client(|client| {
+            let requests: Vec<_> = raws
+                .iter()
+                .map(|raw| client.build_request(method, Some(raw)))
+                .collect();
+            client.send_batch(&requests).map_err(|e| map_transport(method, e))
+        });
         self.observe(method, started, outcome.as_ref().err());
         Ok(outcome?
             .into_iter()

@@ -122,31 +122,41 @@ async fn outages_are_transient() {
     .await;
 }
 
+/// dogecoind writes a new cookie at every start: the client reads the file
+/// again when the node refuses the one it has, and reads it at the first
+/// call, so a tower started before its node has none to begin with.
 #[tokio::test]
-async fn cookie_file_auth() {
+async fn cookie_file_auth_follows_a_new_cookie() {
     let devnet = DevnetProcess::spawn();
     let dir = tempfile::tempdir().unwrap();
     let cookie = dir.path().join(".cookie");
-    // dogecoind's cookie is "user:password" on one line.
-    std::fs::write(&cookie, format!("{}:{}\n", devnet.rpc_user, devnet.rpc_password)).unwrap();
     let rpc = RpcClient::new(&RpcSettings {
         url: devnet.rpc_url.clone(),
         auth: RpcCredentials::CookieFile(cookie.clone()),
         timeout: Duration::from_secs(5),
     })
     .unwrap();
-    assert_eq!(rpc.get_blockchain_info().await.unwrap().chain, "regtest");
-    std::fs::write(&cookie, "devnet:stale\n").unwrap();
-    let stale = RpcClient::new(&RpcSettings {
-        url: devnet.rpc_url.clone(),
-        auth: RpcCredentials::CookieFile(cookie),
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+    // No cookie yet (the node is starting): unreachable, not a failed start.
+    assert!(matches!(
+        rpc.get_blockchain_info().await.unwrap_err(),
+        RpcError::Unreachable(m) if m.contains("cannot read cookie file")
+    ));
+    // An old node's cookie: refused.
+    std::fs::write(&cookie, "__cookie__:stale\n").unwrap();
     assert_eq!(
-        stale.get_blockchain_info().await.unwrap_err(),
+        rpc.get_blockchain_info().await.unwrap_err(),
         RpcError::Unauthorized
     );
+    // The node restarted with a new cookie: the same client follows it.
+    // dogecoind's cookie is "user:password" on one line.
+    std::fs::write(&cookie, format!("{}:{}\n", devnet.rpc_user, devnet.rpc_password)).unwrap();
+    assert_eq!(rpc.get_blockchain_info().await.unwrap().chain, "regtest");
+    let batch: Vec<Result<bitcoin::BlockHash, RpcError>> =
+        rpc.batch("getblockhash", vec![vec![json!(0)]]).await.unwrap();
+    assert!(batch[0].is_ok());
+    // While the node takes the cookie the client has, the file is not read.
+    std::fs::write(&cookie, "__cookie__:not-read\n").unwrap();
+    assert_eq!(rpc.get_blockchain_info().await.unwrap().chain, "regtest");
 }
 
 /// Moved from the devnet crate's shape tests: the tower's client, not the
