@@ -404,6 +404,31 @@ fn rule_funding_mismatch_wrong_non_witness_utxo() {
     assert_eq!(w.code_of(&terms, 0, &psbt), "funding_mismatch");
 }
 
+/// A payer that wrote the funding txid in display order: the input spends
+/// an outpoint that funds nothing, while its non_witness_utxo is the real
+/// funding. The answer names both txids and the slip, not "does not fund
+/// this channel".
+#[test]
+fn rule_funding_mismatch_names_both_txids_of_a_byte_reversed_input() {
+    let w = World::new(false, 1);
+    let terms = w.register().unwrap();
+    let mut psbt = w.payment(100_000_000);
+    use bitcoin::hashes::Hash;
+    let funding = psbt.unsigned_tx.input[0].previous_output.txid;
+    let mut bytes = funding.to_byte_array();
+    bytes.reverse();
+    let reversed = bitcoin::Txid::from_byte_array(bytes);
+    psbt.unsigned_tx.input[0].previous_output.txid = reversed;
+    let violation = w.pay(&terms, 0, &psbt).unwrap_err();
+    assert_eq!(violation.code().as_str(), "funding_mismatch");
+    let message = violation.to_string();
+    assert!(
+        message.contains(&funding.to_string()) && message.contains(&reversed.to_string()),
+        "{message}"
+    );
+    assert!(message.contains("byte-reversed"), "{message}");
+}
+
 #[test]
 fn rule_amount_decreased() {
     let w = World::new(false, 1);

@@ -221,6 +221,18 @@ pub fn check_payment(
     let mut violations = Vec::new();
 
     violations.extend(deadline_violation(script.locktime, &check.view, check.policy));
+    // The funding transaction given beside an input names the real cause
+    // when the input's outpoint is not the channel's: say that first.
+    let named_elsewhere = tx
+        .input
+        .iter()
+        .zip(&psbt.inputs)
+        .enumerate()
+        .find_map(|(index, (txin, input))| utxo_names_another_transaction(index, txin, input));
+    if let Some(v) = named_elsewhere {
+        violations.push(v);
+        return (None, violations);
+    }
     if let Err(v) = check_inputs_are_funding(tx, terms) {
         violations.push(v);
         return (None, violations);
@@ -323,14 +335,11 @@ fn funding_from_utxo(
         .non_witness_utxo
         .as_ref()
         .ok_or_else(|| mismatch("it has no non_witness_utxo (the whole funding transaction)".into()))?;
-    let outpoint = txin.previous_output;
-    let txid = utxo_tx.compute_txid();
-    if txid != outpoint.txid {
-        return Err(mismatch(format!(
-            "its non_witness_utxo is transaction {txid}, but it spends {}",
-            outpoint.txid
-        )));
+    if let Some(v) = utxo_names_another_transaction(index, txin, input) {
+        return Err(v);
     }
+    let outpoint = txin.previous_output;
+    let txid = outpoint.txid;
     let output = utxo_tx
         .output
         .get(outpoint.vout as usize)
@@ -344,6 +353,30 @@ fn funding_from_utxo(
     Ok(FundingOutput {
         outpoint,
         value: output.value.to_sat(),
+    })
+}
+
+/// `funding_mismatch` when `input`'s non_witness_utxo is not the transaction
+/// its outpoint spends, naming both (and saying so when the outpoint's txid
+/// is the other one byte-reversed, the usual slip between a txid's display
+/// order and its internal order).
+fn utxo_names_another_transaction(index: usize, txin: &TxIn, input: &Input) -> Option<Violation> {
+    let txid = input.non_witness_utxo.as_ref()?.compute_txid();
+    let spent = txin.previous_output.txid;
+    if txid == spent {
+        return None;
+    }
+    use bitcoin::hashes::Hash;
+    let mut reversed = txid.to_byte_array();
+    reversed.reverse();
+    let hint = if reversed == spent.to_byte_array() {
+        " (the same txid byte-reversed: the input's txid was written in display order)"
+    } else {
+        ""
+    };
+    Some(Violation::FundingMismatch {
+        input: index,
+        reason: format!("its non_witness_utxo is transaction {txid}, but it spends {spent}{hint}"),
     })
 }
 
