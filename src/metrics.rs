@@ -50,6 +50,7 @@ pub struct Metrics {
     api_requests: IntCounterVec,
     webhook_deliveries: IntCounterVec,
     outbox_depth: IntGauge,
+    zmq_configured: IntGauge,
     ha_leader: IntGauge,
     ha_epoch: IntGauge,
     ha_failovers: IntCounter,
@@ -134,7 +135,22 @@ impl Metrics {
         r.register(Box::new(commit_group.clone()))
             .expect("registered once");
         let zmq_seen = Mutex::new(ZmqStatsSnapshot::default());
+        let started = gauge(
+            &r,
+            "dogetower_start_time_seconds",
+            "Unix time at which this tower process started (for alerts on values that have no first sample yet after a restart).",
+        );
+        started.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
         Metrics {
+            zmq_configured: gauge(
+                &r,
+                "dogetower_zmq_configured",
+                "1 when ZMQ endpoints are configured, else 0 (the tower then follows by RPC polling alone).",
+            ),
             ha_leader: gauge(
                 &r,
                 "dogetower_ha_leader",
@@ -345,6 +361,12 @@ impl Metrics {
         }
     }
 
+    /// Starts `route`'s series with `status` at zero, so a fresh tower's
+    /// request panels and rates show 0 rather than "No data".
+    pub fn api_route(&self, route: &str, status: u16) {
+        self.api_requests.with_label_values(&[route, &status.to_string()]);
+    }
+
     pub fn api_request(&self, route: &str, status: u16) {
         self.api_requests
             .with_label_values(&[route, &status.to_string()])
@@ -441,6 +463,7 @@ impl Metrics {
             .set(status.processed_height.map_or(0, i64::from));
         self.node_up.set(i64::from(status.node_reachable));
         self.caught_up.set(i64::from(status.caught_up));
+        self.zmq_configured.set(i64::from(status.zmq_configured));
     }
 
     /// The text exposition, with the time-based and ZMQ values brought up to date.

@@ -566,6 +566,16 @@ fn openapi_and_api_md_list_exactly_the_routers_endpoints() {
         (scheme["type"].as_str(), scheme["scheme"].as_str()),
         (Some("http"), Some("bearer"))
     );
+    for endpoint in endpoints() {
+        let operation = documented[&(endpoint.method.to_string(), endpoint.path.to_string())];
+        let status = endpoint.success_status.to_string();
+        assert!(
+            operation["responses"].get(&status).is_some(),
+            "{} {}: its success status {status} is not among openapi.json's responses",
+            endpoint.method,
+            endpoint.path
+        );
+    }
     for ((method, path), authenticated) in &served {
         let operation = documented[&(method.clone(), path.clone())];
         let security = operation.get("security").or(doc.get("security"));

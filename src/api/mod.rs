@@ -64,31 +64,41 @@ pub struct Endpoint {
     pub path: &'static str,
     /// Whether it needs a merchant's bearer token.
     pub authenticated: bool,
+    /// The status of its usual answer (its metric series starts at zero).
+    pub success_status: u16,
     handler: MethodRouter<ApiState>,
 }
 
 /// Every endpoint the API serves (`/metrics` comes from [`metrics_router`]).
 pub fn endpoints() -> Vec<Endpoint> {
-    let endpoint = |method, path, authenticated, handler| Endpoint {
+    let endpoint = |method, path, authenticated, success_status, handler| Endpoint {
         method,
         path,
         authenticated,
+        success_status,
         handler,
     };
     vec![
-        endpoint("POST", "/v1/channels", true, post(register)),
-        endpoint("GET", "/v1/channels", true, get(list)),
-        endpoint("GET", "/v1/channels/{id}", true, get(get_channel)),
-        endpoint("POST", "/v1/channels/{id}/payments", true, post(pay)),
-        endpoint("POST", "/v1/channels/{id}/close", true, post(close)),
-        endpoint("GET", "/v1/status", true, get(status)),
-        endpoint("GET", "/healthz", false, get(healthz)),
-        endpoint("GET", "/readyz", false, get(readyz)),
+        endpoint("POST", "/v1/channels", true, 201, post(register)),
+        endpoint("GET", "/v1/channels", true, 200, get(list)),
+        endpoint("GET", "/v1/channels/{id}", true, 200, get(get_channel)),
+        endpoint("POST", "/v1/channels/{id}/payments", true, 200, post(pay)),
+        endpoint("POST", "/v1/channels/{id}/close", true, 202, post(close)),
+        endpoint("GET", "/v1/status", true, 200, get(status)),
+        endpoint("GET", "/healthz", false, 200, get(healthz)),
+        endpoint("GET", "/readyz", false, 200, get(readyz)),
     ]
 }
 
 pub fn router(state: ApiState, body_limit: usize) -> Router {
-    endpoints()
+    let endpoints = endpoints();
+    for endpoint in &endpoints {
+        state
+            .service
+            .metrics
+            .api_route(endpoint.path, endpoint.success_status);
+    }
+    endpoints
         .into_iter()
         .fold(Router::new(), |router, e| router.route(e.path, e.handler))
         .fallback(not_found)

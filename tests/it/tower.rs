@@ -95,6 +95,31 @@ impl Shop {
 #[tokio::test]
 async fn registered_paid_closed_at_the_broadcast_height() {
     let w = World::start().await;
+    // A fresh tower's request series start at zero (no "No data" panel),
+    // and the alerts' start time and ZMQ flag are there.
+    let fresh = reqwest::get(&w.tower.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "dogetower_api_requests_total{route=\"/v1/channels/{id}/payments\",status=\"200\"} 0",
+        "dogetower_api_requests_total{route=\"/v1/channels\",status=\"201\"} 0",
+        "dogetower_zmq_configured 1",
+    ] {
+        assert!(fresh.lines().any(|l| l == line), "no {line:?} in\n{fresh}");
+    }
+    let started: f64 = fresh
+        .lines()
+        .find_map(|l| l.strip_prefix("dogetower_start_time_seconds "))
+        .and_then(|v| v.parse().ok())
+        .expect("dogetower_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(started <= now && started > now - 600.0, "{started} vs {now}");
     let ch = w.channel(60, false).await;
     let registered = w.register(&ch).await;
     assert_eq!(registered["state"], "pending_funding");
