@@ -51,6 +51,7 @@ pub struct Metrics {
     webhook_deliveries: IntCounterVec,
     outbox_depth: IntGauge,
     zmq_configured: IntGauge,
+    halted: IntGaugeVec,
     ha_leader: IntGauge,
     ha_epoch: IntGauge,
     ha_failovers: IntCounter,
@@ -146,6 +147,12 @@ impl Metrics {
                 .map_or(0, |d| d.as_secs() as i64),
         );
         Metrics {
+            halted: gauge_vec(
+                &r,
+                "dogetower_halted",
+                "1 when the tower stopped processing for good until an operator acts, by reason (reorg_too_deep, inconsistent_chain, ...); no series while it runs.",
+                &["reason"],
+            ),
             zmq_configured: gauge(
                 &r,
                 "dogetower_zmq_configured",
@@ -359,6 +366,11 @@ impl Metrics {
         if let Some(kind) = error {
             self.rpc_errors.with_label_values(&[kind]).inc();
         }
+    }
+
+    /// The tower stopped processing for `reason` (see `dogetower_halted`).
+    pub fn halted(&self, reason: &str) {
+        self.halted.with_label_values(&[reason]).set(1);
     }
 
     /// Starts `route`'s series with `status` at zero, so a fresh tower's

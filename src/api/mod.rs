@@ -425,7 +425,8 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<ApiState>) -> Response {
     let s = state.service.status.borrow().clone();
-    let ready = s.node_reachable && s.caught_up;
+    let halted = state.service.halted.get().cloned();
+    let ready = s.node_reachable && s.caught_up && halted.is_none();
     let code = if ready {
         StatusCode::OK
     } else {
@@ -434,6 +435,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     let body = json!({
         "ready": ready,
         "role": state.ha.role(),
+        "halted": halted,
         "node_reachable": s.node_reachable,
         "caught_up": s.caught_up,
         "node_height": s.node_height,

@@ -115,6 +115,19 @@ pub struct Follower<S: ChainSource> {
     status: watch::Sender<FollowerStatus>,
 }
 
+impl FollowError {
+    /// A short, bounded label for the `dogetower_halted` metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            FollowError::Rpc(_) => "rpc",
+            FollowError::ReorgTooDeep(_) => "reorg_too_deep",
+            FollowError::Inconsistent(_) => "inconsistent_chain",
+            FollowError::ConsumerGone => "consumer_gone",
+            FollowError::NotAnchored => "not_anchored",
+        }
+    }
+}
+
 impl<S: ChainSource> Follower<S> {
     /// `headers`: the processed chain from the store (empty on a first start).
     pub fn new(source: S, headers: Vec<HeaderRecord>, settings: FollowerSettings) -> Self {

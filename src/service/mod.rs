@@ -127,6 +127,9 @@ pub struct ServiceHandle {
     /// The engine's pre-filter of mempool transactions (shared with the
     /// follower's hint task).
     pub watch_filter: Arc<WatchFilter>,
+    /// Why the tower stopped processing for good, if it did (a reorg deeper
+    /// than the kept headers, say): `/readyz` says so.
+    pub halted: Arc<std::sync::OnceLock<String>>,
 }
 
 impl ServiceHandle {
@@ -277,6 +280,7 @@ pub fn prepare(rpc: RpcClient, zmq_stats: Arc<ZmqStats>, metrics: Arc<Metrics>) 
             zmq_stats,
             metrics,
             watch_filter: Arc::default(),
+            halted: Arc::default(),
         },
         inputs,
         status,
@@ -387,7 +391,7 @@ pub async fn run(
         Some(handle.watch_filter.clone()),
     )?;
     let (events_tx, mut events) = mpsc::channel(1024);
-    let follower_task = tokio::spawn(follower.run(hints, events_tx, shutdown.clone()));
+    let mut follower_task = tokio::spawn(follower.run(hints, events_tx, shutdown.clone()));
     let first = *follower_status.borrow_and_update();
     let _ = inputs.send(WriterInput::Follower(first)).await;
     let forward_inputs = inputs.clone();
@@ -411,10 +415,32 @@ pub async fn run(
     });
 
     let outcome = tokio::select! {
+        // A stopped writer also ends the follower (its consumer is gone):
+        // the writer's outcome is the one that tells why.
+        biased;
         outcome = &mut writer_done => outcome,
         () = stopped(&mut shutdown) => {
             stop_writer().await;
             writer_done.await
+        }
+        followed = &mut follower_task => {
+            let why = match followed {
+                Ok(Ok(())) => None, // it saw the shutdown first
+                Ok(Err(error)) => Some((error.label(), error.to_string())),
+                Err(panic) => Some(("follower_panicked", panic.to_string())),
+            };
+            if let Some((label, message)) = why {
+                // The tower cannot tell what the chain is: it stops rather
+                // than guess, and says so (metric, alert, /readyz) until an
+                // operator acts. API, metrics and the process stay up.
+                tracing::error!(reason = label, error = %message, "the tower cannot follow the chain and stops processing; an operator must act");
+                handle.metrics.halted(label);
+                let _ = handle.halted.set(format!("{label}: {message}"));
+            }
+            stop_writer().await;
+            let outcome = writer_done.await;
+            stopped(&mut shutdown).await;
+            outcome
         }
     };
     follower_task.abort();

@@ -422,3 +422,56 @@ async fn signer_custody_closes_with_the_towers_own_signature() {
     ch.verify_close(&close);
     assert_eq!(close.output[0].value.to_sat(), 200_000_000);
 }
+
+/// A reorg that forks below the 2,016 headers the tower keeps: the tower
+/// stops processing rather than guess, and says so (its log, `/readyz`,
+/// `dogetower_halted`), while its API and metrics stay up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_deeper_than_the_kept_headers_halts_the_tower_and_says_so() {
+    let mut w = World::start().await;
+    let start = w.devnet.height().await;
+    let kept = dogetower::chain::headers::WINDOW as u32;
+    w.devnet.mine(kept + 8).await;
+    w.tower.wait_processed(start + kept + 8).await;
+    w.devnet.call("devnet_reorg", json!([kept + 4, kept + 6])).await;
+    let ready = wait_for(
+        "/readyz to report the halt",
+        Duration::from_secs(60),
+        async || {
+            let response = reqwest::get(format!("{}/readyz", w.tower.base_url)).await.ok()?;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.ok()?;
+            (status == 503 && body["halted"].is_string()).then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        ready["halted"].as_str().unwrap().starts_with("reorg_too_deep: "),
+        "{ready}"
+    );
+    let metrics = reqwest::get(&w.tower.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "dogetower_halted{reason=\"reorg_too_deep\"} 1"),
+        "{metrics}"
+    );
+    // Up and answering, processing nothing more.
+    assert!(
+        w.tower.child.try_wait().unwrap().is_none(),
+        "the process stays up"
+    );
+    let (status, body) = w.tower.get("/v1/status").await;
+    assert_eq!(status, 200, "{body}");
+    let processed = body["processed_height"].as_u64().unwrap();
+    w.devnet.mine(3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, body) = w.tower.get("/v1/status").await;
+    assert_eq!(body["processed_height"].as_u64().unwrap(), processed);
+    kill(&mut w.tower.child);
+}
