@@ -47,3 +47,139 @@ fn run_in_child(name: &str) {
         "{test} did not run in the child:\n{stdout}"
     );
 }
+
+/// A whole scenario through the real binary at `trace` level (commands, a
+/// tower registering, paying, closing, delivering webhooks, refusing a bad
+/// token, stopping), its every log line searched for every secret it was
+/// given: the node's RPC password, the API token (and its secret half), the
+/// webhook secret, a signer's xprv and the store's password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_a_log_line_at_trace_level() {
+    use std::time::Duration;
+
+    use bitcoin::bip32::Xpriv;
+    use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
+    use dogetower::chain::{Address, Network};
+    use serde_json::json;
+
+    use crate::support::{
+        free_port, wait_for, webhook_receiver, DevnetProcess, TestChannel, TowerDir, TowerProcess,
+    };
+
+    const STORE_PASSWORD: &str = "store-pw-never-logged-4711";
+    let devnet = DevnetProcess::spawn();
+    let (received, webhooks) = webhook_receiver(false).await;
+    // PostgreSQL when the tests have one (its URL then carries a password,
+    // which the trust-auth test server never asks for), else SQLite.
+    let db = dogetower::store::pg_test_db::fresh("no_secret_reaches_a_log_line");
+    let store = match &db {
+        Some(db) => format!(
+            "url = \"{}\"",
+            db.url
+                .replacen("postgres@", &format!("postgres:{STORE_PASSWORD}@"), 1)
+        ),
+        None => "path = \"dogetower.sqlite\"".to_string(),
+    };
+    let (api, metrics) = (free_port(), free_port());
+    let mut dir = TowerDir::with_store(
+        &format!(
+            "{}\n[api]\nlisten = \"127.0.0.1:{api}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{webhooks}",
+            devnet.node_config(1, true)
+        ),
+        &store,
+    );
+    let log = dir.path().join("trace.log");
+    dir.env = vec![
+        ("DOGETOWER_LOG".into(), "trace".into()),
+        ("DOGETOWER_STORE_PASSWORD".into(), STORE_PASSWORD.into()),
+    ];
+    dir.log = Some(log.clone());
+
+    let merchant = SecretKey::new(&mut rand::thread_rng());
+    let payout = Address::p2pkh(
+        Network::Regtest,
+        &bitcoin::PublicKey::new(merchant.public_key(&Secp256k1::new())),
+    );
+    let token = dir.add_merchant_with_token("shop", &payout.to_string());
+    let xprv = Xpriv::new_master(bitcoin::NetworkKind::Test, &rand::random::<[u8; 32]>()).unwrap();
+    dir.add_signer_merchant("vault", &xprv);
+    let tower = TowerProcess::spawn_in(dir, api, metrics, token.clone());
+    tower.wait_ready().await;
+
+    let channel = TestChannel::open(&devnet, &merchant, &payout, devnet.height().await + 400, false).await;
+    let (status, body) = tower
+        .post("/v1/channels", json!({"psbt": channel.announcement()}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    devnet.mine(1).await;
+    for amount in [100_000_000, 200_000_000] {
+        let path = format!("/v1/channels/{}/payments", channel.id);
+        wait_for("a payment answered", Duration::from_secs(30), async || {
+            let (status, _) = tower.post(&path, json!({"psbt": channel.payment(amount)})).await;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+    let (status, _) = tower
+        .post(&format!("/v1/channels/{}/close", channel.id), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let wrong = format!("{}0", &token[..token.len() - 1]);
+    let (status, _) = tower
+        .request(reqwest::Method::GET, "/v1/status", None, Some(&wrong))
+        .await;
+    assert_eq!(status, 401);
+    wait_for("webhooks delivered", Duration::from_secs(30), async || {
+        (received.lock().unwrap().accepted.len() >= 4).then_some(())
+    })
+    .await;
+    let pid = tower.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let mut tower = tower;
+    wait_for("the tower to stop", Duration::from_secs(20), async || {
+        tower.child.try_wait().unwrap()
+    })
+    .await;
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    if std::env::var_os("SHOW_TRACE_LOG").is_some() {
+        eprintln!("{text}");
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    // The scenario was logged, at trace level, by every part that handles a secret.
+    for part in [
+        "TRACE",
+        "dogetower::api::request_log",
+        "dogetower::service::writer",
+        "dogetower::notify",
+        "dogetower::service::broadcaster",
+        "dogetower::store",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(part)),
+            "no {part} line in:\n{text}"
+        );
+    }
+    let (_, token_secret) = token.rsplit_once('_').unwrap();
+    let xprv_text = dogetower::chain::keys::encode_xprv(&xprv, Network::Regtest);
+    let mut secrets = vec![
+        ("the RPC password", devnet.rpc_password.clone()),
+        ("the API token", token.clone()),
+        ("the API token's secret", token_secret.to_string()),
+        ("the wrong token", wrong),
+        ("the webhook secret", "webhook-test-secret".to_string()),
+        ("the xprv", xprv_text),
+    ];
+    if db.is_some() {
+        secrets.push(("the store password", STORE_PASSWORD.to_string()));
+    }
+    for (what, secret) in &secrets {
+        assert!(secret.len() >= 8, "{what} is long enough to search for");
+        if let Some(line) = lines.iter().find(|l| l.contains(secret.as_str())) {
+            panic!("{what} reached a log line: {line}");
+        }
+    }
+}

@@ -16,6 +16,10 @@ use super::{free_port, kill, wait_for, DevnetProcess, TestChannel, BIN};
 pub struct TowerDir {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// Environment variables every command started here gets.
+    pub env: Vec<(String, String)>,
+    /// Where their log (stderr) goes, appended; inherited when `None`.
+    pub log: Option<PathBuf>,
 }
 
 impl TowerDir {
@@ -30,7 +34,29 @@ impl TowerDir {
         let text =
             format!("network = \"regtest\"\n{node_config}\n[store]\n{store}\n[log]\nlevel = \"warn\"\n");
         std::fs::write(&config, text).unwrap();
-        TowerDir { dir, config }
+        TowerDir {
+            dir,
+            config,
+            env: Vec::new(),
+            log: None,
+        }
+    }
+
+    /// `dogetower --config <this config>` with this directory's environment
+    /// and log.
+    fn command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        command.arg("--config").arg(&self.config);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(log) = &self.log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            command.stderr(file);
+        }
+        command
     }
 
     pub fn path(&self) -> &Path {
@@ -39,12 +65,7 @@ impl TowerDir {
 
     /// Runs a dogetower command with this config to completion; returns stdout.
     pub fn run(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("run dogetower");
+        let out = self.command().args(args).output().expect("run dogetower");
         assert!(
             out.status.success(),
             "dogetower {args:?} failed: {}",
@@ -90,12 +111,13 @@ impl TowerDir {
 
     /// Starts a long-running dogetower command with this config.
     pub fn spawn(&self, args: &[&str]) -> Child {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
+        let mut command = self.command();
+        if self.log.is_none() {
+            command.stderr(Stdio::inherit());
+        }
+        command
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("start dogetower")
     }
