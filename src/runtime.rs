@@ -37,14 +37,13 @@ pub struct Running {
     stop_lease_keeper: watch::Sender<bool>,
 }
 
-fn serve(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) -> Server {
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    })
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: crate::api::server::ClientLimits,
+    stop: watch::Receiver<bool>,
+) -> Server {
+    tokio::spawn(crate::api::server::serve(listener, app, limits, stop))
 }
 
 /// Starts every part of the tower; a key file that others can read stops it
@@ -67,6 +66,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         service: handle.clone(),
         store: Arc::new(Mutex::new(Store::open_config(&config.store)?)),
         ha: ha.clone(),
+        rate_limits: crate::api::rate_limits(&config.api),
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -85,11 +85,16 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         let addr = listener.local_addr()?;
         tracing::info!(listen = %addr, "metrics listening");
         (
-            Some(serve(listener, metrics_router(api_state), shutdown_rx.clone())),
+            Some(serve(
+                listener,
+                metrics_router(api_state),
+                config.api.client_limits(),
+                shutdown_rx.clone(),
+            )),
             addr,
         )
     };
-    let api = serve(listener, app, shutdown_rx.clone());
+    let api = serve(listener, app, config.api.client_limits(), shutdown_rx.clone());
     let notifier = tokio::spawn(crate::notify::run(
         config.clone(),
         metrics.clone(),

@@ -1044,6 +1044,7 @@ async fn the_router_answers_as_documented() {
         service,
         store: Arc::new(Mutex::new(store)),
         ha: crate::ha::HaState::alone("contract".into(), "http://127.0.0.1:1".into(), metrics),
+        rate_limits: None,
     };
     let app = router(state.clone(), 64 * 1024);
 

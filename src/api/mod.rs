@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 #[cfg(test)]
 mod contract_tests;
 mod request_log;
+pub mod server;
 
 use crate::engine::ChannelState;
 use crate::error::{ErrorCode, Refusal};
@@ -35,6 +36,24 @@ pub struct ApiState {
     pub store: Arc<Mutex<Store>>,
     /// Leader or standby (high availability; always leader on SQLite).
     pub ha: Arc<HaState>,
+    /// Per-token limits (`api.rate_limit_per_second`); `None`: off.
+    pub rate_limits: Option<Arc<RateLimits>>,
+}
+
+/// Requests allowed per API token: one bucket per token id, so one
+/// token's limit never slows another's.
+pub type RateLimits = governor::DefaultKeyedRateLimiter<String>;
+
+/// The limiter `api.rate_limit_per_second` and `api.rate_limit_burst` ask for.
+pub fn rate_limits(config: &crate::config::ApiConfig) -> Option<Arc<RateLimits>> {
+    let rate = std::num::NonZeroU32::new(config.rate_limit_per_second?)?;
+    let burst = config
+        .rate_limit_burst
+        .and_then(std::num::NonZeroU32::new)
+        .unwrap_or(rate);
+    Some(Arc::new(governor::RateLimiter::keyed(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    )))
 }
 
 /// An error answer: `{"error": {"code", "message"}}` with its status.
@@ -113,6 +132,10 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            limit_per_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             count_requests,
         ))
         .layer(axum::middleware::from_fn(request_log::request_id))
@@ -168,6 +191,47 @@ async fn refuse_large_bodies(State(limit): State<usize>, request: Request, next:
         .into_response();
     }
     next.run(request).await
+}
+
+/// With `api.rate_limit_per_second`, a token over its rate is answered
+/// `429 rate_limited` with `Retry-After`, before anything else is done for
+/// it. The bucket is the token id's (the public half), so a forged token is
+/// limited like a real one and never costs a store lookup beyond its rate.
+async fn limit_per_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(limits) = &state.rate_limits else {
+        return next.run(request).await;
+    };
+    let id = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::store::tokens::token_id)
+        .map(str::to_string);
+    let Some(id) = id else {
+        return next.run(request).await;
+    };
+    match limits.check_key(&id) {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+            // Forget the buckets of tokens idle long enough to be full again.
+            if limits.len() > 10_000 {
+                limits.retain_recent();
+            }
+            let mut response = ApiError(Refusal::new(
+                ErrorCode::RateLimited,
+                format!("over this token's rate limit; retry in {retry_after} s"),
+            ))
+            .into_response();
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after.into());
+            response
+        }
+    }
 }
 
 /// On a standby, every write (any method but GET and HEAD) is answered

@@ -164,6 +164,25 @@ pub struct ApiConfig {
     /// The token the CLI's API commands (`channels`, `status`) use when
     /// neither `--token` nor `DOGETOWER_API_TOKEN` gives one.
     pub token: Option<Secret>,
+    /// A client must send a whole request header within this (also on the
+    /// metrics listener): a slow one is disconnected.
+    pub header_read_timeout_secs: u64,
+    /// A request not received and answered within this gets 408.
+    pub request_timeout_secs: u64,
+    /// Per API token: requests per second, and the burst above it; `None`:
+    /// no limit (the default).
+    pub rate_limit_per_second: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
+}
+
+impl ApiConfig {
+    /// The server's limits on slow clients.
+    pub fn client_limits(&self) -> crate::api::server::ClientLimits {
+        crate::api::server::ClientLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+        }
+    }
 }
 
 /// `[metrics]`.

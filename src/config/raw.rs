@@ -86,6 +86,10 @@ pub(super) struct RawApi {
     pub(super) listen: String,
     pub(super) body_limit_bytes: usize,
     pub(super) token: Option<String>,
+    pub(super) header_read_timeout_secs: u64,
+    pub(super) request_timeout_secs: u64,
+    pub(super) rate_limit_per_second: Option<u32>,
+    pub(super) rate_limit_burst: Option<u32>,
 }
 
 impl Default for RawApi {
@@ -94,6 +98,10 @@ impl Default for RawApi {
             listen: "127.0.0.1:8335".into(),
             body_limit_bytes: 1024 * 1024,
             token: None,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 60,
+            rate_limit_per_second: None,
+            rate_limit_burst: None,
         }
     }
 }

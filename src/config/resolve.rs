@@ -68,6 +68,10 @@ impl RawConfig {
                 listen: api_listen,
                 body_limit_bytes: self.api.body_limit_bytes,
                 token: self.api.token.filter(|t| !t.is_empty()).map(Secret::new),
+                header_read_timeout_secs: self.api.header_read_timeout_secs,
+                request_timeout_secs: self.api.request_timeout_secs,
+                rate_limit_per_second: self.api.rate_limit_per_second,
+                rate_limit_burst: self.api.rate_limit_burst,
             },
             metrics: MetricsConfig {
                 listen: metrics_listen,

@@ -18,6 +18,14 @@ impl Config {
         positive("node.rpc_timeout_secs", self.node.rpc_timeout_secs);
         positive("node.poll_interval_secs", self.node.poll_interval_secs);
         positive("api.body_limit_bytes", self.api.body_limit_bytes as u64);
+        positive("api.header_read_timeout_secs", self.api.header_read_timeout_secs);
+        positive("api.request_timeout_secs", self.api.request_timeout_secs);
+        if let Some(rate) = self.api.rate_limit_per_second {
+            positive("api.rate_limit_per_second", rate.into());
+        }
+        if let Some(burst) = self.api.rate_limit_burst {
+            positive("api.rate_limit_burst", burst.into());
+        }
         positive(
             "policy.broadcast_margin_blocks",
             self.policy.broadcast_margin_blocks.into(),
@@ -34,6 +42,12 @@ impl Config {
         positive("notify.give_up_after_secs", self.notify.give_up_after_secs);
         positive("notify.request_timeout_secs", self.notify.request_timeout_secs);
         positive("ha.lease_renew_secs", self.ha.lease_renew_secs);
+        if self.api.rate_limit_burst.is_some_and(|b| b > 0) && self.api.rate_limit_per_second.is_none() {
+            problems.push(Problem::new(
+                "api.rate_limit_burst",
+                "needs api.rate_limit_per_second (the limit is off without it)",
+            ));
+        }
         if self.ha.lease_ttl_secs < 2 * self.ha.lease_renew_secs {
             // The leader stops acting one renewal before its lease can
             // expire; with less than two renewals per TTL it could not

@@ -13,6 +13,12 @@ pub struct NewToken {
     pub token: String,
 }
 
+/// The public part of a well-formed token (`dt_<id>_<secret>`), which names
+/// it in logs and rate limits without revealing it.
+pub fn token_id(token: &str) -> Option<&str> {
+    split(token).map(|(id, _)| id)
+}
+
 fn split(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix("dt_")?;
     let (id, secret) = rest.split_once('_')?;

@@ -707,3 +707,118 @@ async fn every_psbt_rule_is_refused_with_its_code() {
     );
     assert_eq!(s.store_state(), before);
 }
+
+/// Slow and greedy clients: 300 connections that send half a request header
+/// are closed after `api.header_read_timeout_secs` (on the API and on the
+/// metrics listener) while a normal client is served throughout; a body that
+/// never finishes gets 408; a token over its rate gets 429 with
+/// `Retry-After`, while another token is not slowed at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_greedy_clients_are_cut_off_without_slowing_the_others() {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let devnet = DevnetProcess::spawn();
+    let tower = crate::support::TowerProcess::start_with_api(
+        &devnet,
+        &devnet_payout(),
+        "header_read_timeout_secs = 1\nrequest_timeout_secs = 2\nrate_limit_per_second = 2\nrate_limit_burst = 5",
+        "",
+    )
+    .await;
+    let other = tower.dir.add_merchant_with_token("other", &devnet_payout());
+    let api_addr = tower.base_url.trim_start_matches("http://").to_string();
+    let metrics_addr = tower
+        .metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+
+    // Half a header each, then nothing.
+    let mut loris = Vec::new();
+    for i in 0..300 {
+        let addr = if i % 2 == 0 { &api_addr } else { &metrics_addr };
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        loris.push(stream);
+    }
+    let started = Instant::now();
+    // Served meanwhile.
+    let (status, _) = tower.get("/v1/status").await;
+    assert_eq!(status, 200);
+    // Every slow connection is closed by the tower (EOF or reset).
+    for stream in &mut loris {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+        match read {
+            Ok(Ok(_)) | Ok(Err(_)) => {} // an answer (408) then EOF, or a reset
+            Err(_) => panic!(
+                "a half-header connection is still open after {:?}",
+                started.elapsed()
+            ),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed after {:?}",
+        started.elapsed()
+    );
+
+    // A body announced and never finished: 408 once request_timeout_secs is over.
+    let mut stream = tokio::net::TcpStream::connect(&api_addr).await.unwrap();
+    let head = format!(
+        "POST /v1/channels HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {other}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"psbt\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+
+    // One token over its rate; the other one is not slowed.
+    let mut limited = None;
+    for _ in 0..20 {
+        let (status, body) = tower.get("/v1/status").await;
+        if status == 429 {
+            limited = Some(body);
+            break;
+        }
+    }
+    let body = limited.expect("the 6th quick request at the latest is over the burst of 5");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/status", tower.base_url))
+        .bearer_auth(&tower.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&retry), "{retry}");
+    for _ in 0..5 {
+        let (status, body) = tower.request(Method::GET, "/v1/status", None, Some(&other)).await;
+        assert_eq!(status, 200, "the other token is not limited: {body}");
+    }
+}
+
+fn devnet_payout() -> String {
+    use bitcoin::secp256k1::{rand, SecretKey};
+    let key = SecretKey::new(&mut rand::thread_rng());
+    dogetower::chain::Address::p2pkh(
+        Network::Regtest,
+        &PublicKey::new(key.public_key(&Secp256k1::new())),
+    )
+    .to_string()
+}

@@ -56,6 +56,8 @@ error_codes! {
     Unauthorized => ("unauthorized", 401, "No bearer token, or one the tower does not know."),
     NotFound => ("not_found", 404, "No such endpoint."),
     ChannelNotFound => ("channel_not_found", 404, "No channel with this id belongs to the calling merchant."),
+    RateLimited => ("rate_limited", 429, "This token sent more requests than api.rate_limit_per_second allows; retry after the Retry-After header's seconds."),
+    RequestTimeout => ("request_timeout", 408, "The request was not received and answered within api.request_timeout_secs; send it again (a payment or registration sent twice is answered the same way twice)."),
     BodyTooLarge => ("body_too_large", 413, "The body is over the configured limit (api.body_limit_bytes, 1 MiB by default)."),
     // The announcement (registration).
     UnsupportedScript => ("unsupported_script", 422, "The redeem script is not one of the channel templates; the message names the first position that differs."),

@@ -165,10 +165,20 @@ impl TowerProcess {
 
     /// `extra`: more config (e.g. `[[webhooks]]` tables), appended as is.
     pub async fn start_with(devnet: &DevnetProcess, payout_address: &str, extra: &str) -> TowerProcess {
+        Self::start_with_api(devnet, payout_address, "", extra).await
+    }
+
+    /// `api_keys`: more `[api]` keys (limits, say), one per line.
+    pub async fn start_with_api(
+        devnet: &DevnetProcess,
+        payout_address: &str,
+        api_keys: &str,
+        extra: &str,
+    ) -> TowerProcess {
         let (api, metrics) = (free_port(), free_port());
         let node = devnet.node_config(1, true);
         let dir = TowerDir::new(&format!(
-            "{node}\n[api]\nlisten = \"127.0.0.1:{api}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{TEST_POLICY}\n{extra}"
+            "{node}\n[api]\nlisten = \"127.0.0.1:{api}\"\n{api_keys}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{TEST_POLICY}\n{extra}"
         ));
         let token = dir.add_merchant_with_token("shop", payout_address);
         let tower = Self::spawn_in(dir, api, metrics, token);
