@@ -259,6 +259,36 @@ async fn every_endpoint_and_the_errors_that_change_nothing() {
     let answer: Value = raw.json().await.unwrap();
     assert_eq!(code(&answer), "invalid_json");
     assert_eq!(s.store_state(), before);
+    // Deeply nested JSON (200,000 brackets within the body limit): refused
+    // by the parser's depth limit, no stack overflow, the tower unmoved.
+    let nested = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let raw = reqwest::Client::new()
+        .post(format!("{}/v1/channels", s.tower.base_url))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(nested)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    let answer: Value = raw.json().await.unwrap();
+    assert_eq!(code(&answer), "invalid_json", "{answer}");
+    // A PSBT over a bound (17 outputs): named, before any other rule.
+    let mut wide =
+        dogetower::channel::psbt::decode_base64(&s.payment(&payer, &script, &funding, 150_000_000))
+            .unwrap()
+            .psbt;
+    while wide.unsigned_tx.output.len() <= dogetower::channel::psbt::MAX_OUTPUTS {
+        let extra = wide.unsigned_tx.output[1].clone();
+        wide.unsigned_tx.output.push(extra);
+        wide.outputs.push(Default::default());
+    }
+    let (status, answer) = s.tower.post(&path, json!({"psbt": encode_base64(&wide)})).await;
+    assert_eq!((status, code(&answer)), (422, "psbt_too_large"), "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("outputs"));
+    assert_eq!(s.store_state(), before);
+    let (status, _) = s.tower.get("/v1/status").await;
+    assert_eq!(status, 200, "still serving");
 
     // Close: 202 with the channel, state closing.
     let (status, closing) = s.tower.post(&format!("/v1/channels/{id}/close"), json!({})).await;

@@ -53,6 +53,7 @@ error_codes! {
     InvalidJson => ("invalid_json", 400, "The body is not JSON; send a JSON object."),
     InvalidRequest => ("invalid_request", 400, "The request's fields, query or path are not what the endpoint takes; the message names the field."),
     InvalidPsbt => ("invalid_psbt", 400, "The psbt field is not a base64 BIP174 PSBT the tower can use."),
+    PsbtTooLarge => ("psbt_too_large", 422, "The PSBT is over a bound no channel needs (512 KiB, 64 inputs, 16 outputs, 10,000-byte scripts); the message names which."),
     Unauthorized => ("unauthorized", 401, "No bearer token, or one the tower does not know."),
     NotFound => ("not_found", 404, "No such endpoint."),
     ChannelNotFound => ("channel_not_found", 404, "No channel with this id belongs to the calling merchant."),

@@ -51,8 +51,67 @@ pub fn decode_base64(text: &str) -> Result<DecodedPsbt, Violation> {
     decode(&bytes)
 }
 
+/// The largest PSBT the tower reads, in bytes: a channel's PSBT holds its
+/// funding transactions whole (a standard one is at most 100 kB) and a few
+/// outputs, so this leaves room for several large fundings.
+pub const MAX_PSBT_BYTES: usize = 512 * 1024;
+/// The most inputs (funding outputs spent) a channel's PSBT may have.
+pub const MAX_INPUTS: usize = 64;
+/// The most outputs a payment may have (the merchant, the payer's change
+/// and a few more are all a channel needs).
+pub const MAX_OUTPUTS: usize = 16;
+/// Consensus' limit on one script (MAX_SCRIPT_SIZE).
+pub const MAX_SCRIPT_BYTES: usize = 10_000;
+
 /// Decodes a binary PSBT.
 pub fn decode(bytes: &[u8]) -> Result<DecodedPsbt, Violation> {
+    if bytes.len() > MAX_PSBT_BYTES {
+        return Err(Violation::PsbtTooLarge(format!(
+            "{} bytes; at most {MAX_PSBT_BYTES}",
+            bytes.len()
+        )));
+    }
+    let decoded = decode_unbounded(bytes)?;
+    check_bounds(&decoded.psbt)?;
+    Ok(decoded)
+}
+
+/// What a channel's PSBT can never need: many inputs or outputs, scripts
+/// over consensus' size.
+fn check_bounds(psbt: &Psbt) -> Result<(), Violation> {
+    let tx = &psbt.unsigned_tx;
+    if tx.input.len() > MAX_INPUTS {
+        return Err(Violation::PsbtTooLarge(format!(
+            "{} inputs; at most {MAX_INPUTS}",
+            tx.input.len()
+        )));
+    }
+    if tx.output.len() > MAX_OUTPUTS {
+        return Err(Violation::PsbtTooLarge(format!(
+            "{} outputs; at most {MAX_OUTPUTS}",
+            tx.output.len()
+        )));
+    }
+    let scripts = tx
+        .output
+        .iter()
+        .map(|o| ("an output's script", o.script_pubkey.len()))
+        .chain(psbt.inputs.iter().filter_map(|i| {
+            i.redeem_script
+                .as_ref()
+                .map(|s| ("an input's redeem_script", s.len()))
+        }));
+    for (what, len) in scripts {
+        if len > MAX_SCRIPT_BYTES {
+            return Err(Violation::PsbtTooLarge(format!(
+                "{what} has {len} bytes; at most {MAX_SCRIPT_BYTES}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn decode_unbounded(bytes: &[u8]) -> Result<DecodedPsbt, Violation> {
     let (cleaned, malformed_sigs) = match set_aside_malformed_sigs(bytes) {
         Some((cleaned, malformed)) if !malformed.is_empty() => (cleaned, malformed),
         // Nothing to set aside, or not even a PSBT's shape: let rust-bitcoin say why.

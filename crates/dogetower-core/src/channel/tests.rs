@@ -644,3 +644,80 @@ fn finalize_refuses_a_state_without_signatures() {
         Err(CloseError::NotChannelInput(0))
     ));
 }
+
+/// A channel whose merchant key is the payer's own: the payer alone could
+/// sign any state, an old one included. ChannelScript::build refuses one
+/// key twice, but a payer's own tool may not: the script is refused at
+/// registration, naming the keys.
+#[test]
+fn rule_a_merchant_key_equal_to_the_payer_key_is_refused() {
+    let w = World::new(false, 1);
+    let merchant = PublicKey::new(w.merchant_secret.public_key(&Secp256k1::new()));
+    let mut bytes = w.script.redeem_script().to_bytes();
+    let (from, to) = (merchant.to_bytes(), w.payer.public_key().to_bytes());
+    let at = bytes.windows(33).position(|k| k == from.as_slice()).unwrap();
+    bytes[at..at + 33].copy_from_slice(&to);
+    let mut announcement = w.announcement();
+    announcement.inputs[0].redeem_script = Some(ScriptBuf::from_bytes(bytes));
+    let decoded = decode_base64(&encode_base64(&announcement)).unwrap();
+    let refused = validate_announcement(&decoded, &w.announcement_check()).unwrap_err();
+    assert_eq!(refused.code().as_str(), "unsupported_script");
+    assert!(
+        refused.to_string().contains("a different merchant key"),
+        "{refused}"
+    );
+}
+
+/// No channel needs more than a few outputs, or scripts over consensus'
+/// size, or half a megabyte: such PSBTs are refused by name before any
+/// rule runs.
+#[test]
+fn rule_psbts_over_a_bound_are_refused_naming_the_bound() {
+    use super::psbt::{decode, MAX_OUTPUTS, MAX_PSBT_BYTES, MAX_SCRIPT_BYTES};
+    let w = World::new(false, 1);
+    let terms = w.register().unwrap();
+    let code_and_message = |psbt: &Psbt| {
+        let refused = w.pay(&terms, 0, psbt).unwrap_err();
+        (refused.code().as_str(), refused.to_string())
+    };
+    let mut many = w.payment(100_000_000);
+    let change = many.unsigned_tx.output[1].clone();
+    while many.unsigned_tx.output.len() <= MAX_OUTPUTS {
+        many.unsigned_tx.output.push(change.clone());
+        many.outputs.push(Default::default());
+    }
+    let (code, message) = code_and_message(&many);
+    assert_eq!(code, "psbt_too_large");
+    assert!(message.contains(&format!("at most {MAX_OUTPUTS}")), "{message}");
+
+    let mut long_script = w.payment(100_000_000);
+    long_script.unsigned_tx.output[1].script_pubkey = ScriptBuf::from_bytes(vec![0x6a; MAX_SCRIPT_BYTES + 1]);
+    let (code, message) = code_and_message(&long_script);
+    assert_eq!(code, "psbt_too_large");
+    assert!(message.contains("an output's script"), "{message}");
+
+    let huge = vec![0u8; MAX_PSBT_BYTES + 1];
+    let refused = decode(&huge).unwrap_err();
+    assert_eq!(refused.code().as_str(), "psbt_too_large");
+    // At the bounds themselves, the rules decide as usual.
+    let mut at_bound = w.payment(100_000_000);
+    while at_bound.unsigned_tx.output.len() < MAX_OUTPUTS {
+        at_bound.unsigned_tx.output.push(change.clone());
+        at_bound.outputs.push(Default::default());
+    }
+    assert_ne!(code_and_message(&at_bound).0, "psbt_too_large");
+}
+
+/// An old state sent again after a newer one was accepted: refused as
+/// `amount_decreased`; the latest one sent again is accepted as a repeat.
+#[test]
+fn rule_a_replayed_old_state_is_refused_and_the_latest_repeated_is_not() {
+    let w = World::new(false, 1);
+    let terms = w.register().unwrap();
+    let old = w.payment(100_000_000);
+    let latest = w.payment(300_000_000);
+    w.pay(&terms, 0, &old).unwrap();
+    w.pay(&terms, 100_000_000, &latest).unwrap();
+    assert_eq!(w.code_of(&terms, 300_000_000, &old), "amount_decreased");
+    assert!(w.pay(&terms, 300_000_000, &latest).is_ok());
+}

@@ -27,6 +27,8 @@ impl std::fmt::Display for Signer {
 pub enum Violation {
     #[error("not a usable PSBT: {0}")]
     InvalidPsbt(String),
+    #[error("the PSBT is over a bound: {0}")]
+    PsbtTooLarge(String),
     #[error("unsupported redeem script: {0}")]
     UnsupportedScript(ScriptMismatch),
     #[error("the merchant key is not ours: {0}")]
@@ -66,6 +68,7 @@ impl Violation {
     pub fn code(&self) -> ErrorCode {
         match self {
             Violation::InvalidPsbt(_) => ErrorCode::InvalidPsbt,
+            Violation::PsbtTooLarge(_) => ErrorCode::PsbtTooLarge,
             Violation::UnsupportedScript(_) => ErrorCode::UnsupportedScript,
             Violation::UnknownMerchantKey(_) => ErrorCode::UnknownMerchantKey,
             Violation::FundingMismatch { .. } => ErrorCode::FundingMismatch,
