@@ -150,7 +150,7 @@ impl Metrics {
             halted: gauge_vec(
                 &r,
                 "dogetower_halted",
-                "1 when the tower stopped processing for good until an operator acts, by reason (reorg_too_deep, inconsistent_chain, ...); no series while it runs.",
+                "1 when the tower stopped processing for good until an operator acts, by reason (reorg_too_deep, inconsistent_chain, ...); 0 while it runs.",
                 &["reason"],
             ),
             zmq_configured: gauge(
@@ -365,6 +365,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
         if let Some(kind) = error {
             self.rpc_errors.with_label_values(&[kind]).inc();
+        }
+    }
+
+    /// Starts the `dogetower_halted` series of every reason at 0.
+    pub fn halt_reasons(&self, reasons: &[&str]) {
+        for reason in reasons {
+            self.halted.with_label_values(&[reason]).set(0);
         }
     }
 

@@ -56,6 +56,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let zmq_stats = Arc::new(ZmqStats::new());
     let metrics = Arc::new(Metrics::new(config.network.as_str()));
+    metrics.halt_reasons(&crate::follower::FollowError::LABELS);
     let ha = HaState::new(&config, metrics.clone());
     let (stop_lease_keeper, lease_keeper_stop) = watch::channel(false);
     let lease_keeper = crate::ha::spawn_lease_keeper(config.clone(), ha.clone(), lease_keeper_stop)?;

@@ -116,6 +116,17 @@ pub struct Follower<S: ChainSource> {
 }
 
 impl FollowError {
+    /// Every [`FollowError::label`], and the service's own reason: the
+    /// `dogetower_halted` series start at 0 with these.
+    pub const LABELS: [&'static str; 6] = [
+        "rpc",
+        "reorg_too_deep",
+        "inconsistent_chain",
+        "consumer_gone",
+        "not_anchored",
+        "follower_panicked",
+    ];
+
     /// A short, bounded label for the `dogetower_halted` metric.
     pub fn label(&self) -> &'static str {
         match self {

@@ -734,3 +734,16 @@ async fn with_a_watch_filter_only_what_may_match_is_looked_up_or_reported() {
     );
     assert!(matches!(unfiltered.as_slice(), [Hint::Tx { .. }]));
 }
+
+#[test]
+fn every_halt_label_is_listed() {
+    for error in [
+        FollowError::Rpc(RpcError::Unauthorized),
+        FollowError::ReorgTooDeep(1),
+        FollowError::Inconsistent("x".into()),
+        FollowError::ConsumerGone,
+        FollowError::NotAnchored,
+    ] {
+        assert!(FollowError::LABELS.contains(&error.label()), "{}", error.label());
+    }
+}
