@@ -16,6 +16,10 @@
 //! - `catchup`: 1,440 blocks missed while the tower was down: restart → caught up;
 //! - `scrape`: `GET /metrics` and `GET /v1/status` with a million channels.
 //!
+//! `--store-url` names a PostgreSQL server the bench may create databases
+//! on: `payments` then runs its towers on a fresh database there (dropped
+//! at the end); the other benches refuse it.
+//!
 //! Sizes are flags whose defaults are the goal sizes; `--quick` makes every
 //! size tiny (for CI: proves the bench works in seconds, measures nothing).
 
@@ -55,6 +59,11 @@ pub struct BenchArgs {
     /// million channels takes minutes).
     #[arg(long, global = true, value_name = "DIR")]
     pub seed_cache: Option<PathBuf>,
+    /// A PostgreSQL server the bench may create databases on (a superuser's
+    /// or a CREATEDB role's URL): the tower's store goes into a fresh
+    /// database there, dropped at the end. `payments` only.
+    #[arg(long, global = true, value_name = "URL")]
+    pub store_url: Option<String>,
     #[command(subcommand)]
     pub bench: Bench,
 }
@@ -79,12 +88,34 @@ pub enum Bench {
     Scrape(scrape::Args),
 }
 
+impl Bench {
+    fn name(&self) -> &'static str {
+        match self {
+            Bench::Payments(_) => "payments",
+            Bench::Register(_) => "register",
+            Bench::Capacity(_) => "capacity",
+            Bench::Ingest(_) => "ingest",
+            Bench::Block(_) => "block",
+            Bench::Expiry(_) => "expiry",
+            Bench::Catchup(_) => "catchup",
+            Bench::Scrape(_) => "scrape",
+        }
+    }
+
+    /// Whether the bench can run its towers on `--store-url`.
+    fn takes_store_url(&self) -> bool {
+        matches!(self, Bench::Payments(_))
+    }
+}
+
 /// What every bench gets.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub quick: bool,
     pub dir: PathBuf,
     pub seed_cache: Option<PathBuf>,
+    /// `--store-url`: a PostgreSQL server to make the run's databases on.
+    pub store_url: Option<String>,
 }
 
 impl Ctx {
@@ -105,10 +136,17 @@ impl Ctx {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.store_url.is_some() && !args.bench.takes_store_url() {
+        anyhow::bail!(
+            "bench {} runs its tower on SQLite only; --store-url is taken by `bench payments`",
+            args.bench.name()
+        );
+    }
     let ctx = Ctx {
         quick: args.quick,
         dir: args.dir.unwrap_or_else(std::env::temp_dir),
         seed_cache: args.seed_cache,
+        store_url: args.store_url,
     };
     std::fs::create_dir_all(&ctx.dir)?;
     let report: Report = match args.bench {
