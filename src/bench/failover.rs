@@ -12,6 +12,18 @@
 //!    and the close (the latest payment, finalized by B) in the devnet's
 //!    mempool, both polled every 10 ms.
 //!
+//! Two phases decide how long the standby waits, both within one renewal
+//! interval R: when the SIGKILL falls after A's last renewal (the lease
+//! outlives A by the TTL minus that), and when B's tries fall after A's
+//! renewals (B takes the expired lease at its next try). The takeover is
+//! TTL − φ_kill·R + φ_standby·R, between TTL − R and TTL + R. Left to the
+//! bench's own timeline both phases would be the same in every run (B a
+//! few milliseconds behind A, the kill at a fixed point), so the runs set
+//! them: run `i` of `n` starts B `(i + ½)/n` of R after A is ready and
+//! kills A `(n − i − ½)/n` of R after its last renewal (read from the
+//! lease row), sweeping the difference from about −R to +R; the median
+//! run is the middle of the range, min and max its ends.
+//!
 //! Limits beside the figures: the configured bound of the takeover (the
 //! lease TTL plus one renewal: the lease outlives the SIGKILL by at most the
 //! TTL, and the standby tries again every renewal), and, measured in the
@@ -112,7 +124,7 @@ pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
     let mut all = Vec::new();
     for run in 0..runs {
         progress(format!("run {}/{runs}", run + 1));
-        let times = one_run(&ctx, &server, run, ttl, renew, payments).await?;
+        let times = one_run(&ctx, &server, (run, runs), ttl, renew, payments).await?;
         progress(format!(
             "run {}: SIGKILL → standby leads {:.3}s, → close in the mempool {:.3}s (leader → close {:.3}s); cold start to /readyz {:.3}s",
             run + 1,
@@ -227,7 +239,7 @@ fn ha_table(id: &str, port: u16, ttl: u64, renew: u64) -> String {
 async fn one_run(
     ctx: &Ctx,
     server: &str,
-    run: u64,
+    (run, runs): (u64, u64),
     ttl: u64,
     renew: u64,
     payments: u64,
@@ -267,6 +279,11 @@ async fn one_run(
     wait_ready_leader(&http, &base_a, Duration::from_secs(120))
         .await
         .context("tower A did not start as the leader")?;
+    let renew_ms = renew * 1_000;
+    let standby_phase = (run as f64 + 0.5) / runs as f64;
+    let kill_phase = (runs as f64 - run as f64 - 0.5) / runs as f64;
+    let standby_offset = Duration::from_millis(renew_ms).mul_f64(standby_phase);
+    tokio::time::sleep(standby_offset).await;
     let tower_b = ChildTower::spawn(&dir_b)?;
     wait_ready(&http, &base_b, Duration::from_secs(120)).await?;
     let role_b = status(&http, &base_b, &token).await?["role"].clone();
@@ -334,11 +351,30 @@ async fn one_run(
     )
     .await?;
     let before: HashSet<String> = mempool(&devnet).await?.into_iter().collect();
-    let lease = tokio::task::block_in_place(|| store.lease())?.context("no lease row")?;
-    anyhow::ensure!(lease.holder == "bench-a", "A does not hold the lease: {lease:?}");
+    // The SIGKILL comes `kill_phase` of a renewal after A's last renewal.
+    let kill_after_renewal_ms = (kill_phase * renew_ms as f64) as i64;
+    let lease = loop {
+        let lease = tokio::task::block_in_place(|| store.lease())?.context("no lease row")?;
+        anyhow::ensure!(lease.holder == "bench-a", "A does not hold the lease: {lease:?}");
+        let since = lease.now_ms - lease.renewed_at_ms;
+        anyhow::ensure!(
+            since < ttl as i64 * 1_000,
+            "tower A stopped renewing its lease: {lease:?}"
+        );
+        if (kill_after_renewal_ms..kill_after_renewal_ms + 20).contains(&since) {
+            break lease;
+        }
+        let wait = if since < kill_after_renewal_ms {
+            kill_after_renewal_ms - since
+        } else {
+            (renew_ms as i64 - since).max(0) + kill_after_renewal_ms
+        };
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    };
     tower_a.child.kill().context("SIGKILL tower A")?;
     let killed = Instant::now();
     let lease_left_ms = lease.expires_at_ms - lease.now_ms;
+    let killed_after_renewal_ms = lease.now_ms - lease.renewed_at_ms;
     node(&devnet, "devnet_mine", json!([1])).await?;
     let mined_after = killed.elapsed();
     let _ = tower_a.child.wait();
@@ -420,7 +456,10 @@ async fn one_run(
         "run": run + 1,
         "database": database,
         "broadcast_height": broadcast_height,
+        "standby_started_after_leader_ready_ms": standby_offset.as_millis(),
+        "sigkill_after_leader_renewal_ms": killed_after_renewal_ms,
         "lease_left_at_sigkill_ms": lease_left_ms,
+        "standby_leads_after_lease_expiry_ms": kill_to_leader.as_millis() as i64 - lease_left_ms,
         "broadcast_block_mined_secs": round(mined_after.as_secs_f64(), 3),
         "sigkill_to_standby_leads_secs": round(kill_to_leader.as_secs_f64(), 3),
         "sigkill_to_close_in_mempool_secs": round(kill_to_close.as_secs_f64(), 3),
