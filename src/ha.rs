@@ -231,7 +231,9 @@ impl HaState {
 /// Keeps or takes the lease every `ha.lease_renew_secs` on a thread of its
 /// own (with its own store connection), until `shutdown`; then a leader
 /// releases its lease. Also starts the watchdog that stops a leader whose
-/// renewals stopped succeeding. Does nothing on SQLite.
+/// renewals stopped succeeding, until `shutdown` too: a tower stopped on
+/// purpose inside a process that goes on (a bench, a test) must not exit
+/// that process once its last renewal grows old. Does nothing on SQLite.
 pub fn spawn_lease_keeper(
     config: Arc<Config>,
     state: Arc<HaState>,
@@ -241,9 +243,13 @@ pub fn spawn_lease_keeper(
         return Ok(None);
     }
     let watchdog = state.clone();
+    let mut stopped = shutdown.clone();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stopped.wait_for(|stop| *stop) => return,
+            }
             if watchdog.role() == Role::Leader && !watchdog.may_act() {
                 watchdog.lost("no successful renewal within the lease TTL minus one renewal");
             }
@@ -338,4 +344,51 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::pg_test_db;
+
+    /// A leader stopped on purpose releases its lease, and its watchdog
+    /// stops with it: were it still running, it would find the last renewal
+    /// older than the TTL minus one renewal and exit this test process
+    /// with status 75.
+    #[test]
+    fn a_stopped_lease_keeper_leaves_the_process_running() {
+        let Some(db) = pg_test_db::fresh("ha_keeper_stops") else {
+            return;
+        };
+        let text = format!(
+            "network = \"regtest\"\n[node]\nrpc_user = \"u\"\nrpc_password = \"p\"\n\
+             [store]\nurl = \"{}\"\n[ha]\ntower_id = \"t\"\nlease_renew_secs = 1\nlease_ttl_secs = 2\n",
+            db.url
+        );
+        let config = Arc::new(
+            Config::from_toml(&text, std::path::Path::new("/etc/dogetower.toml"), |_| None).unwrap(),
+        );
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let state = HaState::new(&config, Arc::new(Metrics::new("regtest")));
+        let (stop, shutdown) = watch::channel(false);
+        let keeper = runtime
+            .block_on(async { spawn_lease_keeper(config.clone(), state.clone(), shutdown) })
+            .unwrap()
+            .expect("a keeper on PostgreSQL");
+        let started = Instant::now();
+        while state.role() != Role::Leader {
+            assert!(started.elapsed() < Duration::from_secs(10), "no lease taken");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.send(true).unwrap();
+        keeper.join().unwrap();
+        let store = Store::open_config(&config.store).unwrap();
+        let lease = store.lease().unwrap().unwrap();
+        assert!(lease.expired(), "released: {lease:?}");
+        // Past the TTL minus one renewal (1 s) and a few watchdog rounds.
+        std::thread::sleep(Duration::from_millis(1_800));
+        assert_eq!(state.role(), Role::Leader);
+        assert!(!state.may_act());
+        drop(runtime);
+    }
 }

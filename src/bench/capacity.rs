@@ -32,7 +32,7 @@ struct Started {
 /// reads its memory after a short settle.
 async fn start_child(dir: &TowerDir, base: &str) -> anyhow::Result<Started> {
     let http = reqwest::Client::new();
-    let child = ChildTower::spawn(&dir.config_path)?;
+    let child = ChildTower::spawn(dir)?;
     let ready = wait_ready(&http, base, Duration::from_secs(3_600)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = child.pid();

@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 use super::population::{seed_store, Merchant, Plan};
 use super::Ctx;
 use crate::channel::payer::Funding;
-use crate::config::Config;
+use crate::config::{Config, PostgresConfig, StoreConfig, ENV_STORE_PASSWORD};
 use crate::engine::EngineSettings;
+use crate::store::scratch_db::{without_password, ScratchDb};
 use crate::store::{CustodyMode, Store};
 use dogetower_devnet::{Devnet, DevnetConfig};
 
@@ -112,18 +113,30 @@ pub async fn start_devnet() -> anyhow::Result<DevnetHost> {
     })
 }
 
-/// A tower directory: its config file and store path.
+/// Where a bench tower keeps its store.
+#[derive(Clone, Copy)]
+pub enum TowerStore<'a> {
+    /// `dogetower.sqlite` in the tower's directory.
+    Sqlite,
+    /// A database made for the run (`store.url`).
+    Postgres(&'a ScratchDb),
+}
+
+/// A tower directory: its config file and its store.
 pub struct TowerDir {
     /// Kept for its drop: the directory goes with the tower's files.
     _dir: BenchDir,
     pub config_path: PathBuf,
     pub config: Arc<Config>,
+    /// The PostgreSQL password, which stays out of the file: handed to a
+    /// child process as `DOGETOWER_STORE_PASSWORD`.
+    store_password: Option<String>,
 }
 
 impl TowerDir {
     /// Writes a config for a tower on `devnet` whose API (with `/metrics`
-    /// beside it) listens on `api` (port 0: any), with the default policy
-    /// and `extra` appended.
+    /// beside it) listens on `api` (port 0: any), with a SQLite store, the
+    /// default policy and `extra` appended.
     pub fn new(
         ctx: &Ctx,
         name: &str,
@@ -131,14 +144,38 @@ impl TowerDir {
         api: SocketAddr,
         extra: &str,
     ) -> anyhow::Result<TowerDir> {
+        Self::with_store(ctx, name, devnet, api, TowerStore::Sqlite, extra)
+    }
+
+    /// [`TowerDir::new`] with the store `store`.
+    pub fn with_store(
+        ctx: &Ctx,
+        name: &str,
+        devnet: &DevnetHost,
+        api: SocketAddr,
+        store: TowerStore<'_>,
+        extra: &str,
+    ) -> anyhow::Result<TowerDir> {
         let devnet = devnet.devnet();
         let dir = BenchDir::new(ctx, name)?;
         let zmq = devnet.zmq_endpoint();
+        let (store_line, store_password) = match store {
+            TowerStore::Sqlite => ("path = \"dogetower.sqlite\"".to_string(), None),
+            TowerStore::Postgres(db) => {
+                let settings = PostgresConfig::from_url(&db.url, Path::new("/"))
+                    .map_err(|e| anyhow::anyhow!("--store-url: {e}"))?;
+                let url = toml::Value::String(without_password(&db.url));
+                (
+                    format!("url = {url}"),
+                    settings.password.map(|p| p.expose().to_string()),
+                )
+            }
+        };
         let text = format!(
             "network = \"regtest\"\n\
              [node]\nrpc_url = \"{}\"\nrpc_user = \"{}\"\nrpc_password = \"{}\"\n\
              zmq_rawtx = \"{zmq}\"\nzmq_rawblock = \"{zmq}\"\nzmq_hashblock = \"{zmq}\"\npoll_interval_secs = 1\n\
-             [store]\npath = \"dogetower.sqlite\"\n\
+             [store]\n{store_line}\n\
              [api]\nlisten = \"{api}\"\n[metrics]\nlisten = \"{api}\"\n\
              [log]\nlevel = \"warn\"\n{extra}",
             devnet.rpc_url(),
@@ -147,19 +184,35 @@ impl TowerDir {
         );
         let config_path = dir.path.join("dogetower.toml");
         std::fs::write(&config_path, &text)?;
-        let config = Arc::new(Config::from_toml(&text, &config_path, |_| None)?);
+        let config = Arc::new(Config::from_toml(&text, &config_path, |name| {
+            (name == ENV_STORE_PASSWORD)
+                .then(|| store_password.clone())
+                .flatten()
+        })?);
         Ok(TowerDir {
             _dir: dir,
             config_path,
             config,
+            store_password,
         })
     }
 
+    /// True when the store is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.config.store, StoreConfig::Postgres(_))
+    }
+
+    /// The SQLite database file. Panics on a PostgreSQL store.
     pub fn store_path(&self) -> &Path {
         self.config
             .store
             .sqlite_path()
-            .expect("the bench writes its towers' configs with store.path")
+            .expect("a SQLite store (store.path)")
+    }
+
+    /// A connection to the tower's store.
+    pub fn open_store(&self) -> anyhow::Result<Store> {
+        Ok(Store::open_config(&self.config.store)?)
     }
 
     pub fn settings(&self) -> EngineSettings {
@@ -168,15 +221,21 @@ impl TowerDir {
 
     /// A store holding only the bench merchant; its id.
     pub fn empty_store(&self) -> anyhow::Result<i64> {
-        let mut store = Store::open(self.store_path())?;
+        let mut store = self.open_store()?;
         add_merchant(&mut store)
     }
 
     /// A store holding `plan`'s channels: copied from the seed cache when
     /// it holds one, else seeded here (and copied into the cache). Returns
     /// the merchant's id and the seconds spent seeding (0 when copied).
+    /// The cache holds SQLite files: a PostgreSQL store is always seeded,
+    /// through the same bulk loader.
     pub fn seeded_store(&self, ctx: &Ctx, plan: &Plan) -> anyhow::Result<(i64, f64)> {
-        let cached = ctx.seed_cache.as_ref().map(|dir| dir.join(plan.cache_name()));
+        let cached = ctx
+            .seed_cache
+            .as_ref()
+            .filter(|_| !self.is_postgres())
+            .map(|dir| dir.join(plan.cache_name()));
         if let Some(cached) = cached.as_ref().filter(|p| p.exists()) {
             progress(format!("copying the seeded store {}", cached.display()));
             std::fs::copy(cached, self.store_path())
@@ -195,7 +254,7 @@ impl TowerDir {
         }
         let started = Instant::now();
         let id = {
-            let mut store = Store::open(self.store_path())?;
+            let mut store = self.open_store()?;
             let id = add_merchant(&mut store)?;
             let step = (plan.channels / 10).max(DEFAULT_STEP);
             let mut shown = 0;
@@ -226,11 +285,11 @@ impl TowerDir {
 
     /// A new API token of the bench merchant.
     pub fn token(&self, merchant_id: i64) -> anyhow::Result<String> {
-        let mut store = Store::open(self.store_path())?;
+        let mut store = self.open_store()?;
         Ok(store.write(|tx| tx.create_token(merchant_id))?.token)
     }
 
-    /// Bytes of the store file (with its WAL).
+    /// Bytes of the SQLite store file (with its WAL).
     pub fn store_bytes(&self) -> u64 {
         ["", "-wal"]
             .iter()
@@ -267,6 +326,28 @@ pub async fn wait_ready(http: &reqwest::Client, base: &str, limit: Duration) -> 
         }
         if started.elapsed() > limit {
             bail!("the tower at {base} was not ready within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls `GET {base}/readyz` until it answers 200 with role `leader` (a
+/// standby of a high-availability group may be ready too, as a standby);
+/// the time it took.
+pub async fn wait_ready_leader(
+    http: &reqwest::Client,
+    base: &str,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 && r.json::<Value>().await.is_ok_and(|b| b["role"] == "leader") {
+                return Ok(started.elapsed());
+            }
+        }
+        if started.elapsed() > limit {
+            bail!("the tower at {base} was not ready as the leader within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -313,17 +394,23 @@ pub fn keep_alive_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// `dogetower --config FILE run` as a child process (killed on drop).
+/// `dogetower --config FILE run` as a child process (SIGKILLed on drop).
 pub struct ChildTower {
     pub child: Child,
 }
 
 impl ChildTower {
-    pub fn spawn(config: &Path) -> anyhow::Result<ChildTower> {
+    /// Starts `dogetower run` on `dir`'s config (its store password, if
+    /// any, in the environment).
+    pub fn spawn(dir: &TowerDir) -> anyhow::Result<ChildTower> {
         let exe = std::env::current_exe().context("finding the dogetower binary")?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(password) = &dir.store_password {
+            command.env(ENV_STORE_PASSWORD, password);
+        }
+        let child = command
             .arg("--config")
-            .arg(config)
+            .arg(&dir.config_path)
             .arg("run")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

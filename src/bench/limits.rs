@@ -1,6 +1,7 @@
 //! The physical limits the figures are compared with, measured in the same
 //! run on the same machine: ECDSA verifications per second on every core,
-//! fsync'd SQLite commits per second, the raw ZMQ receive rate.
+//! fsync'd SQLite commits per second, PostgreSQL commits and round trips
+//! per second on one connection, the raw ZMQ receive rate.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -93,6 +94,76 @@ pub fn sqlite_commits_per_sec(
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     outcome
+}
+
+/// What one synchronous PostgreSQL connection, as the store holds it
+/// (`store::sql::PgConn`: each statement a round trip, waited for on the
+/// calling thread), can do against the server of `--store-url`.
+pub struct PostgresProbe {
+    /// Commits per second of transactions inserting `rows` rows of
+    /// `row_bytes` each, one `INSERT` per row (as the store writes a group).
+    pub commits_per_sec: f64,
+    /// `SELECT 1` answered per second, one after the other.
+    pub round_trips_per_sec: f64,
+    /// The server's `fsync` and `synchronous_commit`: whether a commit
+    /// waits for the disk there.
+    pub fsync: String,
+    pub synchronous_commit: String,
+}
+
+/// Measures [`PostgresProbe`] in a database made for it on the server
+/// `server_url` names (dropped afterwards), for `duration` each.
+pub fn postgres_probe(
+    server_url: &str,
+    rows: usize,
+    row_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<PostgresProbe> {
+    use crate::store::sql::{params, PgConn};
+    let db = crate::store::scratch_db::ScratchDb::create(server_url, "dogetower_bench")?;
+    let settings = crate::config::PostgresConfig::from_url(&db.url, Path::new("/"))
+        .map_err(|e| anyhow::anyhow!("--store-url: {e}"))?;
+    let (config, tls) = crate::store::postgres::connect_settings(&settings)?;
+    let conn = PgConn::connect(config, tls).context("connecting to the probe database")?;
+    conn.batch(
+        "CREATE TABLE probe (channel_id BIGINT NOT NULL, sequence BIGINT NOT NULL, psbt BYTEA NOT NULL,
+             merchant_amount BIGINT NOT NULL, received_at BIGINT NOT NULL, PRIMARY KEY (channel_id, sequence))",
+    )?;
+    let show = |name: &str| -> anyhow::Result<String> {
+        Ok(conn.query(&format!("SELECT current_setting('{name}')"), &[])?[0].try_get(0)?)
+    };
+    let (fsync, synchronous_commit) = (show("fsync")?, show("synchronous_commit")?);
+    let blob = vec![0x5au8; row_bytes];
+    let (mut commits, mut sequence) = (0u64, 0i64);
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        conn.begin("BEGIN")?;
+        for row in 0..rows as i64 {
+            conn.execute(
+                "INSERT INTO probe (channel_id, sequence, psbt, merchant_amount, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row, sequence, &blob[..], row * 1000, sequence],
+            )?;
+        }
+        conn.end(true)?;
+        commits += 1;
+        sequence += 1;
+    }
+    let commits_per_sec = commits as f64 / started.elapsed().as_secs_f64();
+    let mut round_trips = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        conn.query("SELECT 1", &[])?;
+        round_trips += 1;
+    }
+    let round_trips_per_sec = round_trips as f64 / started.elapsed().as_secs_f64();
+    drop(conn);
+    db.drop_database()?;
+    Ok(PostgresProbe {
+        commits_per_sec,
+        round_trips_per_sec,
+        fsync,
+        synchronous_commit,
+    })
 }
 
 /// A PUB socket on loopback that publishes `rawtx` messages as dogecoind

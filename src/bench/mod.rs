@@ -14,7 +14,14 @@
 //! - `block`: a 1 MB merge-mined block decoded and matched;
 //! - `expiry`: 10,000 channels due at one height: the block → the last close accepted;
 //! - `catchup`: 1,440 blocks missed while the tower was down: restart → caught up;
-//! - `scrape`: `GET /metrics` and `GET /v1/status` with a million channels.
+//! - `scrape`: `GET /metrics` and `GET /v1/status` with a million channels;
+//! - `failover`: two `dogetower run` on one PostgreSQL store, the leader
+//!   SIGKILLed one block before a close is due: SIGKILL → the close
+//!   accepted by the node, sent by the new leader.
+//!
+//! `--store-url` names a PostgreSQL server the bench may create databases
+//! on: `payments` then runs its towers on a fresh database there (dropped
+//! at the end), `failover` needs one; the other benches refuse it.
 //!
 //! Sizes are flags whose defaults are the goal sizes; `--quick` makes every
 //! size tiny (for CI: proves the bench works in seconds, measures nothing).
@@ -28,6 +35,7 @@ mod burst;
 pub mod capacity;
 pub mod catchup;
 pub mod expiry;
+pub mod failover;
 mod harness;
 pub mod ingest;
 pub mod limits;
@@ -55,6 +63,11 @@ pub struct BenchArgs {
     /// million channels takes minutes).
     #[arg(long, global = true, value_name = "DIR")]
     pub seed_cache: Option<PathBuf>,
+    /// A PostgreSQL server the bench may create databases on (a superuser's
+    /// or a CREATEDB role's URL): the tower's store goes into a fresh
+    /// database there, dropped at the end. `payments` and `failover` only.
+    #[arg(long, global = true, value_name = "URL")]
+    pub store_url: Option<String>,
     #[command(subcommand)]
     pub bench: Bench,
 }
@@ -77,6 +90,29 @@ pub enum Bench {
     Catchup(catchup::Args),
     /// GET /metrics and GET /v1/status with a million channels.
     Scrape(scrape::Args),
+    /// Two towers on one PostgreSQL store: leader SIGKILLed → the close accepted by the node.
+    Failover(failover::Args),
+}
+
+impl Bench {
+    fn name(&self) -> &'static str {
+        match self {
+            Bench::Payments(_) => "payments",
+            Bench::Register(_) => "register",
+            Bench::Capacity(_) => "capacity",
+            Bench::Ingest(_) => "ingest",
+            Bench::Block(_) => "block",
+            Bench::Expiry(_) => "expiry",
+            Bench::Catchup(_) => "catchup",
+            Bench::Scrape(_) => "scrape",
+            Bench::Failover(_) => "failover",
+        }
+    }
+
+    /// Whether the bench can run its towers on `--store-url`.
+    fn takes_store_url(&self) -> bool {
+        matches!(self, Bench::Payments(_) | Bench::Failover(_))
+    }
 }
 
 /// What every bench gets.
@@ -85,6 +121,8 @@ pub struct Ctx {
     pub quick: bool,
     pub dir: PathBuf,
     pub seed_cache: Option<PathBuf>,
+    /// `--store-url`: a PostgreSQL server to make the run's databases on.
+    pub store_url: Option<String>,
 }
 
 impl Ctx {
@@ -105,10 +143,17 @@ impl Ctx {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.store_url.is_some() && !args.bench.takes_store_url() {
+        anyhow::bail!(
+            "bench {} runs its tower on SQLite only; --store-url is taken by `bench payments` and `bench failover`",
+            args.bench.name()
+        );
+    }
     let ctx = Ctx {
         quick: args.quick,
         dir: args.dir.unwrap_or_else(std::env::temp_dir),
         seed_cache: args.seed_cache,
+        store_url: args.store_url,
     };
     std::fs::create_dir_all(&ctx.dir)?;
     let report: Report = match args.bench {
@@ -120,6 +165,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Bench::Expiry(a) => crate::cli::block_on(expiry::run(ctx, a))?,
         Bench::Catchup(a) => crate::cli::block_on(catchup::run(ctx, a))?,
         Bench::Scrape(a) => crate::cli::block_on(scrape::run(ctx, a))?,
+        Bench::Failover(a) => crate::cli::block_on(failover::run(ctx, a))?,
     };
     if args.json {
         println!("{}", report.json());

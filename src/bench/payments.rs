@@ -9,19 +9,27 @@
 //! fsync'd SQLite commits per second of 64 payment-sized rows, times 64
 //! (the updates per second a tower committing 64 payments per fsync could
 //! make durable).
+//!
+//! With `--store-url`, each run's tower keeps its store in a fresh
+//! PostgreSQL database on that server (seeded through the same bulk loader,
+//! dropped at the end), and the limits gain the same commit probe on one
+//! PostgreSQL connection, and its round trips per second.
 
 use std::time::Duration;
 
 use bitcoin::secp256k1::Secp256k1;
 use serde_json::json;
 
-use super::harness::{drive, progress, start_devnet, wait_ready, Request, TowerDir, ANY_PORT};
+use super::harness::{
+    drive, progress, start_devnet, wait_ready_leader, Request, TowerDir, TowerStore, ANY_PORT,
+};
 use super::limits;
 use super::population::{presigned_payment, Merchant, Plan, SeedChannel};
 use super::report::{Report, Row, Want};
 use super::Ctx;
 use crate::channel::psbt::encode_base64;
 use crate::runtime;
+use crate::store::scratch_db::ScratchDb;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -133,9 +141,33 @@ async fn one_run(
     limit: Duration,
     report: &mut Report,
 ) -> anyhow::Result<Figure> {
-    let tower_dir = TowerDir::new(ctx, "payments", devnet, ANY_PORT, "")?;
+    // With --store-url: a database of this run's own, dropped when it ends
+    // (by `ScratchDb`'s drop if the run fails).
+    let db = match &ctx.store_url {
+        Some(server) => {
+            let db = ScratchDb::create(server, "dogetower_bench")?;
+            progress(format!(
+                "{channels} channels: the store is the new database {}",
+                db.name
+            ));
+            Some(db)
+        }
+        None => None,
+    };
+    let (store, extra) = match &db {
+        Some(db) => (TowerStore::Postgres(db), "[ha]\ntower_id = \"bench-payments\"\n"),
+        None => (TowerStore::Sqlite, ""),
+    };
+    let tower_dir = TowerDir::with_store(ctx, "payments", devnet, ANY_PORT, store, extra)?;
     let plan = Plan::spread(channels);
     let (merchant_id, seed_secs) = tokio::task::block_in_place(|| tower_dir.seeded_store(ctx, &plan))?;
+    if let Some(db) = &db {
+        progress(format!(
+            "seeded {channels} channels into PostgreSQL ({}) in {seed_secs:.1}s ({:.0}/s)",
+            db.name,
+            channels as f64 / seed_secs.max(1e-9)
+        ));
+    }
     let token = tower_dir.token(merchant_id)?;
 
     progress(format!(
@@ -158,7 +190,7 @@ async fn one_run(
     let running = runtime::start(tower_dir.config.clone()).await?;
     let base = format!("http://{}", running.api_addr);
     let http = reqwest::Client::new();
-    let ready = wait_ready(&http, &base, Duration::from_secs(3_600)).await?;
+    let ready = wait_ready_leader(&http, &base, Duration::from_secs(3_600)).await?;
     progress(format!(
         "{channels} channels: tower ready in {:.1}s; {updates} updates from {clients} clients",
         ready.as_secs_f64()
@@ -195,6 +227,10 @@ async fn one_run(
         checked = json!({"channel": id, "updates_planned": sent, "sequence_after": body["sequence"]});
     }
     running.stop().await?;
+    let store_bytes = match &db {
+        Some(db) => tokio::task::block_in_place(|| db.size_bytes())?,
+        None => tower_dir.store_bytes(),
+    };
     let p99 = load.latencies.percentile_ms(99.0);
     report.detail(
         &format!("run_{channels}_channels"),
@@ -209,10 +245,21 @@ async fn one_run(
             "prebuild_secs": super::report::round(build_secs, 1),
             "start_to_ready_secs": super::report::round(ready.as_secs_f64(), 2),
             "status_answers_per_sec_same_clients": super::report::round(round_trips, 0),
-            "store_bytes": tower_dir.store_bytes(),
+            "store": if db.is_some() { "postgresql" } else { "sqlite" },
+            "database": db.as_ref().map(|db| db.name.clone()),
+            "store_bytes": store_bytes,
             "check_channel_0": checked,
         }),
     );
+    drop(tower_dir);
+    if let Some(db) = db {
+        let name = db.name.clone();
+        if let Err(error) = tokio::task::block_in_place(|| db.drop_database()) {
+            progress(format!(
+                "could not drop the database {name} (drop it by hand): {error}"
+            ));
+        }
+    }
     anyhow::ensure!(load.ok > 0, "no update was accepted: {:?}", load.first_error);
     Ok(Figure {
         rate: load.rate(),
@@ -243,7 +290,34 @@ pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
             .len()
     };
     let (verify_half, commit_rows) = api_limits(&ctx, &mut report, row_bytes)?;
-    let (limit_name, limit_value) = smaller_limit(verify_half, commit_rows);
+    let (mut limit_name, mut limit_value) = smaller_limit(verify_half, commit_rows);
+    // On PostgreSQL the store's commits are the server's, through one
+    // connection: the same probe there takes the SQLite one's place in the
+    // ratio (which is still measured and reported).
+    let mut postgres_commit_rows = None;
+    if let Some(server) = &ctx.store_url {
+        progress("measuring the PostgreSQL limits: 64-row commits and round trips on one connection");
+        let probe = limits::postgres_probe(server, 64, row_bytes, ctx.probe_time())?;
+        report.detail(
+            "limit_postgres_commits_per_sec_64_rows",
+            probe.commits_per_sec.round(),
+        );
+        report.detail(
+            "limit_postgres_round_trips_per_sec",
+            probe.round_trips_per_sec.round(),
+        );
+        report.detail(
+            "postgres_server",
+            json!({"fsync": probe.fsync, "synchronous_commit": probe.synchronous_commit}),
+        );
+        let rows = probe.commits_per_sec * 64.0;
+        postgres_commit_rows = Some((rows, probe));
+        (limit_name, limit_value) = if verify_half <= rows {
+            ("ECDSA verifications/s all cores ÷ 2", verify_half)
+        } else {
+            ("PostgreSQL 64-row commits/s × 64, one connection", rows)
+        };
+    }
 
     let devnet = start_devnet().await?;
     let mut figures = Vec::new();
@@ -294,9 +368,21 @@ pub async fn run(ctx: Ctx, args: Args) -> anyhow::Result<Report> {
     report.note(
         "channels were seeded with the store's bulk loader (same rows as a registration, without the transitions/outbox history); one payer key per 1,000 channels",
     );
-    report.note(format!(
-        "limit = the smaller of ECDSA verifications/s on all cores ÷ 2 ({verify_half:.0}) and fsync'd SQLite commits/s of 64 rows × 64 ({commit_rows:.0})"
-    ));
+    match &postgres_commit_rows {
+        None => report.note(format!(
+            "limit = the smaller of ECDSA verifications/s on all cores ÷ 2 ({verify_half:.0}) and fsync'd SQLite commits/s of 64 rows × 64 ({commit_rows:.0})"
+        )),
+        Some((rows, probe)) => {
+            report.note(format!(
+                "store: PostgreSQL, a fresh database per run on --store-url (seeded with the same bulk loader; the seed cache holds SQLite files and is not used); the server runs with fsync={} and synchronous_commit={}",
+                probe.fsync, probe.synchronous_commit
+            ));
+            report.note(format!(
+                "limit = the smaller of ECDSA verifications/s on all cores ÷ 2 ({verify_half:.0}) and PostgreSQL commits/s of 64 rows × 64 on one connection ({rows:.0}); fsync'd SQLite commits/s of 64 rows × 64 for comparison: {commit_rows:.0}; PostgreSQL round trips/s on one connection (SELECT 1): {:.0}",
+                probe.round_trips_per_sec
+            ));
+        }
+    }
     Ok(report)
 }
 

@@ -27,6 +27,7 @@ pub mod outbox;
 pub mod pg_test_db;
 mod pg_tls;
 pub mod postgres;
+pub mod scratch_db;
 pub(crate) mod sql;
 pub mod tokens;
 
@@ -58,6 +59,10 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store url: {0}")]
     PostgresUrl(tokio_postgres::Error),
+    /// A PostgreSQL URL given outside the configuration (a bench's
+    /// `--store-url`) that does not read as one.
+    #[error("PostgreSQL URL: {0}")]
+    InvalidUrl(String),
     /// The TLS settings of `store.url` cannot be used (an unreadable
     /// `sslrootcert`, say).
     #[error("store.url TLS: {0}")]

@@ -2,10 +2,14 @@
 //! real binary: each runs at a tiny size and prints one JSON line with its
 //! rows. Only the shape and the sign of the figures are checked, never a
 //! timing or a goal: speed is measured by the benches themselves, on the
-//! machine they describe.
+//! machine they describe. The benches that run on PostgreSQL (`payments
+//! --store-url`, `failover`) use the tests' server
+//! (`DOGETOWER_TEST_POSTGRES_URL`) and are skipped without it, unless `CI`
+//! is set (`pg_test_db`'s rule).
 
 use std::process::Command;
 
+use dogetower::store::{pg_test_db, scratch_db};
 use serde_json::Value;
 
 use crate::support::BIN;
@@ -35,7 +39,13 @@ fn bench_json(args: &[&str]) -> Value {
 }
 
 fn run_quick(name: &str) -> Value {
-    let report = bench_json(&[name, "--quick"]);
+    run_quick_with(name, &[])
+}
+
+fn run_quick_with(name: &str, extra: &[&str]) -> Value {
+    let mut args = vec![name, "--quick"];
+    args.extend_from_slice(extra);
+    let report = bench_json(&args);
     assert_eq!(report["bench"], name);
     assert_eq!(report["quick"], true);
     assert!(report["machine"]["cpus"].as_u64() >= Some(1), "{report}");
@@ -66,6 +76,112 @@ fn run_quick(name: &str) -> Value {
 fn payments() {
     let r = run_quick("payments");
     assert_eq!(r["rows"].as_array().unwrap().len(), 7, "{r}");
+}
+
+/// The same bench with its towers' stores on PostgreSQL: a fresh database
+/// per run on the server, seeded, measured, and dropped at the end.
+#[test]
+fn payments_on_postgres() {
+    let Some(server) = pg_test_db::server_url("bench::payments_on_postgres") else {
+        return;
+    };
+    let r = run_quick_with("payments", &["--store-url", &server]);
+    assert_eq!(r["rows"].as_array().unwrap().len(), 7, "{r}");
+    let details = &r["details"];
+    assert!(
+        details["limit_postgres_commits_per_sec_64_rows"].as_f64() > Some(0.0),
+        "{r}"
+    );
+    assert!(
+        details["limit_postgres_round_trips_per_sec"].as_f64() > Some(0.0),
+        "{r}"
+    );
+    assert!(details["postgres_server"]["fsync"].is_string(), "{r}");
+    // The SQLite limits are still measured in the same run.
+    assert!(
+        details["limit_sqlite_commits_per_sec_64_rows"].as_f64() > Some(0.0),
+        "{r}"
+    );
+    for run in ["run_20_channels", "run_100_channels"] {
+        let run = &details[run];
+        assert_eq!(run["store"], "postgresql", "{r}");
+        assert_eq!(run["errors"], 0, "{r}");
+        assert!(run["store_bytes"].as_u64() > Some(0), "{r}");
+        let database = run["database"].as_str().expect("the run's database");
+        assert!(database.starts_with("dogetower_bench_"), "{database}");
+        assert!(
+            !scratch_db::exists(&server, database).unwrap(),
+            "{database} was dropped"
+        );
+    }
+}
+
+/// Two `dogetower run` on one database, the leader SIGKILLed: the standby
+/// takes the lease and sends the latest close. The server comes from
+/// `DOGETOWER_TEST_POSTGRES_URL` when `--store-url` is not given.
+#[test]
+fn failover() {
+    if pg_test_db::server_url("bench::failover").is_none() {
+        return;
+    }
+    let r = run_quick("failover");
+    assert_eq!(r["rows"].as_array().unwrap().len(), 5, "{r}");
+    assert_eq!(r["details"]["sizes"]["lease_ttl_secs"], 3, "{r}");
+    assert_eq!(r["details"]["sizes"]["lease_renew_secs"], 1, "{r}");
+    let runs = r["details"]["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "{r}");
+    let run = &runs[0];
+    assert_eq!(run["lease_after"]["holder"], "bench-b", "{r}");
+    assert_eq!(run["lease_after"]["epoch"], 2, "{r}");
+    assert!(run["close_txid"].is_string(), "{r}");
+    assert!(run["cold_start_to_readyz_secs"].as_f64() > Some(0.0), "{r}");
+    let server = std::env::var(pg_test_db::URL_VAR).unwrap();
+    let database = run["database"].as_str().unwrap();
+    assert!(
+        !scratch_db::exists(&server, database).unwrap(),
+        "{database} was dropped"
+    );
+}
+
+#[test]
+fn failover_without_a_server_names_both_ways_to_give_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["bench", "failover", "--quick", "--json", "--dir"])
+        .arg(dir.path())
+        .env_remove(pg_test_db::URL_VAR)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--store-url") && stderr.contains(pg_test_db::URL_VAR),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_bench_that_runs_on_sqlite_only_refuses_store_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "block",
+            "--quick",
+            "--store-url",
+            "postgres://u@127.0.0.1:1/x",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bench block") && stderr.contains("--store-url"),
+        "{stderr}"
+    );
 }
 
 #[test]
