@@ -106,7 +106,7 @@ fn server_settings(server_url: &str) -> Result<PostgresConfig> {
 fn connect(server: &PostgresConfig) -> Result<PgConn> {
     let (config, tls) = postgres::connect_settings(server)?;
     let shown = postgres::redacted(&config);
-    PgConn::connect(config, tls).map_err(|source| StoreError::PostgresOpen { url: shown, source })
+    PgConn::connect(config, tls).map_err(|error| StoreError::PostgresOpen { url: shown, error })
 }
 
 fn admin(server: &PostgresConfig, sql: &str) -> Result<()> {
