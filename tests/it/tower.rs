@@ -290,6 +290,34 @@ async fn a_close_never_sent_before_a_kill_is_sent_at_restart_without_a_block() {
     assert_eq!(close.output[0].value.to_sat(), 300_000_000);
 }
 
+/// Starts and restarts with the node up all along report no `node.down`
+/// (nor the `node.up` after it): the follower's status before it first
+/// asked the node is not news. Found by the crash storm (crash_storm.rs,
+/// the next commit), where every restart told the merchant's webhook that
+/// the node had gone down.
+#[tokio::test]
+async fn a_restart_with_the_node_up_reports_no_node_down() {
+    let mut w = World::start().await;
+    w.devnet.mine(1).await;
+    w.tower.wait_processed(w.devnet.height().await).await;
+    w.tower.restart().await;
+    w.devnet.mine(1).await;
+    w.tower.wait_processed(w.devnet.height().await).await;
+    let store = rusqlite::Connection::open_with_flags(
+        w.tower.dir.path().join("dogetower.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let node_events: Vec<String> = store
+        .prepare("SELECT type FROM outbox WHERE type LIKE 'node.%'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(node_events.is_empty(), "{node_events:?}");
+}
+
 #[tokio::test]
 async fn refund_after_the_deadline_is_classified_refunded() {
     let w = World::start().await;
