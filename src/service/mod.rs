@@ -392,8 +392,10 @@ pub async fn run(
     )?;
     let (events_tx, mut events) = mpsc::channel(1024);
     let mut follower_task = tokio::spawn(follower.run(hints, events_tx, shutdown.clone()));
-    let first = *follower_status.borrow_and_update();
-    let _ = inputs.send(WriterInput::Follower(first)).await;
+    // The follower's status reaches the writer from its first change on:
+    // before that, it is the default one, whose node_reachable = false was
+    // never observed (forwarding it made every start report node.down,
+    // then node.up; found by the crash storm, tests/it/crash_storm.rs).
     let forward_inputs = inputs.clone();
     let forwarder = tokio::spawn(async move {
         loop {

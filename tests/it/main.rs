@@ -15,6 +15,7 @@ mod chain_fixtures;
 mod check_node;
 mod cli_block;
 mod cli_psbt;
+mod crash_storm;
 mod demo;
 mod follower;
 mod ha;

@@ -235,6 +235,89 @@ async fn tower_killed_between_broadcast_and_confirmation_still_closes() {
     w.wait_state(&ch, "closed").await;
 }
 
+/// A close stored as due but never handed to the node (the node was
+/// unreachable, then the tower was killed) goes out as soon as the tower is
+/// back, without waiting for another block: at a broadcast margin of one
+/// block there is no other. Found by the crash storm (crash_storm.rs, the next commit).
+#[tokio::test]
+async fn a_close_never_sent_before_a_kill_is_sent_at_restart_without_a_block() {
+    let mut w = World::start().await;
+    let ch = w.channel(40, false).await;
+    w.register(&ch).await;
+    w.devnet.mine(1).await;
+    w.wait_state(&ch, "open").await;
+    w.pay(&ch, 300_000_000).await;
+    let height = w.devnet.height().await;
+    w.tower.wait_processed(height).await;
+    // The node stops answering; the close is stored as due, its sending fails.
+    w.devnet.call("devnet_pause_rpc", json!([3])).await;
+    let (status, body) = w
+        .tower
+        .post(&format!("/v1/channels/{}/close", ch.id), json!({}))
+        .await;
+    assert_eq!((status, body["state"].as_str()), (202, Some("closing")), "{body}");
+    kill(&mut w.tower.child);
+    // The node is back (waits out the pause); no block is mined from here on.
+    assert_eq!(w.devnet.height().await, height);
+    w.tower.restart().await;
+    let funding = ch.funding[0].outpoint();
+    let close = wait_for(
+        "the close in the node's mempool, with no new block",
+        Duration::from_secs(15),
+        async || {
+            let out = w
+                .devnet
+                .call("gettxout", json!([funding.txid.to_string(), funding.vout, true]))
+                .await;
+            if !out.is_null() {
+                return None;
+            }
+            let txids = w.devnet.call("getrawmempool", json!([])).await;
+            for txid in txids.as_array()? {
+                let hex = w.devnet.call("getrawtransaction", json!([txid])).await;
+                let tx: Transaction =
+                    bitcoin::consensus::deserialize(&hex::decode(hex.as_str()?).ok()?).ok()?;
+                if tx.input.iter().any(|i| i.previous_output == funding) {
+                    return Some(tx);
+                }
+            }
+            None
+        },
+    )
+    .await;
+    assert_eq!(w.devnet.height().await, height, "no block was needed");
+    ch.verify_close(&close);
+    assert_eq!(close.output[0].value.to_sat(), 300_000_000);
+}
+
+/// Starts and restarts with the node up all along report no `node.down`
+/// (nor the `node.up` after it): the follower's status before it first
+/// asked the node is not news. Found by the crash storm (crash_storm.rs,
+/// the next commit), where every restart told the merchant's webhook that
+/// the node had gone down.
+#[tokio::test]
+async fn a_restart_with_the_node_up_reports_no_node_down() {
+    let mut w = World::start().await;
+    w.devnet.mine(1).await;
+    w.tower.wait_processed(w.devnet.height().await).await;
+    w.tower.restart().await;
+    w.devnet.mine(1).await;
+    w.tower.wait_processed(w.devnet.height().await).await;
+    let store = rusqlite::Connection::open_with_flags(
+        w.tower.dir.path().join("dogetower.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let node_events: Vec<String> = store
+        .prepare("SELECT type FROM outbox WHERE type LIKE 'node.%'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(node_events.is_empty(), "{node_events:?}");
+}
+
 #[tokio::test]
 async fn refund_after_the_deadline_is_classified_refunded() {
     let w = World::start().await;

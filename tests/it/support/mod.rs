@@ -24,7 +24,7 @@ pub use channel::{presigned_payment, TestChannel, CAPACITY, FEE};
 pub use devnet::DevnetProcess;
 pub use ha::{HaGroup, RENEW_SECS, TTL_SECS};
 pub use postgres_server::PostgresServer;
-pub use tower::{Shop, TowerDir, TowerProcess};
+pub use tower::{Shop, TowerDir, TowerProcess, TEST_POLICY};
 pub use webhook::webhook_receiver;
 
 /// The binary under test.

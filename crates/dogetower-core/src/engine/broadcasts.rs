@@ -96,6 +96,13 @@ impl Tower {
             return;
         }
         let previous = self.node_reachable.replace(up);
+        if up {
+            // Every close not yet in a block goes to the node now, not at
+            // the next block: a tower killed between storing "closing" and
+            // sending the close, or whose node was down when it was due,
+            // may have nothing but the deadline block left.
+            self.resend_unmined_closes(out);
+        }
         // The first report after a start only says "up" if it was not known.
         if previous.is_none() && up {
             return;

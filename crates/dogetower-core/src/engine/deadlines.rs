@@ -34,6 +34,11 @@ impl Tower {
         }
         // Every close not yet in a block goes to the node again: its mempool
         // may have dropped it (expiry, restart, a reorg).
+        self.resend_unmined_closes(out);
+    }
+
+    /// Sends again every close that is not in a block yet.
+    pub(super) fn resend_unmined_closes(&mut self, out: &mut Out) {
         for key in self.idx.unmined_closes.clone() {
             if self
                 .channels

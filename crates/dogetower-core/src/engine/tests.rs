@@ -581,6 +581,35 @@ fn node_up_and_down_events() {
     );
 }
 
+/// A tower killed after storing "closing" but before handing the close to
+/// the node (or whose node was down then) sends it as soon as it hears the
+/// node is up: at the first report after a start, and whenever the node
+/// comes back. Waiting for the next block could leave only the deadline
+/// block, or none (found by the crash storm, tests/it/crash_storm.rs).
+#[test]
+fn a_close_not_yet_mined_goes_out_when_the_node_is_up() {
+    let mut s = Scene::new();
+    s.open_and_pay(100_000_000);
+    assert_eq!(broadcasts(&s.mine_to(190)), [1]);
+    // Killed before the close was sent: rebuilt from what was saved.
+    let saved = s.tower.channel(1).unwrap().clone();
+    s.tower = Tower::new(settings(), s.chain.last().copied(), vec![saved]);
+    assert_eq!(
+        broadcasts(&s.tower.handle(Input::NodeReachable(true)).unwrap()),
+        [1],
+        "sent at the first report after the start, without a block"
+    );
+    assert!(s.tower.handle(Input::NodeReachable(true)).unwrap().is_empty());
+    s.tower.handle(Input::NodeReachable(false)).unwrap();
+    let back = s.tower.handle(Input::NodeReachable(true)).unwrap();
+    assert_eq!(codes(&back), ["node.up"]);
+    assert_eq!(broadcasts(&back), [1], "and again when the node comes back");
+    // Once mined, nothing more to send.
+    s.mine(vec![s.close_tx()]);
+    s.tower.handle(Input::NodeReachable(false)).unwrap();
+    assert!(broadcasts(&s.tower.handle(Input::NodeReachable(true)).unwrap()).is_empty());
+}
+
 #[test]
 fn a_restored_tower_carries_on() {
     let mut s = Scene::new();
