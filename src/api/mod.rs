@@ -76,6 +76,28 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The request-body parsing of the two endpoints that take one, exactly as
+/// their handlers run it, for the fuzz targets in `crates/dogetower-fuzz`
+/// (which have no server, token or store to go through). Not part of the
+/// library's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use axum::body::Bytes;
+
+    use crate::error::Refusal;
+    use crate::service::RegisterRequest;
+
+    /// `POST /v1/channels`: the body as the handler reads it, or its refusal.
+    pub fn register_body(bytes: &[u8]) -> Result<RegisterRequest, Refusal> {
+        super::register_request(Ok(Bytes::copy_from_slice(bytes))).map_err(|e| e.0)
+    }
+
+    /// `POST /v1/channels/{id}/payments`: the body's `psbt`, or its refusal.
+    pub fn payment_body(bytes: &[u8]) -> Result<String, Refusal> {
+        super::payment_psbt(Ok(Bytes::copy_from_slice(bytes))).map_err(|e| e.0)
+    }
+}
+
 /// One endpoint of the API: the table the router is built from, and that
 /// `docs/openapi.json` is checked against.
 pub struct Endpoint {
@@ -342,24 +364,24 @@ struct RegisterBody {
     merchant_pubkey: Option<String>,
 }
 
+/// The body of `POST /v1/channels`.
+fn register_request(bytes: Result<Bytes, BytesRejection>) -> Result<RegisterRequest, ApiError> {
+    let b: RegisterBody = body(bytes)?;
+    Ok(RegisterRequest {
+        psbt: b.psbt,
+        payout_address: b.payout_address,
+        merchant_pubkey: b.merchant_pubkey,
+    })
+}
+
 async fn register(
     State(state): State<ApiState>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let merchant_id = merchant(&state, &headers).await?;
-    let b: RegisterBody = body(bytes)?;
-    let (channel, created) = state
-        .service
-        .register(
-            merchant_id,
-            RegisterRequest {
-                psbt: b.psbt,
-                payout_address: b.payout_address,
-                merchant_pubkey: b.merchant_pubkey,
-            },
-        )
-        .await?;
+    let request = register_request(bytes)?;
+    let (channel, created) = state.service.register(merchant_id, request).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -374,6 +396,12 @@ struct PaymentBody {
     psbt: String,
 }
 
+/// The body of `POST /v1/channels/{id}/payments`: its base64 PSBT.
+fn payment_psbt(bytes: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    let b: PaymentBody = body(bytes)?;
+    Ok(b.psbt)
+}
+
 async fn pay(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -381,11 +409,11 @@ async fn pay(
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let merchant_id = merchant(&state, &headers).await?;
-    let b: PaymentBody = body(bytes)?;
+    let psbt = payment_psbt(bytes)?;
     let reply = ask(&state, |reply| Command::Pay {
         merchant_id,
         channel: id,
-        psbt: b.psbt,
+        psbt,
         reply,
     })
     .await??;

@@ -64,8 +64,21 @@ pub fn hints_from_zmq(event: ZmqEvent) -> Vec<Hint> {
 /// A `rawtx` body decoded, with its txid; `None` (logged) when it does not
 /// decode. A transaction without witnesses is serialized exactly as its
 /// txid hashes it, so the txid is the body's hash, with no re-serializing.
+///
+/// Except a transaction without inputs, which rust-bitcoin reads only in the
+/// segwit form (`00 01` after the version: the legacy form would be
+/// ambiguous) and whose txid therefore is not the body's hash. Dogecoin has
+/// neither segwit nor transactions without inputs (`bad-txns-vin-empty`), so
+/// such a body is refused like any undecodable one (found by fuzzing: the
+/// hint carried a txid that was not the transaction's).
 fn decode_tx(body: &[u8]) -> Option<(Txid, Transaction)> {
     match bitcoin::consensus::deserialize::<Transaction>(body) {
+        Ok(tx) if tx.input.is_empty() => {
+            tracing::warn!(
+                "rawtx from ZMQ without inputs, not a Dogecoin transaction; resyncing the mempool"
+            );
+            None
+        }
         Ok(tx) => {
             let txid = if tx.input.iter().all(|i| i.witness.is_empty()) {
                 Txid::from_raw_hash(sha256d::Hash::hash(body))

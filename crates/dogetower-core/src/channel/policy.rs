@@ -6,6 +6,34 @@ use serde::{Deserialize, Serialize};
 
 use super::script::Locktime;
 
+/// Dogecoin's consensus limit (`MAX_MONEY`, 10 billion DOGE, in koinu) on one
+/// output and on all the outputs of a transaction together
+/// (`CheckTransaction`: `bad-txns-vout-toolarge`,
+/// `bad-txns-txouttotal-toolarge`). A transaction over it can never be mined.
+pub const MAX_MONEY: u64 = 10_000_000_000 * 100_000_000;
+
+/// Checks `values` (koinu) against [`MAX_MONEY`] one by one and summed;
+/// `Err` names the first value, by position, that breaks the limit.
+pub fn money_range(values: impl IntoIterator<Item = u64>) -> Result<u64, (usize, String)> {
+    let mut total = 0u64;
+    for (index, value) in values.into_iter().enumerate() {
+        if value > MAX_MONEY {
+            return Err((
+                index,
+                format!("{value} koinu is more than MAX_MONEY ({MAX_MONEY})"),
+            ));
+        }
+        total = total.saturating_add(value);
+        if total > MAX_MONEY {
+            return Err((
+                index,
+                format!("the total reaches {total} koinu, more than MAX_MONEY ({MAX_MONEY})"),
+            ));
+        }
+    }
+    Ok(total)
+}
+
 /// What the node's mempool demands of a transaction before it relays it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayPolicy {

@@ -721,3 +721,68 @@ fn rule_a_replayed_old_state_is_refused_and_the_latest_repeated_is_not() {
     assert_eq!(w.code_of(&terms, 300_000_000, &old), "amount_decreased");
     assert!(w.pay(&terms, 300_000_000, &latest).is_ok());
 }
+
+/// Found by fuzzing (crates/dogetower-fuzz, target `psbt`): outputs whose
+/// values add up past u64::MAX panicked the validator in a debug build and,
+/// with the wrapping arithmetic of a release build, were accepted: the sum
+/// wrapped to less than the capacity, so the fee looked paid, and the
+/// merchant amount looked like 1.8e19 koinu, so every later honest payment
+/// would have been refused as `amount_decreased`. Such a close can never be
+/// mined (`bad-txns-vout-toolarge`): the payer would walk away with the
+/// refund. The tower signs it itself in signer custody, so the merchant
+/// would not even have seen it.
+#[test]
+fn rule_outputs_within_max_money() {
+    for signer in [false, true] {
+        let w = World::new(signer, 1);
+        let terms = w.register().unwrap();
+        let mut tx = w.payment(100_000_000).unsigned_tx;
+        tx.output[0].value = Amount::from_sat(u64::MAX - 500_000_000 + 1);
+        tx.output[1].value = Amount::from_sat(CAPACITY - FEE);
+        let mut psbt = w.payer.sign_transaction(&w.script, &w.funding, tx.clone());
+        w.countersign_if_presigned(&mut psbt);
+        let refused = w
+            .pay(&terms, 0, &psbt)
+            .expect_err("an overflowing close is refused");
+        assert_eq!(refused.code(), "invalid_psbt", "{refused}");
+        assert!(refused.to_string().contains("MAX_MONEY"), "{refused}");
+
+        // One output just over the limit, with no overflow at all.
+        tx.output[0].value = Amount::from_sat(policy::MAX_MONEY + 1);
+        tx.output[1].value = Amount::from_sat(0);
+        let mut psbt = w.payer.sign_transaction(&w.script, &w.funding, tx.clone());
+        w.countersign_if_presigned(&mut psbt);
+        assert_eq!(w.code_of(&terms, 0, &psbt), "invalid_psbt");
+
+        // check_payment reports it and computes no summary from such sums.
+        let decoded = decode(&psbt.serialize()).unwrap();
+        let (summary, violations) = check_payment(&decoded, &w.check(&terms, 0));
+        assert!(summary.is_none());
+        assert_eq!(violations.len(), 1, "{violations:?}");
+    }
+}
+
+/// The same limit on what funds a channel: a funding output over MAX_MONEY
+/// cannot exist, and funding outputs adding up past it would make the
+/// capacity's sums overflow.
+#[test]
+fn announcement_funding_within_max_money() {
+    let mut w = World::new(false, 1);
+    w.funding = vec![synthetic_funding(&w.script, policy::MAX_MONEY + 1, 1)];
+    let refused = w.register().unwrap_err();
+    assert_eq!(refused.code(), "funding_mismatch", "{refused}");
+    assert!(refused.to_string().starts_with("input 0:"), "{refused}");
+
+    w.funding = (1..=2)
+        .map(|seed| synthetic_funding(&w.script, policy::MAX_MONEY / 2 + 1, seed))
+        .collect();
+    let refused = w.register().unwrap_err();
+    assert_eq!(refused.code(), "funding_mismatch", "{refused}");
+    assert!(refused.to_string().starts_with("input 1:"), "{refused}");
+
+    // Exactly MAX_MONEY in all is fine.
+    w.funding = (1..=2)
+        .map(|seed| synthetic_funding(&w.script, policy::MAX_MONEY / 2, seed))
+        .collect();
+    assert_eq!(w.register().unwrap().capacity(), policy::MAX_MONEY);
+}

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::close::{cooperative_script_sig, MAX_SIG_LEN};
 use super::custody::Custody;
-use super::policy::{ChainView, ChannelPolicy};
+use super::policy::{money_range, ChainView, ChannelPolicy};
 use super::psbt::DecodedPsbt;
 use super::script::{ChannelScript, Locktime};
 use super::sig::{check_signature, SigProblem};
@@ -39,9 +39,12 @@ pub struct ChannelTerms {
 }
 
 impl ChannelTerms {
-    /// Total koinu locked in the channel.
+    /// Total koinu locked in the channel (registration keeps it within
+    /// `MAX_MONEY`; saturating all the same, it is only ever compared).
     pub fn capacity(&self) -> u64 {
-        self.funding.iter().map(|f| f.value).sum()
+        self.funding
+            .iter()
+            .fold(0, |total, f| total.saturating_add(f.value))
     }
 
     /// The channel id: its P2SH address.
@@ -123,6 +126,12 @@ pub fn validate_announcement(
         funding.push(funded);
     }
     let script = script.expect("at least one input was checked");
+    // No funding output can be over the limit on the chain; refusing here
+    // keeps every sum over the channel's capacity within u64.
+    money_range(funding.iter().map(|f| f.value)).map_err(|(input, reason)| Violation::FundingMismatch {
+        input,
+        reason: format!("its funding output is out of range: {reason}"),
+    })?;
 
     let merchant_key_origin = match check.custody {
         Custody::Signer(signer) => {
@@ -243,6 +252,16 @@ pub fn check_payment(
         ));
         return (None, violations);
     }
+    // A close paying more than MAX_MONEY can never be mined, and the sums
+    // below would overflow (found by fuzzing: with wrapping arithmetic an
+    // output near u64::MAX made the fee look paid and the merchant amount
+    // look huge).
+    if let Err((output, reason)) = money_range(tx.output.iter().map(|o| o.value.to_sat())) {
+        violations.push(Violation::InvalidPsbt(format!(
+            "output {output} can never be mined: {reason}"
+        )));
+        return (None, violations);
+    }
     for (index, (txin, input)) in tx.input.iter().zip(&psbt.inputs).enumerate() {
         if let Err(v) = check_payment_input(index, txin, input, terms) {
             violations.push(v);
@@ -291,7 +310,11 @@ pub fn check_payment(
     let required_fee = check.policy.relay.required_fee(finalized_size, &tx.output);
     let inputs: u64 = terms.capacity();
     let outputs: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
-    let fee = inputs as i64 - outputs as i64;
+    // Both are within MAX_MONEY (outputs above, inputs at registration),
+    // far inside i64; saturating all the same.
+    let fee = i64::try_from(inputs)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(i64::try_from(outputs).unwrap_or(i64::MAX));
     if fee < required_fee as i64 {
         violations.push(Violation::FeeTooLow {
             fee,
