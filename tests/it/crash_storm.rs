@@ -409,6 +409,26 @@ struct Killer {
     storm: Arc<Storm>,
     tower: TowerProcess,
     log: PathBuf,
+    /// How long each restart took to be ready (`/readyz` 200), in order.
+    starts: Vec<Duration>,
+    /// How long each integrity_check took, in order.
+    checks: Vec<Duration>,
+}
+
+/// "mean of the first tenth / of the last tenth / max" of durations in
+/// order, in milliseconds: whether something grows with the run.
+fn trend(durations: &[Duration]) -> String {
+    let tenth = (durations.len() / 10).max(1).min(durations.len());
+    let mean = |part: &[Duration]| {
+        part.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / part.len().max(1) as f64
+    };
+    let max = durations.iter().max().copied().unwrap_or_default();
+    format!(
+        "{:.0} ms first tenth, {:.0} ms last tenth, {:.0} ms max",
+        mean(&durations[..tenth]),
+        mean(&durations[durations.len() - tenth..]),
+        max.as_secs_f64() * 1000.0
+    )
 }
 
 impl Killer {
@@ -423,7 +443,9 @@ impl Killer {
         }
         kill(&mut self.tower.child);
         bump(&self.storm.stats.kills);
+        let checking = Instant::now();
         let result = integrity_check(&self.storm.store);
+        self.checks.push(checking.elapsed());
         bump(&self.storm.stats.integrity_checks);
         assert_eq!(
             result,
@@ -440,8 +462,10 @@ impl Killer {
     }
 
     async fn restart(&mut self) {
+        let starting = Instant::now();
         self.spawn();
         self.tower.wait_ready().await;
+        self.starts.push(starting.elapsed());
     }
 
     /// One line per kill, for the story of a failed run.
@@ -631,6 +655,8 @@ async fn crash_storm_loses_no_answered_payment_and_misses_no_close() {
         storm: storm.clone(),
         tower,
         log,
+        starts: Vec::new(),
+        checks: Vec::new(),
     };
     let storm_time = local
         .run_until(async {
@@ -677,6 +703,11 @@ async fn crash_storm_loses_no_answered_payment_and_misses_no_close() {
     killer.tower.wait_processed(last).await;
     killer.kill();
     let tip = storm.devnet.height().await;
+    let store_megabytes = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", store.display())).ok())
+        .map(|m| m.len() as f64 / 1e6)
+        .sum::<f64>();
 
     // Every payment answered 200 is in the store, and the store's latest
     // state is at least the last one answered.
@@ -784,6 +815,7 @@ async fn crash_storm_loses_no_answered_payment_and_misses_no_close() {
          {} integrity checks ok, {} registrations, {} payments answered 200 and {} found in the store, \
          {} requests retried unanswered, {} payments refused at the deadline, {} blocks ({} while down), \
          {} waits for a close past its broadcast height, {} node.down events, {} closes due and {} mined before their locktime; \
+         restart to ready: {}; integrity_check: {}; store {:.1} MB; \
          storm {:.1} s, total {:.1} s, load average {} before, {} after",
         count(&s.kills),
         count(&s.random_kills),
@@ -804,6 +836,9 @@ async fn crash_storm_loses_no_answered_payment_and_misses_no_close() {
         node_down,
         closes_due,
         closes_mined,
+        trend(&killer.starts),
+        trend(&killer.checks),
+        store_megabytes,
         storm_time.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         load_before,
