@@ -195,12 +195,7 @@ async fn a_sigkilled_leader_is_replaced_in_time_to_close_before_the_deadline() {
         (g.channel_state(b, &ch).await["state"] == "closed").then_some(())
     })
     .await;
-    let metrics = reqwest::get(&g.towers[b].metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.towers[b].metrics().await;
     for line in [
         "dogetower_ha_leader 1",
         "dogetower_ha_lease_epoch 2",

@@ -97,12 +97,7 @@ async fn registered_paid_closed_at_the_broadcast_height() {
     let w = World::start().await;
     // A fresh tower's request series start at zero (no "No data" panel),
     // and the alerts' start time and ZMQ flag are there.
-    let fresh = reqwest::get(&w.tower.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fresh = w.tower.metrics().await;
     for line in [
         "dogetower_api_requests_total{route=\"/v1/channels/{id}/payments\",status=\"200\"} 0",
         "dogetower_api_requests_total{route=\"/v1/channels\",status=\"201\"} 0",
@@ -147,12 +142,7 @@ async fn registered_paid_closed_at_the_broadcast_height() {
     assert_eq!(closed["close_txid"], close.compute_txid().to_string());
 
     // The same story in /metrics (its own listen address).
-    let text = reqwest::get(&w.tower.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = w.tower.metrics().await;
     let value = |line: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(line))
@@ -532,12 +522,7 @@ async fn a_reorg_deeper_than_the_kept_headers_halts_the_tower_and_says_so() {
         ready["halted"].as_str().unwrap().starts_with("reorg_too_deep: "),
         "{ready}"
     );
-    let metrics = reqwest::get(&w.tower.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.tower.metrics().await;
     assert!(
         metrics
             .lines()

@@ -239,6 +239,16 @@ impl TowerProcess {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A GET with the token, or `None` when the tower does not answer.
     pub async fn try_get(&self, path: &str) -> Option<(u16, Value)> {
         let response = self
