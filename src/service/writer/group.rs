@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 use super::Writer;
 use crate::engine::{Action, PaymentRecord, RegisteredChannel};
 use crate::error::Refusal;
+use crate::service::persist;
 use crate::service::{ChannelView, PaymentReply};
-use crate::store::NewChannel;
 
 /// The most answers one group commit holds: bounds the wait of the first.
 pub(super) const MAX_GROUP: usize = 256;
@@ -148,8 +148,7 @@ impl Writer {
             for change in changes {
                 match change {
                     Change::Payment { key, record, actions } => {
-                        tx.insert_payment(key, &record)?;
-                        broadcasts.extend(Self::apply(tx, tower, &actions)?);
+                        broadcasts.extend(persist::store_payment(tx, tower, key, &record, &actions)?);
                         all_actions.extend(actions);
                         keys.push(key);
                     }
@@ -158,32 +157,12 @@ impl Writer {
                         merchant_name,
                         new,
                     } => {
-                        let RegisteredChannel {
-                            mut channel,
-                            terms,
-                            payout_script,
-                            announcement,
-                        } = *new;
-                        let id = channel.id.clone();
-                        let record = NewChannel {
-                            address: &id,
-                            merchant_id,
-                            script: &terms.script,
-                            merchant_key_origin: terms.merchant_key_origin.as_ref(),
-                            payout_script: &payout_script,
-                            announcement: &announcement,
-                            capacity: terms.capacity(),
-                            broadcast_height: channel.broadcast_height,
-                            warning_height: channel.warning_height,
-                        };
-                        // The row id is the engine's key.
-                        let key = tx.insert_channel(&record, &channel)?;
-                        channel.key = key;
-                        let actions = tower.apply_registration(channel);
-                        broadcasts.extend(Self::apply(tx, tower, &actions)?);
+                        let (id, capacity) = (new.channel.id.clone(), new.terms.capacity());
+                        let (key, actions, sends) = persist::store_registration(tx, tower, merchant_id, *new)?;
+                        broadcasts.extend(sends);
                         all_actions.extend(actions);
                         keys.push(key);
-                        tracing::info!(channel = %id, merchant = %merchant_name, capacity = terms.capacity(), "channel registered");
+                        tracing::info!(channel = %id, merchant = %merchant_name, capacity, "channel registered");
                     }
                 }
             }

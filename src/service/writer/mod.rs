@@ -19,12 +19,13 @@ mod group;
 
 use group::{Group, PaymentReplyTo, MAX_GROUP};
 
-use super::{broadcaster, engine_settings, Command, ServiceHandle, WriterInput};
+use super::{broadcaster, engine_settings, persist, Command, ServiceHandle, WriterInput};
 use crate::chain::headers::{HeaderRecord, WINDOW};
 use crate::chain::{ChainEvent, Network};
 use crate::channel::{Custody, MerchantSigner};
 use crate::config::Config;
-use crate::engine::{Action, BroadcastOutcome, ChannelState, ChannelSummary, CheckedPayment, Input, Tower};
+use crate::engine::Action;
+use crate::engine::{BroadcastOutcome, ChannelState, ChannelSummary, CheckedPayment, Input, Tower};
 use crate::error::Refusal;
 use crate::follower::FollowerStatus;
 use crate::ha::HaState;
@@ -92,21 +93,28 @@ impl Writer {
         store.set_fence(ha.fence());
         let signers = super::load_signers(&store, network)?;
         let merchants = store.merchants()?.into_iter().map(|m| (m.id, m)).collect();
-        let headers = store.recent_headers(WINDOW)?;
-        let tip = headers.last().copied();
-        let undo_above = super::standby::undo_floor(tip.as_ref());
-        // A standby taking over brings the channels it kept warm.
-        let (channels, warm) = match warm.and_then(|w| w.channels_for(undo_above)) {
-            Some(channels) => (channels, true),
-            None => (store.tracked_channels(undo_above)?, false),
+        // A standby taking over brings the channels it kept warm; otherwise
+        // the engine is rebuilt from the store, as after any restart.
+        let kept = store.recent_headers(WINDOW)?;
+        let undo_above = super::standby::undo_floor(kept.last());
+        let (tower, headers, warm) = match warm.and_then(|w| w.channels_for(undo_above)) {
+            Some(channels) => {
+                let tip = kept.last().copied();
+                let tower = Tower::with_watch_filter(
+                    engine_settings(config),
+                    tip,
+                    channels,
+                    handle.watch_filter.clone(),
+                );
+                (tower, kept, true)
+            }
+            None => {
+                let (tower, headers) =
+                    persist::load_tower(&store, engine_settings(config), handle.watch_filter.clone())?;
+                (tower, headers, false)
+            }
         };
-        tracing::info!(channels = channels.len(), processed_height = ?tip.map(|t| t.height), warm, "store loaded");
-        let tower = Tower::with_watch_filter(
-            engine_settings(config),
-            tip,
-            channels,
-            handle.watch_filter.clone(),
-        );
+        tracing::info!(channels = tower.channels().count(), processed_height = ?tower.tip().map(|t| t.height), warm, "store loaded");
         let mut writer = Writer {
             network,
             store,
@@ -183,40 +191,6 @@ impl Writer {
         self.commit_group()
     }
 
-    /// Applies the engine's actions inside a store transaction; returns the
-    /// channels to broadcast once it has committed.
-    fn apply(tx: &WriteTx<'_>, tower: &Tower, actions: &[Action]) -> Result<Vec<i64>, StoreError> {
-        let height = tower.tip().map(|t| t.height);
-        let mut broadcasts = Vec::new();
-        for action in actions {
-            match action {
-                Action::Save { key } => {
-                    if let Some(channel) = tower.channel(*key) {
-                        tx.save_channel(channel)?;
-                    }
-                }
-                Action::Transition { key, from, to, cause } => {
-                    tracing::info!(
-                        channel = *key,
-                        from = from.as_str(),
-                        to = to.as_str(),
-                        cause,
-                        "channel state"
-                    );
-                    tx.record_transition(*key, *from, *to, cause, height)?;
-                }
-                Action::Emit(event) => {
-                    let merchant = event.channel_id.as_deref().and_then(|id| tower.merchant_of(id));
-                    if tx.enqueue_event(event, merchant)? {
-                        tracing::info!(event = event.kind.as_str(), id = %event.id, channel = ?event.channel_id, "event");
-                    }
-                }
-                Action::Broadcast { key } => broadcasts.push(*key),
-            }
-        }
-        Ok(broadcasts)
-    }
-
     /// Writes `own` (the input's own change) and the engine's actions in one
     /// store transaction, then starts the broadcasts they ask for.
     fn commit(
@@ -227,7 +201,7 @@ impl Writer {
         let tower = &self.tower;
         let broadcasts = self.store.write(|tx| {
             own(tx)?;
-            Self::apply(tx, tower, actions)
+            persist::apply_actions(tx, tower, actions)
         })?;
         self.after_commit(actions, broadcasts);
         Ok(())

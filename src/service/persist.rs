@@ -1,0 +1,108 @@
+//! How an engine decision becomes durable: the store writes of the
+//! writer's commits, in one place, so the writer and the deterministic
+//! simulation (`crate::sim`) persist exactly the same way.
+//!
+//! Every function here runs inside a store transaction the caller opened;
+//! nothing here commits, sends or answers.
+
+use crate::chain::headers::HeaderRecord;
+use crate::engine::{Action, EngineSettings, PaymentRecord, RegisteredChannel, Tower, WatchFilter};
+use crate::store::{NewChannel, Store, StoreError, WriteTx};
+use std::sync::Arc;
+
+/// Writes the engine's actions; returns the channels to broadcast once the
+/// transaction has committed.
+pub(crate) fn apply_actions(
+    tx: &WriteTx<'_>,
+    tower: &Tower,
+    actions: &[Action],
+) -> Result<Vec<i64>, StoreError> {
+    let height = tower.tip().map(|t| t.height);
+    let mut broadcasts = Vec::new();
+    for action in actions {
+        match action {
+            Action::Save { key } => {
+                if let Some(channel) = tower.channel(*key) {
+                    tx.save_channel(channel)?;
+                }
+            }
+            Action::Transition { key, from, to, cause } => {
+                tracing::info!(
+                    channel = *key,
+                    from = from.as_str(),
+                    to = to.as_str(),
+                    cause,
+                    "channel state"
+                );
+                tx.record_transition(*key, *from, *to, cause, height)?;
+            }
+            Action::Emit(event) => {
+                let merchant = event.channel_id.as_deref().and_then(|id| tower.merchant_of(id));
+                if tx.enqueue_event(event, merchant)? {
+                    tracing::info!(event = event.kind.as_str(), id = %event.id, channel = ?event.channel_id, "event");
+                }
+            }
+            Action::Broadcast { key } => broadcasts.push(*key),
+        }
+    }
+    Ok(broadcasts)
+}
+
+/// Stores an accepted payment (already applied to the engine, which
+/// answered `actions`) and those actions; returns the channels to broadcast.
+pub(crate) fn store_payment(
+    tx: &WriteTx<'_>,
+    tower: &Tower,
+    key: i64,
+    record: &PaymentRecord,
+    actions: &[Action],
+) -> Result<Vec<i64>, StoreError> {
+    tx.insert_payment(key, record)?;
+    apply_actions(tx, tower, actions)
+}
+
+/// Stores a new channel, then applies it to the engine under the key the
+/// store gave it (the row id is the engine's key). Returns the key, the
+/// engine's actions and the channels to broadcast.
+pub(crate) fn store_registration(
+    tx: &WriteTx<'_>,
+    tower: &mut Tower,
+    merchant_id: i64,
+    new: RegisteredChannel,
+) -> Result<(i64, Vec<Action>, Vec<i64>), StoreError> {
+    let RegisteredChannel {
+        mut channel,
+        terms,
+        payout_script,
+        announcement,
+    } = new;
+    let record = NewChannel {
+        address: &channel.id.clone(),
+        merchant_id,
+        script: &terms.script,
+        merchant_key_origin: terms.merchant_key_origin.as_ref(),
+        payout_script: &payout_script,
+        announcement: &announcement,
+        capacity: terms.capacity(),
+        broadcast_height: channel.broadcast_height,
+        warning_height: channel.warning_height,
+    };
+    let key = tx.insert_channel(&record, &channel)?;
+    channel.key = key;
+    let actions = tower.apply_registration(channel);
+    let broadcasts = apply_actions(tx, tower, &actions)?;
+    Ok((key, actions, broadcasts))
+}
+
+/// The engine as the store holds it: what a restart begins from. Also
+/// returns the kept headers, for the follower.
+pub(crate) fn load_tower(
+    store: &Store,
+    settings: EngineSettings,
+    filter: Arc<WatchFilter>,
+) -> Result<(Tower, Vec<HeaderRecord>), StoreError> {
+    let headers = store.recent_headers(crate::chain::headers::WINDOW)?;
+    let tip = headers.last().copied();
+    let channels = store.tracked_channels(super::standby::undo_floor(tip.as_ref()))?;
+    Ok((Tower::with_watch_filter(settings, tip, channels, filter), headers))
+}
