@@ -423,6 +423,55 @@ fn a_reorg_of_the_funding_reopens_pending_funding() {
     assert_eq!(s.state(), ChannelState::Open);
 }
 
+/// The ids of the events of `kind` among `actions`.
+fn event_ids(actions: &[Action], kind: &str) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit(e) if e.kind.as_str() == kind => Some(e.id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_funding_confirmed_again_at_the_same_height_after_a_reorg_is_a_new_event() {
+    let mut s = Scene::new();
+    s.mine(vec![s.funding.tx.clone()]);
+    let first = event_ids(&s.mine(vec![]), "funding.confirmed");
+    assert_eq!(first.len(), 1);
+    s.disconnect();
+    s.disconnect();
+    assert_eq!(s.state(), ChannelState::PendingFunding);
+    // The new branch takes the funding back at the same height.
+    s.mine_tagged(vec![s.funding.tx.clone()], 5);
+    let again = event_ids(&s.mine_tagged(vec![], 5), "funding.confirmed");
+    assert_eq!(s.state(), ChannelState::Open);
+    assert_eq!(again.len(), 1);
+    assert_ne!(first, again, "the outbox would drop it as the first one again");
+}
+
+#[test]
+fn a_close_confirmed_again_at_the_same_height_after_a_reorg_is_a_new_event() {
+    let mut s = Scene::new();
+    s.open_and_pay(100_000_000);
+    s.mine_to(190);
+    let close = s.close_tx();
+    s.mine(vec![close.clone()]);
+    s.mine(vec![]);
+    let first = event_ids(&s.mine(vec![]), "close.confirmed");
+    assert_eq!((first.len(), s.state()), (1, ChannelState::Closed));
+    for _ in 0..3 {
+        s.disconnect();
+    }
+    assert_eq!(s.state(), ChannelState::Closing);
+    s.mine_tagged(vec![close], 6);
+    s.mine_tagged(vec![], 6);
+    let again = event_ids(&s.mine_tagged(vec![], 6), "close.confirmed");
+    assert_eq!((again.len(), s.state()), (1, ChannelState::Closed));
+    assert_ne!(first, again, "the outbox would drop it as the first one again");
+}
+
 #[test]
 fn funding_double_spend_from_the_mempool_then_in_a_block() {
     let mut s = Scene::new();
