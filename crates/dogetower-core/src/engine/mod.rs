@@ -398,6 +398,19 @@ impl Tower {
         }
     }
 
+    /// The base header a first start records before any block is
+    /// processed: the engine's chain view until the first block arrives,
+    /// as it is after a restart (which reads it back from the store as the
+    /// tip). Without it, a fresh tower judged deadlines and finality
+    /// against height 0 until its first block (found by the deterministic
+    /// simulation: a restart changed the engine's state). No effect once
+    /// there is a tip.
+    pub fn anchor(&mut self, base: HeaderRecord) {
+        if self.tip.is_none() {
+            self.tip = Some(base);
+        }
+    }
+
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }

@@ -910,3 +910,20 @@ fn an_index_key_holds_one_value_inline_and_more_in_a_list() {
     assert_eq!(map[&1].as_slice(), [10, 11, 12]);
     assert_eq!(map[&2].as_slice(), [20]);
 }
+
+#[test]
+fn the_anchor_is_the_chain_view_until_the_first_block() {
+    let base = header(1_000, BlockHash::all_zeros(), 0);
+    let mut tower = Tower::new(settings(), None, vec![]);
+    assert_eq!(tower.view().height, 0);
+    // Against height 0 a payment due at 1,005 looked years away.
+    let lock = Locktime::Height(1_005);
+    let policy = settings().channel;
+    assert!(crate::channel::deadline_violation(lock, &tower.view(), &policy).is_none());
+    tower.anchor(base);
+    assert_eq!(tower.tip(), Some(&base));
+    assert!(crate::channel::deadline_violation(lock, &tower.view(), &policy).is_some());
+    // A tower that has a tip keeps it.
+    tower.anchor(header(5, BlockHash::all_zeros(), 1));
+    assert_eq!(tower.tip(), Some(&base));
+}
