@@ -239,7 +239,7 @@ impl Indexes {
         let key = channel.key;
         let hash = self.id_hasher.hash_one(channel.id.as_str());
         OneOrMany::add(&mut self.by_id, hash, key);
-        if channel.state.holds_funding() {
+        if watches_funding(channel) {
             for f in &channel.funding {
                 OneOrMany::add(&mut self.watched, f.outpoint, Watch::FundingOutput(key));
             }
@@ -546,9 +546,20 @@ pub fn unsigned_txid(tx: &Transaction) -> Txid {
 /// Adds what the engine will match for `channel` to the mempool pre-filter
 /// (the same channels [`Indexes::add`] watches).
 fn add_to_filter(filter: &WatchFilter, channel: &TrackedChannel) {
-    if channel.state.holds_funding() {
+    if watches_funding(channel) {
         filter.add_channel(channel);
     }
+}
+
+/// Whether the engine watches `channel`'s funding outputs and inputs: while
+/// it holds them, and while a reorg can still undo the block that finished
+/// it (which puts it back into a state that holds them). The running engine
+/// never stops watching a channel; one rebuilt at a start watched only
+/// those holding their funding, so a channel brought back by a reorg after
+/// a restart missed the double spend or refund that followed (found by the
+/// deterministic simulation).
+fn watches_funding(channel: &TrackedChannel) -> bool {
+    channel.state.holds_funding() || channel.undo.is_some()
 }
 
 /// Whether [`Tower::check_confirmations`] still has something to do for a

@@ -927,3 +927,27 @@ fn the_anchor_is_the_chain_view_until_the_first_block() {
     tower.anchor(header(5, BlockHash::all_zeros(), 1));
     assert_eq!(tower.tip(), Some(&base));
 }
+
+#[test]
+fn a_channel_a_reorg_brings_back_after_a_restart_still_sees_its_funding_double_spent() {
+    let mut s = Scene::new();
+    s.open_and_pay(100_000_000);
+    s.mine_to(190);
+    s.mine(vec![s.close_tx()]);
+    s.mine_to(193);
+    assert_eq!(s.state(), ChannelState::Closed);
+    // A restart: the engine rebuilt from what the store keeps.
+    let tip = s.tower.tip().copied();
+    s.tower = Tower::new(settings(), tip, s.tower.channels().cloned().collect());
+    assert_filter_covers(&s.tower);
+    // A reorg down below the funding's block: closing again, funding unconfirmed.
+    while s.height() > 100 {
+        s.disconnect();
+    }
+    assert_eq!(s.state(), ChannelState::Closing);
+    let mut conflict = s.funding.tx.clone();
+    conflict.output[0].script_pubkey = ScriptBuf::new_p2pkh(&s.payer.public_key().pubkey_hash());
+    let a = s.mine_tagged(vec![conflict], 7);
+    assert!(codes(&a).contains(&"funding.double_spent"), "{:?}", codes(&a));
+    assert_eq!(s.state(), ChannelState::Failed);
+}
