@@ -1041,6 +1041,17 @@ impl World {
                 continue;
             }
             channel.judged = true;
+            let funding = channel.funding.outpoint();
+            let spend = self.node.state().spender_in_chain(&funding);
+            let refunded = spend.as_ref().is_some_and(|(tx, _)| {
+                tx.input.first().is_some_and(|i| {
+                    crate::channel::classify_spend(&i.script_sig, &channel.script)
+                        == crate::channel::SpendKind::Refund
+                })
+            });
+            if refunded {
+                self.summary.refunds_mined += 1;
+            }
             let Some(latest) = channel.acknowledged.last() else {
                 continue;
             };
@@ -1048,22 +1059,12 @@ impl World {
             let latest_txid = decode(&latest.psbt)
                 .map(|d| d.psbt.unsigned_tx.compute_txid())
                 .ok();
-            let funding = channel.funding.outpoint();
-            let spend = self.node.state().spender_in_chain(&funding);
             let mined_in_time = spend.as_ref().is_some_and(|(tx, height)| {
                 *height <= channel.locktime && Some(unsigned_txid(tx)) == latest_txid
             });
             if mined_in_time {
                 self.summary.closes_mined += 1;
                 continue;
-            }
-            if spend.as_ref().is_some_and(|(tx, _)| {
-                tx.input.first().is_some_and(|i| {
-                    crate::channel::classify_spend(&i.script_sig, &channel.script)
-                        == crate::channel::SpendKind::Refund
-                })
-            }) {
-                self.summary.refunds_mined += 1;
             }
             let reported = self.outbox.has_kind(
                 &channel.id,

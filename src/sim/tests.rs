@@ -16,7 +16,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 #[test]
 fn many_seeds_break_no_invariant() {
     let seeds = env_or("DOGETOWER_SIM_SEEDS", 2_000);
-    let steps = env_or("DOGETOWER_SIM_STEPS", 60) as usize;
+    let steps = env_or("DOGETOWER_SIM_STEPS", 40) as usize;
     match run_many(1, seeds, steps, 3) {
         Ok(summary) => {
             println!("{summary}");
