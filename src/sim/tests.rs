@@ -103,6 +103,7 @@ fn caught(sabotage: Sabotage, invariant: &str, at_most: usize) {
             ..SimConfig::new(seed, 300, 2)
         };
         if let Err(failure) = run_seed(&config) {
+            println!("{failure}");
             assert_eq!(failure.violation.invariant(), invariant, "{failure}");
             let besides_blocks = failure
                 .steps
