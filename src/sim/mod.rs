@@ -348,16 +348,18 @@ impl SimChannel {
             .map_or(1, |s| s.sequence + 1)
     }
 
-    /// A payment paying the merchant `amount`, signed by the payer and
-    /// countersigned by the merchant (presigned custody).
+    /// A payment paying the merchant `amount` (and `extra`, out of the
+    /// payer's change), signed by the payer and countersigned by the
+    /// merchant (presigned custody).
     fn payment(&self, amount: u64, extra: Option<TxOut>) -> Psbt {
+        let extra_value = extra.as_ref().map_or(0, |o| o.value.to_sat());
         let mut outputs = vec![
             TxOut {
                 value: Amount::from_sat(amount),
                 script_pubkey: self.payout.clone(),
             },
             TxOut {
-                value: Amount::from_sat(CAPACITY - amount - FEE),
+                value: Amount::from_sat(CAPACITY - amount - FEE - extra_value),
                 script_pubkey: ScriptBuf::new_p2pkh(&self.payer.public_key().pubkey_hash()),
             },
         ];
@@ -760,17 +762,7 @@ impl World {
                     value: Amount::from_sat(1_000),
                     script_pubkey: ScriptBuf::new_p2pkh(&channel.payer.public_key().pubkey_hash()),
                 };
-                let mut psbt = channel.payment(latest_amount + COIN, Some(dust));
-                psbt.unsigned_tx.output[1].value =
-                    Amount::from_sat(CAPACITY - latest_amount - COIN - FEE - 1_000);
-                let psbt = channel.payer.sign_transaction(
-                    &channel.script,
-                    std::slice::from_ref(&channel.funding),
-                    psbt.unsigned_tx,
-                );
-                let mut psbt = psbt;
-                countersign(&mut psbt, &channel.script, &channel.merchant);
-                b64(&psbt)
+                b64(&channel.payment(latest_amount + COIN, Some(dust)))
             }
             PaymentKind::Garbage => "this is not a PSBT".to_string(),
         };
