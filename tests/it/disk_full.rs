@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
 use dogetower::chain::{Address, Network};
+use dogetower::store::Store;
 use serde_json::{json, Value};
 
 use crate::support::{
@@ -102,6 +103,20 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// A read transaction held open on the store. SQLite starts its WAL over
+/// (reusing the file's space) only when no reader holds an older snapshot:
+/// with one held, every commit must grow the WAL, so a full disk fails
+/// every write until the reader ends, not just some of them.
+fn pin_wal(store: &Path) -> rusqlite::Connection {
+    let reader =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    reader
+        .query_row("SELECT COUNT(*) FROM headers", [], |row| row.get::<_, i64>(0))
+        .unwrap();
+    reader
+}
+
 /// A payment of `amount` on `channel`: (HTTP status, body, Retry-After).
 async fn pay(tower: &TowerProcess, channel: &TestChannel, amount: u64) -> (u16, Value, Option<String>) {
     let response = reqwest::Client::new()
@@ -163,8 +178,13 @@ async fn a_full_disk_refuses_changes_keeps_closing_and_recovers_by_itself() {
     let mut amount = 100_000_000;
     assert_eq!(pay(&shop.tower, &closing, amount).await.0, 200);
 
-    // Fill the disk, then pay ever more until the store refuses: SQLite may
-    // take a few more commits into WAL pages it already has.
+    // The receiver fails for now: events wait in the outbox, and are
+    // delivered (and marked so) only once the disk is full.
+    received.lock().unwrap().failing = true;
+    // Fill the disk, then pay ever more until the store refuses (a commit
+    // or two may still fit in the WAL's last page).
+    let store_path = disk.path().join("dogetower.sqlite");
+    let pin = pin_wal(&store_path);
     disk.fill();
     let mut acknowledged = amount;
     let (refusal, retry_after) = loop {
@@ -214,6 +234,16 @@ async fn a_full_disk_refuses_changes_keeps_closing_and_recovers_by_itself() {
     );
     assert_eq!(shop.state(&closing).await["merchant_amount"], acknowledged);
     let logged_when_full = chain_log_top(&shop);
+    // Deliveries now happen with the disk full: marking them delivered
+    // fails, and delivery must go on once space returns.
+    let accepted_before = received.lock().unwrap().accepted.len();
+    received.lock().unwrap().failing = false;
+    wait_for(
+        "a webhook delivered with the disk full",
+        Duration::from_secs(30),
+        async || (received.lock().unwrap().accepted.len() > accepted_before).then_some(()),
+    )
+    .await;
 
     // The chain goes on: at its broadcast height the close of the latest
     // stored state goes out, the disk still full.
@@ -243,6 +273,7 @@ async fn a_full_disk_refuses_changes_keeps_closing_and_recovers_by_itself() {
     );
 
     // Space returns: the tower writes what it held back, by itself.
+    drop(pin);
     disk.free();
     wait_for(
         "the store to take writes again",
@@ -266,6 +297,20 @@ async fn a_full_disk_refuses_changes_keeps_closing_and_recovers_by_itself() {
             .then_some(())
     })
     .await;
+    // Every event stored is delivered: webhook delivery outlived the outage.
+    wait_for(
+        "every stored event delivered",
+        Duration::from_secs(30),
+        async || {
+            let stored = Store::open(&store_path).ok()?.outbox_after(0, 10_000).ok()?;
+            let r = received.lock().unwrap();
+            stored
+                .iter()
+                .all(|event| r.accepted.contains_key(&event.1))
+                .then_some(())
+        },
+    )
+    .await;
     let (code, body, _) = pay(&shop.tower, &other, 50_000_000).await;
     assert_eq!(code, 200, "{body}");
     shop.devnet.mine(3).await;
@@ -280,6 +325,7 @@ async fn a_full_disk_refuses_changes_keeps_closing_and_recovers_by_itself() {
     assert_eq!(closed["merchant_amount"], acknowledged);
 
     // The first write to fail can be a block's: held back the same way.
+    let pin = pin_wal(&store_path);
     disk.fill();
     wait_for("a block's write to fail", Duration::from_secs(60), async || {
         shop.devnet.mine(1).await;
@@ -290,6 +336,7 @@ async fn a_full_disk_refuses_changes_keeps_closing_and_recovers_by_itself() {
     shop.tower.wait_processed(tip).await;
     assert_eq!(status(&shop.tower).await["store_writable"], false);
     assert!(chain_log_top(&shop) < tip);
+    drop(pin);
     disk.free();
     wait_for(
         "the held-back blocks written",
