@@ -642,6 +642,37 @@ mod tests {
     }
 
     #[test]
+    fn a_full_database_is_unavailable_and_takes_writes_again_once_it_has_room() {
+        let mut store = Store::open_in_memory().unwrap();
+        let pages = |store: &Store, sql: &str| store.exec().one_row(sql, &[], |r| r.int(0)).unwrap();
+        store.write(|tx| tx.connect_header(&rec(0))).unwrap();
+        // SQLite answers SQLITE_FULL once the file may grow no more, as on
+        // a full disk.
+        let used = pages(&store, "PRAGMA page_count");
+        pages(&store, &format!("PRAGMA max_page_count = {used}"));
+        let (height, full) = (1..200)
+            .find_map(|h| {
+                store
+                    .write(|tx| tx.apply_header_change(true, &rec(h)))
+                    .err()
+                    .map(|e| (h, e))
+            })
+            .expect("the store never filled up");
+        assert!(full.is_unavailable(), "{full}");
+        pages(&store, &format!("PRAGMA max_page_count = {}", used * 100));
+        // The write that failed goes in now (it was rolled back whole).
+        store
+            .write(|tx| tx.apply_header_change(true, &rec(height)))
+            .unwrap();
+        store.write(|tx| tx.probe_write()).unwrap();
+        // What is wrong in itself is not an outage.
+        assert!(!StoreError::Fenced { epoch: 3 }.is_unavailable());
+        assert!(!StoreError::Corrupt("channels.state").is_unavailable());
+        let duplicate = store.write(|tx| tx.connect_header(&rec(0))).unwrap_err();
+        assert!(!duplicate.is_unavailable(), "{duplicate}");
+    }
+
+    #[test]
     fn migrations_apply_once_and_are_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sqlite");

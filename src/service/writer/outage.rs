@@ -157,7 +157,8 @@ impl Writer {
             })
             .collect();
         let height = self.tower.tip().map(|t| t.height);
-        if let Some(outage) = &mut self.outage {
+        let nothing_to_write = matches!(own, OwnChange::Nothing) && actions.is_empty();
+        if let Some(outage) = self.outage.as_mut().filter(|_| !nothing_to_write) {
             outage.unwritten.push(Unwritten { own, actions, height });
         }
         self.start_broadcasts(broadcasts);
