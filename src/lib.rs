@@ -28,5 +28,6 @@ pub mod node;
 pub mod notify;
 pub mod runtime;
 pub mod service;
+pub mod sim;
 pub mod status;
 pub mod store;

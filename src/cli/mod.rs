@@ -18,6 +18,7 @@ pub mod client;
 mod ha;
 pub mod psbt;
 pub mod run;
+pub mod sim;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,6 +98,10 @@ pub enum Command {
     /// Measure the tower's speed and memory against limits measured in the
     /// same run (devnet, tower and clients in this process; no config needed).
     Bench(crate::bench::BenchArgs),
+    /// Deterministic simulation: the engine, the store and the follower
+    /// against a simulated chain and node with faults, invariants checked
+    /// after every step. Exit 1 with the seed and a shrunk repro on a violation.
+    Sim(sim::SimArgs),
 }
 
 /// What every command gets: the configuration, when one was given.
@@ -138,7 +143,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .transpose()?;
     // The demo tells its story on stdout; its parts' logs stay quiet unless
     // asked. So do a bench's (a log line per payment would be measured too).
-    let demo_level = matches!(cli.command, Command::Demo { .. } | Command::Bench(_)).then_some("warn");
+    let demo_level = matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Bench(_) | Command::Sim(_)
+    )
+    .then_some("warn");
     let (format, level) = log_settings(
         cli.log_format,
         cli.log_level.as_deref().or(demo_level),
@@ -193,6 +202,7 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Status { api } => client::status(&api, ctx),
         Command::Devnet(args) => dogetower_devnet::cli::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Sim(args) => sim::run(&args),
     }
 }
 

@@ -227,7 +227,7 @@ impl<S: ChainSource> Follower<S> {
         }
     }
 
-    fn take_hint(&mut self, hint: Hint, blocks: &mut bool, mempool: &mut bool) {
+    pub(crate) fn take_hint(&mut self, hint: Hint, blocks: &mut bool, mempool: &mut bool) {
         match hint {
             Hint::Block(block) => {
                 if let Some(block) = block {

@@ -5,10 +5,16 @@
 //! Every function here runs inside a store transaction the caller opened;
 //! nothing here commits, sends or answers.
 
+use super::broadcaster::CloseJob;
 use crate::chain::headers::HeaderRecord;
+use crate::channel::Custody;
 use crate::engine::{Action, EngineSettings, PaymentRecord, RegisteredChannel, Tower, WatchFilter};
 use crate::store::{NewChannel, Store, StoreError, WriteTx};
 use std::sync::Arc;
+
+/// The start-up rule of which finished channels stay tracked (for the
+/// simulation's restart check).
+pub(crate) use super::standby::undo_floor;
 
 /// Writes the engine's actions; returns the channels to broadcast once the
 /// transaction has committed.
@@ -116,4 +122,36 @@ pub(crate) fn load_tower(
     let tip = headers.last().copied();
     let channels = store.tracked_channels(super::standby::undo_floor(tip.as_ref()))?;
     Ok((Tower::with_watch_filter(settings, tip, channels, filter), headers))
+}
+
+/// What the broadcaster needs to send channel `key`'s close: the latest
+/// stored state and the terms, read from the store as the writer's
+/// `close_job` reads them; `custody` finds the merchant's custody.
+pub(crate) fn close_job(
+    store: &Store,
+    tower: &Tower,
+    key: i64,
+    custody: impl FnOnce(i64) -> Result<Custody, String>,
+) -> Result<CloseJob, String> {
+    let channel = tower.channel(key).ok_or("unknown channel")?;
+    let record = store
+        .channel_record_by_key(key)
+        .map_err(|e| e.to_string())?
+        .ok_or("channel missing from the store")?;
+    let payment = store
+        .latest_payment(key)
+        .map_err(|e| e.to_string())?
+        .ok_or("no payment state to close with")?;
+    let custody = custody(channel.merchant_id)?;
+    let terms = tower
+        .terms(key, record.merchant_key_origin.as_ref())
+        .ok_or("unknown channel")?;
+    Ok(CloseJob {
+        key,
+        channel_id: channel.id.clone(),
+        sequence: payment.sequence,
+        psbt: payment.psbt,
+        terms,
+        custody,
+    })
 }

@@ -183,6 +183,9 @@ impl Writer {
                 WriterInput::Anchor(base) => {
                     self.store
                         .write(|tx| base.iter().try_for_each(|h| tx.connect_header(h)))?;
+                    if let Some(tip) = base.last() {
+                        self.tower.anchor(*tip);
+                    }
                 }
                 WriterInput::Chain(event) => self.chain_event(event)?,
                 WriterInput::Command(command) => self.command(command)?,

@@ -57,6 +57,12 @@ impl Tower {
             self.settings.funding_confirmations,
             self.settings.close_confirmations,
         );
+        // The block that brought the depth names the cause: after a reorg
+        // undid a confirmation, the same transaction confirmed again at the
+        // same height (the new branch's first block takes the mempool back)
+        // is news, and an id of outpoint and height alone made the outbox
+        // drop it as a repeat (found by the deterministic simulation).
+        let reached_in = self.tip.map(|t| t.hash.to_string()).unwrap_or_default();
         let Some(channel) = self.channels.get_mut(&key) else {
             return;
         };
@@ -69,7 +75,7 @@ impl Tower {
                 changed = true;
                 out.emit(Event::new(
                     Some(&id),
-                    &format!("{}:{at}", f.outpoint),
+                    &format!("{}:{at}:{reached_in}", f.outpoint),
                     EventData::FundingConfirmed {
                         outpoint: f.outpoint,
                         value: f.value,
@@ -104,7 +110,10 @@ impl Tower {
             let txid = channel.close.txid;
             out.emit(Event::new(
                 Some(&id),
-                &format!("{}:{at}", txid.map(|t| t.to_string()).unwrap_or_default()),
+                &format!(
+                    "{}:{at}:{reached_in}",
+                    txid.map(|t| t.to_string()).unwrap_or_default()
+                ),
                 EventData::CloseConfirmed {
                     close_txid: txid,
                     height: at,

@@ -239,7 +239,7 @@ impl Indexes {
         let key = channel.key;
         let hash = self.id_hasher.hash_one(channel.id.as_str());
         OneOrMany::add(&mut self.by_id, hash, key);
-        if channel.state.holds_funding() {
+        if watches_funding(channel) {
             for f in &channel.funding {
                 OneOrMany::add(&mut self.watched, f.outpoint, Watch::FundingOutput(key));
             }
@@ -398,6 +398,19 @@ impl Tower {
         }
     }
 
+    /// The base header a first start records before any block is
+    /// processed: the engine's chain view until the first block arrives,
+    /// as it is after a restart (which reads it back from the store as the
+    /// tip). Without it, a fresh tower judged deadlines and finality
+    /// against height 0 until its first block (found by the deterministic
+    /// simulation: a restart changed the engine's state). No effect once
+    /// there is a tip.
+    pub fn anchor(&mut self, base: HeaderRecord) {
+        if self.tip.is_none() {
+            self.tip = Some(base);
+        }
+    }
+
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
@@ -533,9 +546,20 @@ pub fn unsigned_txid(tx: &Transaction) -> Txid {
 /// Adds what the engine will match for `channel` to the mempool pre-filter
 /// (the same channels [`Indexes::add`] watches).
 fn add_to_filter(filter: &WatchFilter, channel: &TrackedChannel) {
-    if channel.state.holds_funding() {
+    if watches_funding(channel) {
         filter.add_channel(channel);
     }
+}
+
+/// Whether the engine watches `channel`'s funding outputs and inputs: while
+/// it holds them, and while a reorg can still undo the block that finished
+/// it (which puts it back into a state that holds them). The running engine
+/// never stops watching a channel; one rebuilt at a start watched only
+/// those holding their funding, so a channel brought back by a reorg after
+/// a restart missed the double spend or refund that followed (found by the
+/// deterministic simulation).
+fn watches_funding(channel: &TrackedChannel) -> bool {
+    channel.state.holds_funding() || channel.undo.is_some()
 }
 
 /// Whether [`Tower::check_confirmations`] still has something to do for a

@@ -423,6 +423,55 @@ fn a_reorg_of_the_funding_reopens_pending_funding() {
     assert_eq!(s.state(), ChannelState::Open);
 }
 
+/// The ids of the events of `kind` among `actions`.
+fn event_ids(actions: &[Action], kind: &str) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Emit(e) if e.kind.as_str() == kind => Some(e.id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_funding_confirmed_again_at_the_same_height_after_a_reorg_is_a_new_event() {
+    let mut s = Scene::new();
+    s.mine(vec![s.funding.tx.clone()]);
+    let first = event_ids(&s.mine(vec![]), "funding.confirmed");
+    assert_eq!(first.len(), 1);
+    s.disconnect();
+    s.disconnect();
+    assert_eq!(s.state(), ChannelState::PendingFunding);
+    // The new branch takes the funding back at the same height.
+    s.mine_tagged(vec![s.funding.tx.clone()], 5);
+    let again = event_ids(&s.mine_tagged(vec![], 5), "funding.confirmed");
+    assert_eq!(s.state(), ChannelState::Open);
+    assert_eq!(again.len(), 1);
+    assert_ne!(first, again, "the outbox would drop it as the first one again");
+}
+
+#[test]
+fn a_close_confirmed_again_at_the_same_height_after_a_reorg_is_a_new_event() {
+    let mut s = Scene::new();
+    s.open_and_pay(100_000_000);
+    s.mine_to(190);
+    let close = s.close_tx();
+    s.mine(vec![close.clone()]);
+    s.mine(vec![]);
+    let first = event_ids(&s.mine(vec![]), "close.confirmed");
+    assert_eq!((first.len(), s.state()), (1, ChannelState::Closed));
+    for _ in 0..3 {
+        s.disconnect();
+    }
+    assert_eq!(s.state(), ChannelState::Closing);
+    s.mine_tagged(vec![close], 6);
+    s.mine_tagged(vec![], 6);
+    let again = event_ids(&s.mine_tagged(vec![], 6), "close.confirmed");
+    assert_eq!((again.len(), s.state()), (1, ChannelState::Closed));
+    assert_ne!(first, again, "the outbox would drop it as the first one again");
+}
+
 #[test]
 fn funding_double_spend_from_the_mempool_then_in_a_block() {
     let mut s = Scene::new();
@@ -860,4 +909,45 @@ fn an_index_key_holds_one_value_inline_and_more_in_a_list() {
     OneOrMany::add(&mut map, 2, 20);
     assert_eq!(map[&1].as_slice(), [10, 11, 12]);
     assert_eq!(map[&2].as_slice(), [20]);
+}
+
+#[test]
+fn the_anchor_is_the_chain_view_until_the_first_block() {
+    let base = header(1_000, BlockHash::all_zeros(), 0);
+    let mut tower = Tower::new(settings(), None, vec![]);
+    assert_eq!(tower.view().height, 0);
+    // Against height 0 a payment due at 1,005 looked years away.
+    let lock = Locktime::Height(1_005);
+    let policy = settings().channel;
+    assert!(crate::channel::deadline_violation(lock, &tower.view(), &policy).is_none());
+    tower.anchor(base);
+    assert_eq!(tower.tip(), Some(&base));
+    assert!(crate::channel::deadline_violation(lock, &tower.view(), &policy).is_some());
+    // A tower that has a tip keeps it.
+    tower.anchor(header(5, BlockHash::all_zeros(), 1));
+    assert_eq!(tower.tip(), Some(&base));
+}
+
+#[test]
+fn a_channel_a_reorg_brings_back_after_a_restart_still_sees_its_funding_double_spent() {
+    let mut s = Scene::new();
+    s.open_and_pay(100_000_000);
+    s.mine_to(190);
+    s.mine(vec![s.close_tx()]);
+    s.mine_to(193);
+    assert_eq!(s.state(), ChannelState::Closed);
+    // A restart: the engine rebuilt from what the store keeps.
+    let tip = s.tower.tip().copied();
+    s.tower = Tower::new(settings(), tip, s.tower.channels().cloned().collect());
+    assert_filter_covers(&s.tower);
+    // A reorg down below the funding's block: closing again, funding unconfirmed.
+    while s.height() > 100 {
+        s.disconnect();
+    }
+    assert_eq!(s.state(), ChannelState::Closing);
+    let mut conflict = s.funding.tx.clone();
+    conflict.output[0].script_pubkey = ScriptBuf::new_p2pkh(&s.payer.public_key().pubkey_hash());
+    let a = s.mine_tagged(vec![conflict], 7);
+    assert!(codes(&a).contains(&"funding.double_spent"), "{:?}", codes(&a));
+    assert_eq!(s.state(), ChannelState::Failed);
 }
