@@ -363,30 +363,7 @@ impl Writer {
     }
 
     fn close_job(&self, key: i64) -> Result<broadcaster::CloseJob, String> {
-        let channel = self.tower.channel(key).ok_or("unknown channel")?;
-        let record = self
-            .store
-            .channel_record_by_key(key)
-            .map_err(|e| e.to_string())?
-            .ok_or("channel missing from the store")?;
-        let payment = self
-            .store
-            .latest_payment(key)
-            .map_err(|e| e.to_string())?
-            .ok_or("no payment state to close with")?;
-        let custody = self.custody(channel.merchant_id)?;
-        let terms = self
-            .tower
-            .terms(key, record.merchant_key_origin.as_ref())
-            .ok_or("unknown channel")?;
-        Ok(broadcaster::CloseJob {
-            key,
-            channel_id: channel.id.clone(),
-            sequence: payment.sequence,
-            psbt: payment.psbt,
-            terms,
-            custody,
-        })
+        persist::close_job(&self.store, &self.tower, key, |merchant| self.custody(merchant))
     }
 
     fn custody(&self, merchant_id: i64) -> Result<Custody, String> {
