@@ -51,6 +51,7 @@ pub struct Metrics {
     webhook_deliveries: IntCounterVec,
     outbox_depth: IntGauge,
     zmq_configured: IntGauge,
+    store_writable: IntGauge,
     halted: IntGaugeVec,
     ha_leader: IntGauge,
     ha_epoch: IntGauge,
@@ -152,6 +153,11 @@ impl Metrics {
                 "dogetower_halted",
                 "1 when the tower stopped processing for good until an operator acts, by reason (reorg_too_deep, inconsistent_chain, ...); 0 while it runs.",
                 &["reason"],
+            ),
+            store_writable: gauge(
+                &r,
+                "dogetower_store_writable",
+                "1 while the store takes writes; 0 while it does not (a full disk, PostgreSQL unreachable): the tower then refuses changes with store_unavailable but keeps following the chain and sending closes.",
             ),
             zmq_configured: gauge(
                 &r,
@@ -483,6 +489,7 @@ impl Metrics {
         self.node_up.set(i64::from(status.node_reachable));
         self.caught_up.set(i64::from(status.caught_up));
         self.zmq_configured.set(i64::from(status.zmq_configured));
+        self.store_writable.set(i64::from(status.store_writable));
     }
 
     /// The text exposition, with the time-based and ZMQ values brought up to date.

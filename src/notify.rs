@@ -75,12 +75,34 @@ pub async fn run(
             retries: HashMap::new(),
         })
         .collect();
+    // Whether the last pass failed on the store, so a long outage logs once.
+    let mut store_failing = false;
     loop {
-        let mut pending_total = 0usize;
+        let mut pending_total = Some(0usize);
         for endpoint in &mut endpoints {
-            pending_total += deliver_due(&mut store, &http, &config.notify, endpoint, &metrics, &ha).await?;
+            match deliver_due(&mut store, &http, &config.notify, endpoint, &metrics, &ha).await {
+                Ok(pending) => pending_total = pending_total.map(|total| total + pending),
+                // A store that takes no writes (a full disk) pauses delivery
+                // rather than ending it: an event delivered but not marked
+                // is delivered again, which receivers dedupe by its id.
+                Err(error) => {
+                    if !store_failing {
+                        tracing::warn!(%error, "webhook delivery paused: the store cannot be read or written; retrying");
+                    }
+                    pending_total = None;
+                }
+            }
         }
-        metrics.outbox_depth(pending_total as i64);
+        match pending_total {
+            Some(total) => {
+                if store_failing {
+                    tracing::info!("webhook delivery resumed");
+                }
+                store_failing = false;
+                metrics.outbox_depth(total as i64);
+            }
+            None => store_failing = true,
+        }
         // New events are written by the service at any time; a short poll
         // keeps delivery prompt without coupling the two tasks.
         tokio::select! {

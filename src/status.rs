@@ -19,6 +19,12 @@ pub struct ServiceStatus {
     /// The nearest broadcast height among live channels.
     pub nearest_deadline_height: Option<u32>,
     pub nearest_deadline_channel: Option<String>,
+    /// Whether the store takes writes. While it does not (a full disk,
+    /// say), changes are refused with `store_unavailable`; the chain is
+    /// still followed and closes still sent.
+    pub store_writable: bool,
+    /// The last write error while the store takes none.
+    pub store_error: Option<String>,
 }
 
 /// The `GET /v1/status` answer: the service's view and the tower's place

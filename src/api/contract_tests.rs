@@ -525,6 +525,8 @@ fn status_sample() -> StatusReply {
             .collect(),
         nearest_deadline_height: Some(190),
         nearest_deadline_channel: Some("2N7hg22XSg3RaU3pSZcMh1GqsoRuhtZvHVN".into()),
+        store_writable: true,
+        store_error: None,
     };
     StatusReply {
         service,

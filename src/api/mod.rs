@@ -70,7 +70,17 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"error": {"code": self.0.code, "message": self.0.message}});
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if self.0.code == ErrorCode::StoreUnavailable {
+            // The writer tries its store again this often (service::writer).
+            let retry_after = crate::service::STORE_RETRY_SECS.to_string();
+            if let Ok(value) = retry_after.parse() {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
@@ -518,7 +528,9 @@ async fn healthz() -> Response {
 async fn readyz(State(state): State<ApiState>) -> Response {
     let s = state.service.status.borrow().clone();
     let halted = state.service.halted.get().cloned();
-    let ready = s.node_reachable && s.caught_up && halted.is_none();
+    // A leader whose store takes no writes cannot take payments: not ready
+    // (it still follows the chain and sends closes, see service::writer).
+    let ready = s.node_reachable && s.caught_up && halted.is_none() && s.store_writable;
     let code = if ready {
         StatusCode::OK
     } else {
@@ -532,6 +544,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         "caught_up": s.caught_up,
         "node_height": s.node_height,
         "processed_height": s.processed_height,
+        "store_writable": s.store_writable,
     });
     (code, Json(body)).into_response()
 }

@@ -114,8 +114,14 @@ enum WriterInput {
     /// A close not sent after all: the lease was not confirmed (see `ha`).
     BroadcastSkipped(i64),
     Follower(FollowerStatus),
+    /// Time to write what a store outage held back (`writer::outage`).
+    RetryStore,
     Stop,
 }
+
+/// How often a writer whose store takes no writes tries again (seconds);
+/// also the `Retry-After` of a `store_unavailable` answer.
+pub const STORE_RETRY_SECS: u64 = 2;
 
 /// The handles to a running service.
 #[derive(Clone)]

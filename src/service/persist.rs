@@ -23,7 +23,18 @@ pub(crate) fn apply_actions(
     tower: &Tower,
     actions: &[Action],
 ) -> Result<Vec<i64>, StoreError> {
-    let height = tower.tip().map(|t| t.height);
+    apply_actions_at(tx, tower, actions, tower.tip().map(|t| t.height))
+}
+
+/// [`apply_actions`] for actions the engine decided at `height` (the
+/// transitions' audit height), written later: a channel is saved as the
+/// engine holds it now, which includes everything decided since.
+pub(crate) fn apply_actions_at(
+    tx: &WriteTx<'_>,
+    tower: &Tower,
+    actions: &[Action],
+    height: Option<u32>,
+) -> Result<Vec<i64>, StoreError> {
     let mut broadcasts = Vec::new();
     for action in actions {
         match action {

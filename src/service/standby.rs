@@ -136,6 +136,8 @@ pub async fn until_leader(
                 _ => false,
             },
             zmq_configured: config.node.zmq_rawblock.is_some() || config.node.zmq_hashblock.is_some(),
+            // A standby writes nothing: a store outage shows on the leader.
+            store_writable: true,
             ..ServiceStatus::default()
         });
         tokio::select! {

@@ -100,6 +100,46 @@ pub enum StoreError {
     Corrupt(&'static str),
 }
 
+impl StoreError {
+    /// Whether the store could not take a write for a reason that passes by
+    /// itself, with nothing wrong in what was written: a full disk, an I/O
+    /// error, a read-only remount, PostgreSQL unreachable, out of space or
+    /// restarting. The writer then keeps running without writing
+    /// (`service::writer`'s store outage) and tries again; any other error
+    /// (a fenced leader, a corrupt value, a failed migration) stops it.
+    pub fn is_unavailable(&self) -> bool {
+        use rusqlite::ErrorCode as Sqlite;
+        match self {
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                Sqlite::DiskFull
+                    | Sqlite::SystemIoFailure
+                    | Sqlite::ReadOnly
+                    | Sqlite::CannotOpen
+                    | Sqlite::DatabaseBusy
+                    | Sqlite::DatabaseLocked
+                    | Sqlite::OutOfMemory
+            ),
+            StoreError::PostgresConnectionLost => true,
+            StoreError::Postgres(e) => {
+                // Class 08: connection exception; 53: insufficient resources
+                // (53100 disk_full); 57P01-57P03: the server shutting down or
+                // starting; 25006: a read-only (standby) server.
+                let transient_state = e.code().is_some_and(|state| {
+                    let code = state.code();
+                    code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57P")
+                        || code == "25006"
+                });
+                let io = std::error::Error::source(e).is_some_and(|cause| cause.is::<std::io::Error>());
+                e.is_closed() || io || transient_state
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
         StoreError::Postgres(error)
@@ -489,16 +529,22 @@ impl WriteTx<'_> {
 
     /// Records a block event of the follower: the header change and its log line.
     pub fn apply_block_event(&self, event: &ChainEvent) -> Result<()> {
-        let (kind, header) = match event {
-            ChainEvent::BlockConnected { header, .. } => {
-                self.connect_header(header)?;
-                ("connected", header)
-            }
-            ChainEvent::BlockDisconnected { header } => {
-                self.disconnect_header(header.height)?;
-                ("disconnected", header)
-            }
-            ChainEvent::MempoolTx { .. } => return Ok(()),
+        match event {
+            ChainEvent::BlockConnected { header, .. } => self.apply_header_change(true, header),
+            ChainEvent::BlockDisconnected { header } => self.apply_header_change(false, header),
+            ChainEvent::MempoolTx { .. } => Ok(()),
+        }
+    }
+
+    /// Records a block connected (`connected`) or disconnected: the kept
+    /// headers and the chain log.
+    pub fn apply_header_change(&self, connected: bool, header: &HeaderRecord) -> Result<()> {
+        let kind = if connected {
+            self.connect_header(header)?;
+            "connected"
+        } else {
+            self.disconnect_header(header.height)?;
+            "disconnected"
         };
         self.exec(
             "INSERT INTO chain_log (kind, height, hash, logged_at) VALUES (?1, ?2, ?3, ?4)",
@@ -508,6 +554,16 @@ impl WriteTx<'_> {
                 header.hash.as_byte_array().as_slice(),
                 channels::now()
             ],
+        )?;
+        Ok(())
+    }
+
+    /// A write that changes nothing but needs the store to take one (space
+    /// on its disk, a live server): the kept tip's header row written again.
+    pub fn probe_write(&self) -> Result<()> {
+        self.exec(
+            "UPDATE headers SET hash = hash WHERE height = (SELECT MAX(height) FROM headers)",
+            params![],
         )?;
         Ok(())
     }
@@ -583,6 +639,37 @@ mod tests {
             time: 1000 + height,
             median_time_past: 900 + height,
         }
+    }
+
+    #[test]
+    fn a_full_database_is_unavailable_and_takes_writes_again_once_it_has_room() {
+        let mut store = Store::open_in_memory().unwrap();
+        let pages = |store: &Store, sql: &str| store.exec().one_row(sql, &[], |r| r.int(0)).unwrap();
+        store.write(|tx| tx.connect_header(&rec(0))).unwrap();
+        // SQLite answers SQLITE_FULL once the file may grow no more, as on
+        // a full disk.
+        let used = pages(&store, "PRAGMA page_count");
+        pages(&store, &format!("PRAGMA max_page_count = {used}"));
+        let (height, full) = (1..200)
+            .find_map(|h| {
+                store
+                    .write(|tx| tx.apply_header_change(true, &rec(h)))
+                    .err()
+                    .map(|e| (h, e))
+            })
+            .expect("the store never filled up");
+        assert!(full.is_unavailable(), "{full}");
+        pages(&store, &format!("PRAGMA max_page_count = {}", used * 100));
+        // The write that failed goes in now (it was rolled back whole).
+        store
+            .write(|tx| tx.apply_header_change(true, &rec(height)))
+            .unwrap();
+        store.write(|tx| tx.probe_write()).unwrap();
+        // What is wrong in itself is not an outage.
+        assert!(!StoreError::Fenced { epoch: 3 }.is_unavailable());
+        assert!(!StoreError::Corrupt("channels.state").is_unavailable());
+        let duplicate = store.write(|tx| tx.connect_header(&rec(0))).unwrap_err();
+        assert!(!duplicate.is_unavailable(), "{duplicate}");
     }
 
     #[test]

@@ -51,20 +51,9 @@ impl HaGroup {
 
     /// The close of `channel` once it is in the node's mempool.
     async fn close_in_mempool(&self, channel: &TestChannel, limit: Duration) -> Transaction {
-        let funding = channel.funding[0].outpoint();
-        wait_for("the close in the node's mempool", limit, async || {
-            let txids = self.devnet.call("getrawmempool", json!([])).await;
-            for txid in txids.as_array().unwrap() {
-                let hex = self.devnet.call("getrawtransaction", json!([txid])).await;
-                let tx: Transaction =
-                    bitcoin::consensus::deserialize(&hex::decode(hex.as_str().unwrap()).unwrap()).unwrap();
-                if tx.input.iter().any(|i| i.previous_output == funding) {
-                    return Some(tx);
-                }
-            }
-            None
-        })
-        .await
+        self.devnet
+            .spending_in_mempool(channel.funding[0].outpoint(), limit)
+            .await
     }
 
     /// How many transactions spending `channel`'s funding the node's mempool holds.

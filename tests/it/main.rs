@@ -17,6 +17,7 @@ mod cli_block;
 mod cli_psbt;
 mod crash_storm;
 mod demo;
+mod disk_full;
 mod follower;
 mod ha;
 mod integration_docs;

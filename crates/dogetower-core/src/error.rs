@@ -86,6 +86,7 @@ error_codes! {
     SignerUnavailable => ("signer_unavailable", 500, "The merchant's key file cannot be read; the operator must fix it."),
     InternalError => ("internal_error", 500, "The tower failed; nothing was stored. Retry, and tell the operator if it persists."),
     Unavailable => ("unavailable", 503, "The tower is starting or stopping; retry shortly."),
+    StoreUnavailable => ("store_unavailable", 503, "The tower cannot write to its store (a full disk, say) and takes no changes; it keeps following the chain and sending the closes it holds. Retry after the Retry-After header's seconds."),
     NotLeader => ("not_leader", 503, "This tower is a standby of a high-availability group and takes no writes: send the request to the leader (the Location header, and error.leader)."),
 }
 

@@ -5,6 +5,7 @@
 use bitcoin::OutPoint;
 
 use super::group::{PaymentReplyTo, RegisterReplyTo};
+use super::outage::{store_unavailable, OwnChange};
 use super::{PaymentChecked, Writer};
 use crate::channel::psbt::DecodedPsbt;
 use crate::engine::{
@@ -47,6 +48,9 @@ impl Writer {
 
     /// Handles a merchant's command; fails only when a group commit failed.
     pub(super) fn command(&mut self, command: Command) -> anyhow::Result<()> {
+        let Some(command) = self.refused_while_store_out(command) else {
+            return Ok(());
+        };
         match command {
             Command::Register {
                 merchant_id,
@@ -100,6 +104,22 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// While the store takes no writes, answers a change with
+    /// `store_unavailable` (nothing can be acknowledged); reads go through.
+    fn refused_while_store_out(&self, command: Command) -> Option<Command> {
+        if !self.store_out() {
+            return Some(command);
+        }
+        let refusal = || store_unavailable();
+        match command {
+            Command::Register { reply, .. } => drop(reply.send(Err(refusal()))),
+            Command::Pay { reply, .. } => drop(reply.send(Err(refusal()))),
+            Command::Close { reply, .. } => drop(reply.send(Err(refusal()))),
+            read @ (Command::Get { .. } | Command::List { .. }) => return Some(read),
+        }
+        None
     }
 
     fn list(
@@ -260,6 +280,10 @@ impl Writer {
     /// answer, like a repeat's, waits for that commit.
     pub(super) fn payment_checked(&mut self, done: PaymentChecked) {
         let PaymentChecked { checked, reply } = done;
+        if self.store_out() {
+            let _ = reply.send(Err(store_unavailable()));
+            return;
+        }
         match checked.and_then(|checked| self.decide_and_apply(&checked)) {
             Ok((key, PaymentDecision::Accept(record), actions)) => {
                 self.group.payment(key, record, actions, reply)
@@ -314,7 +338,12 @@ impl Writer {
     fn close(&mut self, merchant_id: i64, address: &str) -> Result<ChannelView, Refusal> {
         let record = self.owned(merchant_id, address)?;
         let actions = self.tower.handle(Input::CloseRequested { key: record.key })?;
-        self.commit(&actions, |_| Ok(())).map_err(Refusal::internal)?;
-        self.view_of(record.key)
+        // Not written: the close is sent all the same (held back, see
+        // `outage`), but the request is not acknowledged.
+        match self.commit(actions, OwnChange::Nothing) {
+            Ok(true) => self.view_of(record.key),
+            Ok(false) => Err(store_unavailable()),
+            Err(error) => Err(Refusal::internal(error)),
+        }
     }
 }

@@ -134,8 +134,10 @@ impl Group {
 
 impl Writer {
     /// Writes the group in one transaction, then answers it. A failed
-    /// commit fails every answer and stops the writer: the engine already
-    /// holds the group's payments, the store does not, and a restart
+    /// commit fails every answer. The engine already holds the group's
+    /// payments, the store does not: when the store is only unavailable (a
+    /// full disk) the engine is rebuilt from it and a store outage begins
+    /// (`outage`); any other failure stops the writer, and a restart
     /// rebuilds the engine from the store.
     pub(super) fn commit_group(&mut self) -> anyhow::Result<()> {
         if self.group.is_empty() {
@@ -171,14 +173,22 @@ impl Writer {
         let (keys, actions, broadcasts) = match committed {
             Ok(committed) => committed,
             Err(e) => {
-                let refusal = Refusal::internal(&e);
+                let refusal = if e.is_unavailable() {
+                    super::outage::store_unavailable()
+                } else {
+                    Refusal::internal(&e)
+                };
                 for answer in answers {
                     match answer {
                         Answer::Payment { reply, .. } => drop(reply.send(Err(refusal.clone()))),
                         Answer::Registration { reply, .. } => drop(reply.send(Err(refusal.clone()))),
                     }
                 }
-                return Err(e.into());
+                // The engine holds the group's changes, the store does not:
+                // it is rebuilt from the store (reads still work on a full disk).
+                self.store_failed(e)?;
+                self.reload_engine()?;
+                return Ok(());
             }
         };
         self.metrics.group_committed(answers.len());

@@ -16,15 +16,17 @@ use tokio::sync::{mpsc, watch};
 
 mod commands;
 mod group;
+mod outage;
 
 use group::{Group, PaymentReplyTo, MAX_GROUP};
+use outage::{OwnChange, StoreOutage};
 
 use super::{broadcaster, engine_settings, persist, Command, ServiceHandle, WriterInput};
 use crate::chain::headers::{HeaderRecord, WINDOW};
 use crate::chain::{ChainEvent, Network};
 use crate::channel::{Custody, MerchantSigner};
 use crate::config::Config;
-use crate::engine::Action;
+use crate::engine::{Action, EngineSettings, WatchFilter};
 use crate::engine::{BroadcastOutcome, ChannelState, ChannelSummary, CheckedPayment, Input, Tower};
 use crate::error::Refusal;
 use crate::follower::FollowerStatus;
@@ -33,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::node::zmq::ZmqStats;
 use crate::node::RpcClient;
 use crate::status::ServiceStatus;
-use crate::store::{CustodyMode, Merchant, Store, StoreError, WriteTx};
+use crate::store::{CustodyMode, Merchant, Store};
 
 /// What came of one close handed to the node.
 #[derive(Debug)]
@@ -74,6 +76,13 @@ pub(super) struct Writer {
     group: Group,
     /// Whether this tower may broadcast now (high availability).
     ha: Arc<HaState>,
+    /// Set while the store takes no writes (see [`outage`]).
+    outage: Option<StoreOutage>,
+    /// Whether the outage's retry ticks run.
+    retry_ticking: Arc<std::sync::atomic::AtomicBool>,
+    /// What the engine is rebuilt with after a group commit failed.
+    settings: EngineSettings,
+    watch_filter: Arc<WatchFilter>,
 }
 
 impl Writer {
@@ -133,6 +142,10 @@ impl Writer {
             summary: ChannelSummary::default(),
             group: Group::default(),
             ha,
+            outage: None,
+            retry_ticking: Arc::default(),
+            settings: engine_settings(config),
+            watch_filter: handle.watch_filter.clone(),
         };
         writer.refresh_channels();
         Ok((writer, headers))
@@ -157,6 +170,7 @@ impl Writer {
                 }
             };
             let Some(input) = input else { break };
+            self.retry_store()?;
             let joins_group = matches!(
                 input,
                 WriterInput::PaymentChecked(_)
@@ -185,6 +199,7 @@ impl Writer {
                     self.node_reachable(now.node_reachable)?;
                     self.publish_status();
                 }
+                WriterInput::RetryStore => {} // tried above
                 WriterInput::Stop => break,
             }
             if self.group.len() >= MAX_GROUP {
@@ -195,19 +210,31 @@ impl Writer {
     }
 
     /// Writes `own` (the input's own change) and the engine's actions in one
-    /// store transaction, then starts the broadcasts they ask for.
-    fn commit(
-        &mut self,
-        actions: &[Action],
-        own: impl FnOnce(&WriteTx<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    /// store transaction, then starts the broadcasts they ask for. While
+    /// the store takes no writes they are held back instead (the closes
+    /// are sent all the same); returns whether they were written.
+    fn commit(&mut self, actions: Vec<Action>, own: OwnChange) -> anyhow::Result<bool> {
+        if self.store_out() {
+            self.hold_back(own, actions);
+            return Ok(false);
+        }
         let tower = &self.tower;
-        let broadcasts = self.store.write(|tx| {
-            own(tx)?;
-            persist::apply_actions(tx, tower, actions)
-        })?;
-        self.after_commit(actions, broadcasts);
-        Ok(())
+        let height = tower.tip().map(|t| t.height);
+        let written = self.store.write(|tx| {
+            own.write(tx, height)?;
+            persist::apply_actions(tx, tower, &actions)
+        });
+        match written {
+            Ok(broadcasts) => {
+                self.after_commit(&actions, broadcasts);
+                Ok(true)
+            }
+            Err(error) => {
+                self.store_failed(error)?;
+                self.hold_back(own, actions);
+                Ok(false)
+            }
+        }
     }
 
     fn after_commit(&mut self, actions: &[Action], broadcasts: Vec<i64>) {
@@ -226,9 +253,21 @@ impl Writer {
     }
 
     fn chain_event(&mut self, event: ChainEvent) -> anyhow::Result<()> {
-        let actions = self.tower.handle(Input::Chain(event.clone()))?;
-        self.commit(&actions, |tx| tx.apply_block_event(&event))?;
-        if !matches!(event, ChainEvent::MempoolTx { .. }) {
+        let own = match &event {
+            ChainEvent::BlockConnected { header, .. } => OwnChange::Header {
+                connected: true,
+                header: *header,
+            },
+            ChainEvent::BlockDisconnected { header } => OwnChange::Header {
+                connected: false,
+                header: *header,
+            },
+            ChainEvent::MempoolTx { .. } => OwnChange::Nothing,
+        };
+        let is_block = !matches!(own, OwnChange::Nothing);
+        let actions = self.tower.handle(Input::Chain(event))?;
+        self.commit(actions, own)?;
+        if is_block {
             self.metrics.block_processed();
             self.refresh_channels();
         }
@@ -238,7 +277,7 @@ impl Writer {
     fn node_reachable(&mut self, up: bool) -> anyhow::Result<()> {
         let actions = self.tower.handle(Input::NodeReachable(up))?;
         if !actions.is_empty() {
-            self.commit(&actions, |_| Ok(()))?;
+            self.commit(actions, OwnChange::Nothing)?;
         }
         Ok(())
     }
@@ -258,11 +297,14 @@ impl Writer {
             key: done.key,
             outcome: done.outcome,
         })?;
-        let height = self.tower.tip().map(|t| t.height);
-        self.commit(&actions, |tx| {
-            tx.record_broadcast(done.key, done.txid.as_ref(), height, &label, message.as_deref())
-        })?;
-        tracing::debug!(channel = done.key, sequence = done.sequence, result = %label, "broadcast recorded");
+        tracing::debug!(channel = done.key, sequence = done.sequence, result = %label, "broadcast done");
+        let own = OwnChange::Broadcast {
+            key: done.key,
+            txid: done.txid,
+            label,
+            message,
+        };
+        self.commit(actions, own)?;
         Ok(())
     }
 
@@ -321,30 +363,7 @@ impl Writer {
     }
 
     fn close_job(&self, key: i64) -> Result<broadcaster::CloseJob, String> {
-        let channel = self.tower.channel(key).ok_or("unknown channel")?;
-        let record = self
-            .store
-            .channel_record_by_key(key)
-            .map_err(|e| e.to_string())?
-            .ok_or("channel missing from the store")?;
-        let payment = self
-            .store
-            .latest_payment(key)
-            .map_err(|e| e.to_string())?
-            .ok_or("no payment state to close with")?;
-        let custody = self.custody(channel.merchant_id)?;
-        let terms = self
-            .tower
-            .terms(key, record.merchant_key_origin.as_ref())
-            .ok_or("unknown channel")?;
-        Ok(broadcaster::CloseJob {
-            key,
-            channel_id: channel.id.clone(),
-            sequence: payment.sequence,
-            psbt: payment.psbt,
-            terms,
-            custody,
-        })
+        persist::close_job(&self.store, &self.tower, key, |merchant| self.custody(merchant))
     }
 
     fn custody(&self, merchant_id: i64) -> Result<Custody, String> {
@@ -385,6 +404,8 @@ impl Writer {
             channels_by_state: by_state,
             nearest_deadline_height: nearest.as_ref().map(|n| n.0),
             nearest_deadline_channel: nearest.map(|n| n.1),
+            store_writable: self.outage.is_none(),
+            store_error: self.outage.as_ref().map(|o| o.reason.clone()),
         };
         self.metrics.status(&status);
         self.status.send_replace(status);

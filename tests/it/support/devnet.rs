@@ -132,6 +132,28 @@ impl DevnetProcess {
         out
     }
 
+    /// The first transaction in the mempool that spends `outpoint`, waiting
+    /// up to `limit` for one.
+    pub async fn spending_in_mempool(
+        &self,
+        outpoint: bitcoin::OutPoint,
+        limit: std::time::Duration,
+    ) -> bitcoin::Transaction {
+        super::wait_for("a spend in the node's mempool", limit, async || {
+            let txids = self.call("getrawmempool", json!([])).await;
+            for txid in txids.as_array().unwrap() {
+                let hex = self.call("getrawtransaction", json!([txid])).await;
+                let tx: bitcoin::Transaction =
+                    bitcoin::consensus::deserialize(&hex::decode(hex.as_str().unwrap()).unwrap()).unwrap();
+                if tx.input.iter().any(|i| i.previous_output == outpoint) {
+                    return Some(tx);
+                }
+            }
+            None
+        })
+        .await
+    }
+
     /// Mines `blocks` blocks; their hashes.
     pub async fn mine(&self, blocks: u32) -> Vec<String> {
         self.call("devnet_mine", json!([blocks]))

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
 use bitcoin::PublicKey;
+use bitcoin::Transaction;
 use dogetower::chain::{Address, Network};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{free_port, kill, wait_for, DevnetProcess, TestChannel, BIN};
 
@@ -175,11 +176,32 @@ impl TowerProcess {
         api_keys: &str,
         extra: &str,
     ) -> TowerProcess {
+        Self::start_configured(
+            devnet,
+            payout_address,
+            api_keys,
+            "path = \"dogetower.sqlite\"",
+            extra,
+        )
+        .await
+    }
+
+    /// `store`: the `[store]` table's keys (a SQLite path elsewhere, say).
+    pub async fn start_configured(
+        devnet: &DevnetProcess,
+        payout_address: &str,
+        api_keys: &str,
+        store: &str,
+        extra: &str,
+    ) -> TowerProcess {
         let (api, metrics) = (free_port(), free_port());
         let node = devnet.node_config(1, true);
-        let dir = TowerDir::new(&format!(
-            "{node}\n[api]\nlisten = \"127.0.0.1:{api}\"\n{api_keys}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{TEST_POLICY}\n{extra}"
-        ));
+        let dir = TowerDir::with_store(
+            &format!(
+                "{node}\n[api]\nlisten = \"127.0.0.1:{api}\"\n{api_keys}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{TEST_POLICY}\n{extra}"
+            ),
+            store,
+        );
         let token = dir.add_merchant_with_token("shop", payout_address);
         let tower = Self::spawn_in(dir, api, metrics, token);
         tower.wait_ready().await;
@@ -323,5 +345,63 @@ impl Shop {
     pub async fn channel(&self, blocks_to_locktime: u32, confirm: bool) -> TestChannel {
         let locktime = self.devnet.height().await + blocks_to_locktime;
         TestChannel::open(&self.devnet, &self.merchant, &self.payout, locktime, confirm).await
+    }
+}
+
+/// What the tests do to a shop's tower through its API.
+impl Shop {
+    pub async fn register(&self, channel: &TestChannel) -> Value {
+        let (status, body) = self
+            .tower
+            .post("/v1/channels", json!({"psbt": channel.announcement()}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    pub async fn pay(&self, channel: &TestChannel, amount: u64) -> Value {
+        let (status, body) = self
+            .tower
+            .post(
+                &format!("/v1/channels/{}/payments", channel.id),
+                json!({"psbt": channel.payment(amount)}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn state(&self, channel: &TestChannel) -> Value {
+        let (status, body) = self.tower.get(&format!("/v1/channels/{}", channel.id)).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn wait_state(&self, channel: &TestChannel, state: &str) -> Value {
+        wait_for(
+            &format!("channel {} to be {state}", channel.id),
+            Duration::from_secs(60),
+            async || {
+                let body = self.state(channel).await;
+                (body["state"] == state).then_some(body)
+            },
+        )
+        .await
+    }
+
+    /// Mines until the tower has processed `height`.
+    pub async fn mine_to(&self, height: u32) {
+        let now = self.devnet.height().await;
+        if height > now {
+            self.devnet.mine(height - now).await;
+        }
+        self.tower.wait_processed(height).await;
+    }
+
+    /// The tower's close for `channel`, once the node has it in its mempool.
+    pub async fn close_in_mempool(&self, channel: &TestChannel) -> Transaction {
+        self.devnet
+            .spending_in_mempool(channel.funding[0].outpoint(), Duration::from_secs(60))
+            .await
     }
 }
