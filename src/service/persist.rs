@@ -8,7 +8,11 @@
 use super::broadcaster::CloseJob;
 use crate::chain::headers::HeaderRecord;
 use crate::channel::Custody;
-use crate::engine::{Action, EngineSettings, PaymentRecord, RegisteredChannel, Tower, WatchFilter};
+use crate::engine::{
+    Action, CheckedPayment, EngineSettings, Input, PaymentDecision, PaymentRecord, RegisteredChannel,
+    StoredRegistration, Tower, WatchFilter,
+};
+use crate::error::Refusal;
 use crate::store::{NewChannel, Store, StoreError, WriteTx};
 use std::sync::Arc;
 
@@ -154,4 +158,61 @@ pub(crate) fn close_job(
         terms,
         custody,
     })
+}
+
+/// The stored registration of the channel `announced` (a registration's
+/// rules compare a repeat against it).
+pub(crate) fn existing_registration(
+    store: &Store,
+    announced: Option<&str>,
+) -> Result<Option<StoredRegistration>, StoreError> {
+    let Some(id) = announced else { return Ok(None) };
+    Ok(store.channel_record(id)?.map(|r| StoredRegistration {
+        key: r.key,
+        merchant_id: r.merchant_id,
+        announcement: r.announcement,
+        payout_script: r.payout_script,
+    }))
+}
+
+/// Decides a checked payment and, when it is accepted, applies it to the
+/// engine at once (so the next payment on the channel sees it); returns the
+/// decision and the engine's actions (none for a repeat). The latest state
+/// a repeat is compared with is `in_group` (accepted, not yet committed),
+/// else the store's.
+pub(crate) fn decide_payment(
+    tower: &mut Tower,
+    store: &Store,
+    in_group: Option<&PaymentRecord>,
+    checked: &CheckedPayment,
+) -> Result<Result<(PaymentDecision, Vec<Action>), Refusal>, StoreError> {
+    let stored;
+    let latest = match (tower.may_repeat_latest(checked), in_group) {
+        (false, _) => None,
+        (true, Some(record)) => Some(record),
+        (true, None) => {
+            stored = store.latest_payment(checked.key)?;
+            stored.as_ref()
+        }
+    };
+    let decision = match tower.decide_checked_payment(checked, latest) {
+        Ok(decision) => decision,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let actions = match &decision {
+        PaymentDecision::Accept(record) => {
+            let applied = tower.handle(Input::PaymentAccepted {
+                key: checked.key,
+                sequence: record.sequence,
+                merchant_amount: record.merchant_amount,
+                unsigned_txid: record.unsigned_txid,
+            });
+            match applied {
+                Ok(actions) => actions,
+                Err(e) => return Ok(Err(e.into())),
+            }
+        }
+        PaymentDecision::Repeat { .. } => Vec::new(),
+    };
+    Ok(Ok((decision, actions)))
 }

@@ -332,18 +332,7 @@ impl SimTower {
                 .collect()
         };
         let announced = crate::engine::announced_channel_id(psbt, self.tower.settings().network);
-        let existing = match announced {
-            Some(id) => self
-                .store
-                .channel_record(&id)?
-                .map(|r| crate::engine::StoredRegistration {
-                    key: r.key,
-                    merchant_id: r.merchant_id,
-                    announcement: r.announcement,
-                    payout_script: r.payout_script,
-                }),
-            None => None,
-        };
+        let existing = persist::existing_registration(&self.store, announced.as_deref())?;
         let decision = self.tower.decide_registration(&RegistrationRequest {
             merchant: MerchantProfile {
                 id: merchant_id,
@@ -424,39 +413,13 @@ impl SimTower {
         &mut self,
         checked: &CheckedPayment,
     ) -> Result<Result<(PaymentDecision, Vec<Action>), Refusal>, StoreError> {
-        let key = checked.key;
-        let stored;
-        let latest = if self.tower.may_repeat_latest(checked) {
-            match self.group.iter().rev().find(|g| g.key == key) {
-                Some(grouped) => Some(&grouped.record),
-                None => {
-                    stored = self.store.latest_payment(key)?;
-                    stored.as_ref()
-                }
-            }
-        } else {
-            None
-        };
-        let decision = match self.tower.decide_checked_payment(checked, latest) {
-            Ok(decision) => decision,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let actions = match &decision {
-            PaymentDecision::Accept(record) => {
-                let applied = self.tower.handle(Input::PaymentAccepted {
-                    key,
-                    sequence: record.sequence,
-                    merchant_amount: record.merchant_amount,
-                    unsigned_txid: record.unsigned_txid,
-                });
-                match applied {
-                    Ok(actions) => actions,
-                    Err(e) => return Ok(Err(e.into())),
-                }
-            }
-            PaymentDecision::Repeat { .. } => Vec::new(),
-        };
-        Ok(Ok((decision, actions)))
+        let in_group = self
+            .group
+            .iter()
+            .rev()
+            .find(|g| g.key == checked.key)
+            .map(|g| &g.record);
+        persist::decide_payment(&mut self.tower, &self.store, in_group, checked)
     }
 
     /// `Writer::commit_group`: every grouped payment in one transaction,

@@ -10,9 +10,10 @@ use super::{PaymentChecked, Writer};
 use crate::channel::psbt::DecodedPsbt;
 use crate::engine::{
     Action, ChannelState, CheckedPayment, FundingLookup, Input, MerchantProfile, PaymentDecision,
-    RegistrationDecision, RegistrationRequest, StoredRegistration,
+    RegistrationDecision, RegistrationRequest,
 };
 use crate::error::{ErrorCode, Refusal};
+use crate::service::persist;
 use crate::service::view::ChannelView;
 use crate::service::WriterInput;
 use crate::service::{ChannelPage, Command};
@@ -186,19 +187,7 @@ impl Writer {
     ) -> Result<(String, RegistrationDecision), Refusal> {
         let merchant = self.merchant(merchant_id)?;
         let custody = self.custody(merchant_id).map_err(Refusal::internal)?;
-        let existing = match announced {
-            Some(id) => self
-                .store
-                .channel_record(id)
-                .map_err(Refusal::internal)?
-                .map(|r| StoredRegistration {
-                    key: r.key,
-                    merchant_id: r.merchant_id,
-                    announcement: r.announcement,
-                    payout_script: r.payout_script,
-                }),
-            None => None,
-        };
+        let existing = persist::existing_registration(&self.store, announced).map_err(Refusal::internal)?;
         let decision = self.tower.decide_registration(&RegistrationRequest {
             merchant: MerchantProfile {
                 id: merchant_id,
@@ -309,30 +298,10 @@ impl Writer {
         &mut self,
         checked: &CheckedPayment,
     ) -> Result<(i64, PaymentDecision, Vec<Action>), Refusal> {
-        let key = checked.key;
-        let stored;
-        let latest = if self.tower.may_repeat_latest(checked) {
-            match self.group.latest_payment(key) {
-                Some(record) => Some(record),
-                None => {
-                    stored = self.store.latest_payment(key).map_err(Refusal::internal)?;
-                    stored.as_ref()
-                }
-            }
-        } else {
-            None
-        };
-        let decision = self.tower.decide_checked_payment(checked, latest)?;
-        let actions = match &decision {
-            PaymentDecision::Accept(record) => self.tower.handle(Input::PaymentAccepted {
-                key,
-                sequence: record.sequence,
-                merchant_amount: record.merchant_amount,
-                unsigned_txid: record.unsigned_txid,
-            })?,
-            PaymentDecision::Repeat { .. } => Vec::new(),
-        };
-        Ok((key, decision, actions))
+        let in_group = self.group.latest_payment(checked.key);
+        let (decision, actions) = persist::decide_payment(&mut self.tower, &self.store, in_group, checked)
+            .map_err(Refusal::internal)??;
+        Ok((checked.key, decision, actions))
     }
 
     fn close(&mut self, merchant_id: i64, address: &str) -> Result<ChannelView, Refusal> {
