@@ -125,7 +125,9 @@ pub(crate) fn load_tower(
     let headers = store.recent_headers(crate::chain::headers::WINDOW)?;
     let tip = headers.last().copied();
     let channels = store.tracked_channels(super::standby::undo_floor(tip.as_ref()))?;
-    Ok((Tower::with_watch_filter(settings, tip, channels, filter), headers))
+    let mut tower = Tower::with_watch_filter(settings, tip, channels, filter);
+    tower.resume_reorg(store.pending_reorg()?);
+    Ok((tower, headers))
 }
 
 /// What the broadcaster needs to send channel `key`'s close: the latest

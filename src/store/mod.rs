@@ -41,6 +41,7 @@ use sql::{params, Exec, Param, PgConn, SqlRow};
 
 use crate::chain::headers::HeaderRecord;
 use crate::config::{PostgresConfig, StoreConfig};
+use crate::engine::BlockRef;
 use crate::follower::ChainEvent;
 
 #[derive(Debug, thiserror::Error)]
@@ -424,6 +425,23 @@ impl Store {
             },
         )
     }
+
+    /// The blocks disconnected since the last connect, oldest disconnect
+    /// first: a reorg the tower was in the middle of when it stopped.
+    pub fn pending_reorg(&self) -> Result<Vec<BlockRef>> {
+        self.exec().rows(
+            "SELECT height, hash FROM chain_log WHERE seq > COALESCE(
+                 (SELECT seq FROM chain_log WHERE kind = 'connected' ORDER BY seq DESC LIMIT 1), 0)
+             ORDER BY seq",
+            params![],
+            |row| {
+                Ok(BlockRef {
+                    height: row.u32(0)?,
+                    hash: block_hash(row.blob(1)?, "chain_log.hash")?,
+                })
+            },
+        )
+    }
 }
 
 /// The SQLite runner of [`migrations::MIGRATIONS`] (the PostgreSQL one is
@@ -639,6 +657,35 @@ mod tests {
             time: 1000 + height,
             median_time_past: 900 + height,
         }
+    }
+
+    #[test]
+    fn the_blocks_of_an_unfinished_reorg_are_those_logged_after_the_last_connect() {
+        for_each_backend("pending_reorg", |mut store| {
+            assert_eq!(store.pending_reorg().unwrap(), vec![]);
+            let chain: Vec<HeaderRecord> = (0..4).map(rec).collect();
+            store
+                .write(|tx| chain.iter().try_for_each(|h| tx.apply_header_change(true, h)))
+                .unwrap();
+            assert_eq!(store.pending_reorg().unwrap(), vec![]);
+            store
+                .write(|tx| {
+                    tx.apply_header_change(false, &chain[3])?;
+                    tx.apply_header_change(false, &chain[2])
+                })
+                .unwrap();
+            let block = |h: &HeaderRecord| crate::engine::BlockRef {
+                height: h.height,
+                hash: h.hash,
+            };
+            assert_eq!(
+                store.pending_reorg().unwrap(),
+                vec![block(&chain[3]), block(&chain[2])]
+            );
+            // The reorg's first connect ends it.
+            store.write(|tx| tx.apply_header_change(true, &rec(2))).unwrap();
+            assert_eq!(store.pending_reorg().unwrap(), vec![]);
+        });
     }
 
     #[test]

@@ -109,12 +109,13 @@ impl Writer {
         let (tower, headers, warm) = match warm.and_then(|w| w.channels_for(undo_above)) {
             Some(channels) => {
                 let tip = kept.last().copied();
-                let tower = Tower::with_watch_filter(
+                let mut tower = Tower::with_watch_filter(
                     engine_settings(config),
                     tip,
                     channels,
                     handle.watch_filter.clone(),
                 );
+                tower.resume_reorg(store.pending_reorg()?);
                 (tower, kept, true)
             }
             None => {

@@ -16,13 +16,7 @@ impl Tower {
                 &format!("{}:{}", disconnected[0].hash, header.hash),
                 EventData::ChainReorg {
                     depth: disconnected.len(),
-                    disconnected: disconnected
-                        .iter()
-                        .map(|h| BlockRef {
-                            height: h.height,
-                            hash: h.hash,
-                        })
-                        .collect(),
+                    disconnected,
                     fork_height: header.height - 1,
                 },
             ));
@@ -38,7 +32,10 @@ impl Tower {
 
     pub(super) fn block_disconnected(&mut self, header: HeaderRecord, out: &mut Out) {
         let h = header.height;
-        self.pending_reorg.push(header);
+        self.pending_reorg.push(BlockRef {
+            height: h,
+            hash: header.hash,
+        });
         let keys = self.idx.facts_at.remove(&h).unwrap_or_default();
         for key in keys {
             self.unwind(key, h, out);

@@ -292,7 +292,7 @@ pub struct Tower {
     idx: Indexes,
     totals: Totals,
     /// Blocks disconnected since the last connect (for `chain.reorg`).
-    pending_reorg: Vec<HeaderRecord>,
+    pending_reorg: Vec<BlockRef>,
     node_reachable: Option<bool>,
     /// A superset of `idx.watched` and `idx.funding_txids`, shared with
     /// whoever delivers mempool transactions.
@@ -409,6 +409,15 @@ impl Tower {
         if self.tip.is_none() {
             self.tip = Some(base);
         }
+    }
+
+    /// Blocks a reorg had disconnected when the engine was last stopped,
+    /// oldest disconnect first (the store's chain log after its last
+    /// connect): the next connect reports the whole reorg in one
+    /// `chain.reorg`, as if nothing had stopped. Without it a restart
+    /// between a reorg's disconnects and its first connect lost that event.
+    pub fn resume_reorg(&mut self, disconnected: Vec<BlockRef>) {
+        self.pending_reorg = disconnected;
     }
 
     pub fn settings(&self) -> &EngineSettings {

@@ -423,6 +423,41 @@ fn a_reorg_of_the_funding_reopens_pending_funding() {
     assert_eq!(s.state(), ChannelState::Open);
 }
 
+#[test]
+fn a_restart_in_the_middle_of_a_reorg_still_reports_the_whole_reorg() {
+    // Two scenes, the same reorg of two blocks; the second one's engine is
+    // rebuilt between the disconnects and the first connect, from what a
+    // store keeps: the channels, the tip, the blocks disconnected since the
+    // last connect.
+    let mut go_on = Scene::new();
+    let mut restarted = Scene::new();
+    for s in [&mut go_on, &mut restarted] {
+        s.mine(vec![s.funding.tx.clone()]);
+        s.mine(vec![]);
+        s.disconnect();
+        s.disconnect();
+    }
+    let disconnected = restarted.tower.pending_reorg.clone();
+    assert_eq!(disconnected.len(), 2);
+    let channels = restarted.tower.channels().cloned().collect();
+    let tip = *restarted.chain.last().unwrap();
+    restarted.tower = Tower::new(settings(), Some(tip), channels);
+    restarted.tower.resume_reorg(disconnected);
+    let reorg_events = |actions: Vec<Action>| -> Vec<Event> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Emit(e) if e.channel_id.is_none() && e.kind.as_str() == "chain.reorg" => Some(e),
+                _ => None,
+            })
+            .collect()
+    };
+    let expected = reorg_events(go_on.mine_tagged(vec![], 5));
+    let after_restart = reorg_events(restarted.mine_tagged(vec![], 5));
+    assert_eq!(expected.len(), 1);
+    assert_eq!(after_restart, expected, "the same event, id and data");
+}
+
 /// The ids of the events of `kind` among `actions`.
 fn event_ids(actions: &[Action], kind: &str) -> Vec<String> {
     actions
