@@ -68,6 +68,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         store: Arc::new(Mutex::new(Store::open_config(&config.store)?)),
         ha: ha.clone(),
         rate_limits: crate::api::rate_limits(&config.api),
+        network: config.network,
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

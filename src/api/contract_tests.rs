@@ -1047,6 +1047,7 @@ async fn the_router_answers_as_documented() {
         store: Arc::new(Mutex::new(store)),
         ha: crate::ha::HaState::alone("contract".into(), "http://127.0.0.1:1".into(), metrics),
         rate_limits: None,
+        network: crate::chain::Network::Regtest,
     };
     let app = router(state.clone(), 64 * 1024);
 

@@ -38,6 +38,8 @@ pub struct ApiState {
     pub ha: Arc<HaState>,
     /// Per-token limits (`api.rate_limit_per_second`); `None`: off.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// The tower's network (a signer's xprv is read for it).
+    pub network: crate::chain::Network,
 }
 
 /// Requests allowed per API token: one bucket per token id, so one
@@ -135,6 +137,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("GET", "/v1/channels/{id}", true, 200, get(get_channel)),
         endpoint("POST", "/v1/channels/{id}/payments", true, 200, post(pay)),
         endpoint("POST", "/v1/channels/{id}/close", true, 202, post(close)),
+        endpoint("GET", "/v1/channels/{id}/close", true, 200, get(latest_close)),
         endpoint("GET", "/v1/status", true, 200, get(status)),
         endpoint("GET", "/healthz", false, 200, get(healthz)),
         endpoint("GET", "/readyz", false, 200, get(readyz)),
@@ -439,6 +442,21 @@ async fn close(State(state): State<ApiState>, Path(id): Path<String>, headers: H
     })
     .await??;
     Ok((StatusCode::ACCEPTED, Json(channel)).into_response())
+}
+
+/// The latest state and its close, read from the store (leader or standby).
+async fn latest_close(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let merchant_id = merchant(&state, &headers).await?;
+    let network = state.network;
+    let close = read_store(&state, move |store| {
+        read_only::latest_close(store, merchant_id, &id, network)
+    })
+    .await?;
+    Ok(Json(close).into_response())
 }
 
 async fn get_channel(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {

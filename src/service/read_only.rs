@@ -75,3 +75,87 @@ fn tip(store: &Store) -> Result<u32, Refusal> {
         .last()
         .map_or(0, |h| h.height))
 }
+
+/// A channel's latest acknowledged state and the close it makes: what a
+/// merchant needs to take the channel elsewhere or broadcast the close
+/// itself (`GET /v1/channels/{id}/close`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LatestClose {
+    pub channel: String,
+    pub sequence: u64,
+    pub merchant_amount: u64,
+    /// The stored payer-signed PSBT (base64), exactly as accepted.
+    pub psbt: String,
+    /// The close finalized from it (in signer custody, signed with the
+    /// merchant's key the tower holds), hex, checked with libbitcoinconsensus.
+    pub close_tx: String,
+    pub close_txid: String,
+    /// The close's nLockTime: it can be mined from this height on.
+    pub locktime: u32,
+}
+
+/// The latest state of `merchant_id`'s channel `address` and its close,
+/// from the store alone (on a leader as on a standby: an answered payment
+/// is always in the store).
+pub fn latest_close(
+    store: &Store,
+    merchant_id: i64,
+    address: &str,
+    network: crate::chain::Network,
+) -> Result<LatestClose, Refusal> {
+    use crate::channel::Custody;
+    use crate::error::ErrorCode;
+    use crate::store::CustodyMode;
+
+    let record = owned(store, merchant_id, address)?;
+    let payment = store
+        .latest_payment(record.key)
+        .map_err(Refusal::internal)?
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::NothingToClose,
+                "the channel has no payment yet, so there is no close",
+            )
+        })?;
+    let channel = store
+        .tracked_channel(record.key)
+        .map_err(Refusal::internal)?
+        .ok_or_else(|| Refusal::internal(format!("the state of channel row {} is missing", record.key)))?;
+    let merchant = store
+        .merchants()
+        .map_err(Refusal::internal)?
+        .into_iter()
+        .find(|m| m.id == merchant_id)
+        .ok_or_else(|| Refusal::internal("the channel's merchant is missing"))?;
+    let custody = match merchant.custody {
+        CustodyMode::Presigned => Custody::Presigned,
+        CustodyMode::Signer => {
+            let path = merchant.xprv_file.as_deref().unwrap_or_default();
+            let signer = crate::key_file::load_signer(std::path::Path::new(path), network).map_err(|e| {
+                Refusal::new(
+                    ErrorCode::SignerUnavailable,
+                    format!("merchant {}: {e}", merchant.name),
+                )
+            })?;
+            Custody::Signer(signer)
+        }
+    };
+    let job = super::broadcaster::CloseJob {
+        key: record.key,
+        channel_id: channel.id.clone(),
+        sequence: payment.sequence,
+        psbt: payment.psbt,
+        terms: channel.terms(record.merchant_key_origin.as_ref()),
+        custody,
+    };
+    let close = super::broadcaster::finalize(&job).map_err(Refusal::internal)?;
+    Ok(LatestClose {
+        channel: channel.id,
+        sequence: payment.sequence,
+        merchant_amount: payment.merchant_amount,
+        psbt: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &job.psbt),
+        close_tx: bitcoin::consensus::encode::serialize_hex(&close),
+        close_txid: close.compute_txid().to_string(),
+        locktime: close.lock_time.to_consensus_u32(),
+    })
+}

@@ -155,6 +155,9 @@ async fn a_sigkilled_leader_is_replaced_in_time_to_close_before_the_deadline() {
         (Some(3), Some(300_000_000)),
         "{seen}"
     );
+    // And the way out: the standby hands the latest close too.
+    let (status, way_out) = g.towers[b].get(&format!("/v1/channels/{}/close", ch.id)).await;
+    assert_eq!((status, &way_out["sequence"]), (200, &json!(3)), "{way_out}");
 
     // The leader dies one block before the broadcast height.
     g.mine_to(a, broadcast_height - 1).await;
@@ -165,6 +168,11 @@ async fn a_sigkilled_leader_is_replaced_in_time_to_close_before_the_deadline() {
     let failover = killed.elapsed();
     ch.verify_close(&close);
     assert_eq!(close.output[0].value.to_sat(), 300_000_000, "the latest state");
+    assert_eq!(
+        way_out["close_txid"],
+        close.compute_txid().to_string(),
+        "the close the standby showed"
+    );
     assert!(g.devnet.height().await < locktime, "closed before the deadline");
     eprintln!("failover: SIGKILL to the close in the mempool in {failover:?}");
 

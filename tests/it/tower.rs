@@ -48,11 +48,34 @@ async fn registered_paid_closed_at_the_broadcast_height() {
     let broadcast_height = registered["deadline_height"].as_u64().unwrap() as u32;
     w.devnet.mine(1).await;
     w.wait_state(&ch, "open").await;
+    let (status, body) = w.tower.get(&format!("/v1/channels/{}/close", ch.id)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("nothing_to_close")),
+        "{body}"
+    );
+    let mut psbts = Vec::new();
     for (i, amount) in [100_000_000, 250_000_000, 400_000_000].into_iter().enumerate() {
-        let reply = w.pay(&ch, amount).await;
+        let psbt = ch.payment(amount);
+        let (status, reply) = w
+            .tower
+            .post(&format!("/v1/channels/{}/payments", ch.id), json!({"psbt": psbt}))
+            .await;
+        assert_eq!(status, 200, "{reply}");
         assert_eq!(reply["sequence"], i as u64 + 1);
         assert_eq!(reply["merchant_amount"], amount);
+        psbts.push(psbt);
     }
+    // The way out: the latest state as accepted, and the close it makes.
+    let (status, way_out) = w.tower.get(&format!("/v1/channels/{}/close", ch.id)).await;
+    assert_eq!(status, 200, "{way_out}");
+    assert_eq!(way_out["sequence"], 3);
+    assert_eq!(way_out["merchant_amount"], 400_000_000);
+    assert_eq!(way_out["psbt"], psbts[2]);
+    let own_close: Transaction =
+        bitcoin::consensus::deserialize(&hex::decode(way_out["close_tx"].as_str().unwrap()).unwrap())
+            .unwrap();
+    ch.verify_close(&own_close);
     w.mine_to(broadcast_height - 1).await;
     assert_eq!(
         w.state(&ch).await["state"],
@@ -64,6 +87,7 @@ async fn registered_paid_closed_at_the_broadcast_height() {
     ch.verify_close(&close);
     assert_eq!(close.output[0].value.to_sat(), 400_000_000);
     assert_eq!(close.output[0].script_pubkey, ch.payout);
+    assert_eq!(close, own_close, "the tower sends the close it showed");
     w.devnet.mine(6).await;
     let closed = w.wait_state(&ch, "closed").await;
     assert_eq!(closed["close_txid"], close.compute_txid().to_string());
@@ -399,6 +423,19 @@ async fn signer_custody_closes_with_the_towers_own_signature() {
     // The presigned merchant's token does not see this channel.
     let (status, _) = w.tower.get(&format!("/v1/channels/{id}")).await;
     assert_eq!(status, 404);
+    let (status, _) = w.tower.get(&format!("/v1/channels/{id}/close")).await;
+    assert_eq!(status, 404);
+    // The way out: the close the tower signs with the merchant's key.
+    let (status, way_out) = w
+        .tower
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/channels/{id}/close"),
+            None,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{way_out}");
 
     let (status, _) = w
         .tower
@@ -421,6 +458,11 @@ async fn signer_custody_closes_with_the_towers_own_signature() {
     let close = w.close_in_mempool(&ch).await;
     ch.verify_close(&close);
     assert_eq!(close.output[0].value.to_sat(), 200_000_000);
+    assert_eq!(
+        way_out["close_tx"],
+        bitcoin::consensus::encode::serialize_hex(&close)
+    );
+    assert_eq!(way_out["close_txid"], close.compute_txid().to_string());
 }
 
 /// A reorg that forks below the 2,016 headers the tower keeps: the tower

@@ -5,7 +5,9 @@
 use bitcoin::{OutPoint, Txid};
 use serde::{Deserialize, Serialize};
 
-use crate::channel::{ChannelScript, Locktime};
+use bitcoin::bip32::KeySource;
+
+use crate::channel::{ChannelScript, ChannelTerms, FundingOutput, Locktime};
 
 /// The channel lifecycle of API.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -172,6 +174,23 @@ pub struct TrackedChannel {
 }
 
 impl TrackedChannel {
+    /// The channel's terms: its script and funding outputs, and where the
+    /// merchant's key came from (the store keeps that beside the channel).
+    pub fn terms(&self, merchant_key_origin: Option<&KeySource>) -> ChannelTerms {
+        ChannelTerms {
+            script: self.script.clone(),
+            funding: self
+                .funding
+                .iter()
+                .map(|f| FundingOutput {
+                    outpoint: f.outpoint,
+                    value: f.value,
+                })
+                .collect(),
+            merchant_key_origin: merchant_key_origin.cloned(),
+        }
+    }
+
     /// A newly registered channel: funding not seen yet, no payment.
     /// `funding_txs` are the announcement's funding transactions, whose
     /// inputs are watched for double spends until they confirm.

@@ -15,7 +15,7 @@ use crate::chain::Address;
 use crate::channel::psbt::DecodedPsbt;
 use crate::channel::{
     amount_violation, deadline_violation, finality_violation, validate_announcement, AnnouncementCheck,
-    ChannelScript, ChannelTerms, Custody, FundingOutput,
+    ChannelScript, ChannelTerms, Custody,
 };
 use crate::engine::event::{Event, SeenIn};
 use crate::error::{ErrorCode, Refusal};
@@ -227,7 +227,7 @@ impl Tower {
         let channel = self.payable(key)?;
         Ok(PaymentCheckJob {
             key,
-            terms: terms_of(channel, merchant_key_origin),
+            terms: channel.terms(merchant_key_origin),
             payout_script: payout_script.to_owned(),
             custody: custody.clone(),
             sequence: channel.sequence,
@@ -308,7 +308,7 @@ impl Tower {
 
     /// The terms a channel's payments and close are checked against.
     pub fn terms(&self, key: i64, merchant_key_origin: Option<&KeySource>) -> Option<ChannelTerms> {
-        self.channels.get(&key).map(|c| terms_of(c, merchant_key_origin))
+        self.channels.get(&key).map(|c| c.terms(merchant_key_origin))
     }
 
     pub(super) fn registered(&mut self, channel: TrackedChannel, out: &mut Out) {
@@ -413,21 +413,6 @@ impl Tower {
                 Ok(())
             }
         }
-    }
-}
-
-fn terms_of(channel: &TrackedChannel, merchant_key_origin: Option<&KeySource>) -> ChannelTerms {
-    ChannelTerms {
-        script: channel.script.clone(),
-        funding: channel
-            .funding
-            .iter()
-            .map(|f| FundingOutput {
-                outpoint: f.outpoint,
-                value: f.value,
-            })
-            .collect(),
-        merchant_key_origin: merchant_key_origin.cloned(),
     }
 }
 
