@@ -21,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod follower;
 pub mod ha;
+pub mod identity;
 pub mod key_file;
 pub mod logging;
 pub mod metrics;

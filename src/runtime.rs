@@ -63,12 +63,15 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let rpc = crate::service::rpc_client(&config, &metrics)?;
     let prepared = crate::service::prepare(rpc, zmq_stats, metrics.clone());
     let handle = prepared.handle.clone();
+    let identity = crate::identity::TowerIdentity::load_or_create(&config.identity.key_file)
+        .with_context(|| format!("identity.key_file {}", config.identity.key_file.display()))?;
     let api_state = ApiState {
         service: handle.clone(),
         store: Arc::new(Mutex::new(Store::open_config(&config.store)?)),
         ha: ha.clone(),
         rate_limits: crate::api::rate_limits(&config.api),
         network: config.network,
+        identity: Arc::new(identity),
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

@@ -35,4 +35,7 @@ pub struct StatusReply {
     pub service: ServiceStatus,
     #[serde(flatten)]
     pub group: crate::ha::GroupStatus,
+    /// The tower's identity public key (compressed, hex): what its
+    /// signatures verify against.
+    pub tower_pubkey: String,
 }

@@ -536,6 +536,7 @@ fn status_sample() -> StatusReply {
             leader: Some("http://tower-a:8335".into()),
             lease_expires_at: Some("2026-12-02T03:00:10Z".into()),
         },
+        tower_pubkey: "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9".into(),
     }
 }
 
@@ -1041,6 +1042,7 @@ async fn the_router_answers_as_documented() {
     .unwrap();
     // Only the handle: the writer's queue is dropped, as in a stopping tower.
     let metrics = Arc::new(Metrics::new("regtest"));
+    let key_dir = tempfile::tempdir().unwrap();
     let service = crate::service::prepare(rpc, Arc::new(ZmqStats::new()), metrics.clone()).handle;
     let state = ApiState {
         service,
@@ -1048,6 +1050,9 @@ async fn the_router_answers_as_documented() {
         ha: crate::ha::HaState::alone("contract".into(), "http://127.0.0.1:1".into(), metrics),
         rate_limits: None,
         network: crate::chain::Network::Regtest,
+        identity: Arc::new(
+            crate::identity::TowerIdentity::load_or_create(&key_dir.path().join("k")).unwrap(),
+        ),
     };
     let app = router(state.clone(), 64 * 1024);
 

@@ -40,6 +40,8 @@ pub struct ApiState {
     pub rate_limits: Option<Arc<RateLimits>>,
     /// The tower's network (a signer's xprv is read for it).
     pub network: crate::chain::Network,
+    /// The tower's own key (`tower_pubkey` in the status).
+    pub identity: Arc<crate::identity::TowerIdentity>,
 }
 
 /// Requests allowed per API token: one bucket per token id, so one
@@ -535,6 +537,7 @@ async fn status(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult 
     let reply = StatusReply {
         service: state.service.status.borrow().clone(),
         group: state.ha.view().status(),
+        tower_pubkey: state.identity.public_hex(),
     };
     Ok(Json(reply).into_response())
 }

@@ -59,6 +59,14 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     pub log: LogConfig,
     pub ha: HaConfig,
+    pub identity: IdentityConfig,
+}
+
+/// `[identity]`: the tower's own key (`crate::identity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// Absolute; created (0600) at the first start when missing.
+    pub key_file: PathBuf,
 }
 
 /// `[node]`: how to reach dogecoind.

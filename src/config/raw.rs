@@ -34,7 +34,20 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) ha: HaConfig,
+    #[serde(default)]
+    pub(super) identity: RawIdentity,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    /// The tower's identity key; `tower_identity.key` beside the store
+    /// (beside this file on PostgreSQL) when not set.
+    pub(super) key_file: Option<PathBuf>,
+}
+
+/// The identity key's file when `[identity]` names none.
+pub(super) const DEFAULT_IDENTITY_FILE: &str = "tower_identity.key";
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use reqwest::Url;
 
-use super::raw::{RawConfig, RawNode, RawStore, RawWebhook, DEFAULT_STORE_PATH};
+use super::raw::{RawConfig, RawNode, RawStore, RawWebhook, DEFAULT_IDENTITY_FILE, DEFAULT_STORE_PATH};
 use super::{
-    ApiConfig, Config, LogConfig, MetricsConfig, NodeConfig, PostgresConfig, Problem, RpcAuth, Secret,
-    SslMode, StoreConfig, WebhookConfig, ENV_LOG, ENV_RPC_COOKIE_FILE, ENV_RPC_PASSWORD, ENV_RPC_USER,
-    ENV_STORE_PASSWORD, ENV_WEBHOOK_SECRET_PREFIX,
+    ApiConfig, Config, IdentityConfig, LogConfig, MetricsConfig, NodeConfig, PostgresConfig, Problem,
+    RpcAuth, Secret, SslMode, StoreConfig, WebhookConfig, ENV_LOG, ENV_RPC_COOKIE_FILE, ENV_RPC_PASSWORD,
+    ENV_RPC_USER, ENV_STORE_PASSWORD, ENV_WEBHOOK_SECRET_PREFIX,
 };
 use crate::chain::Network;
 
@@ -63,7 +63,6 @@ impl RawConfig {
                 poll_interval_secs: self.node.poll_interval_secs,
                 start_height: self.node.start_height,
             },
-            store,
             api: ApiConfig {
                 listen: api_listen,
                 body_limit_bytes: self.api.body_limit_bytes,
@@ -83,6 +82,18 @@ impl RawConfig {
                 format: self.log.format,
                 level: env_value(env, ENV_LOG).unwrap_or(self.log.level),
             },
+            identity: IdentityConfig {
+                key_file: match self.identity.key_file {
+                    Some(path) => base.join(path),
+                    None => match &store {
+                        StoreConfig::Sqlite { path } => {
+                            path.parent().unwrap_or(base).join(DEFAULT_IDENTITY_FILE)
+                        }
+                        StoreConfig::Postgres(_) => base.join(DEFAULT_IDENTITY_FILE),
+                    },
+                },
+            },
+            store,
             ha: self.ha,
         })
     }

@@ -33,6 +33,7 @@ const ALL_KEYS: &[&str] = &[
     "ha.advertise_url",
     "ha.lease_renew_secs",
     "ha.lease_ttl_secs",
+    "identity.key_file",
     "metrics.listen",
     "policy.broadcast_margin_blocks",
     "policy.payment_margin_blocks",

@@ -174,6 +174,13 @@ async fn no_secret_reaches_a_log_line_at_trace_level() {
         ("the wrong token", wrong),
         ("the webhook secret", "webhook-test-secret".to_string()),
         ("the xprv", xprv_text),
+        (
+            "the tower's identity key",
+            std::fs::read_to_string(tower.dir.path().join("tower_identity.key"))
+                .expect("the identity key beside the store")
+                .trim()
+                .to_string(),
+        ),
     ];
     if db.is_some() {
         secrets.push(("the store password", STORE_PASSWORD.to_string()));

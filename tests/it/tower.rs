@@ -241,7 +241,26 @@ async fn a_restart_with_the_node_up_reports_no_node_down() {
     let mut w = World::start().await;
     w.devnet.mine(1).await;
     w.tower.wait_processed(w.devnet.height().await).await;
+    // The tower's identity key: created at the first start beside the
+    // store, private, shown in the status, the same after a restart.
+    let key_file = w.tower.dir.path().join("tower_identity.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let pubkey = w.tower.get("/v1/status").await.1["tower_pubkey"].clone();
+    let secret =
+        SecretKey::from_slice(&hex::decode(std::fs::read_to_string(&key_file).unwrap().trim()).unwrap())
+            .unwrap();
+    let expected = hex::encode(
+        secret
+            .public_key(&bitcoin::secp256k1::Secp256k1::new())
+            .serialize(),
+    );
+    assert_eq!(pubkey, json!(expected));
     w.tower.restart().await;
+    assert_eq!(w.tower.get("/v1/status").await.1["tower_pubkey"], pubkey);
     w.devnet.mine(1).await;
     w.tower.wait_processed(w.devnet.height().await).await;
     let store = rusqlite::Connection::open_with_flags(
