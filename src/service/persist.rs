@@ -10,7 +10,7 @@ use crate::chain::headers::HeaderRecord;
 use crate::channel::Custody;
 use crate::engine::{
     Action, CheckedPayment, EngineSettings, Input, PaymentDecision, PaymentRecord, RegisteredChannel,
-    StoredRegistration, Tower, WatchFilter,
+    StoredRegistration, Tower, TrackedChannel, WatchFilter,
 };
 use crate::error::Refusal;
 use crate::store::{NewChannel, Store, StoreError, WriteTx};
@@ -122,12 +122,29 @@ pub(crate) fn load_tower(
     settings: EngineSettings,
     filter: Arc<WatchFilter>,
 ) -> Result<(Tower, Vec<HeaderRecord>), StoreError> {
+    let (tower, headers, _) = load_tower_keeping(store, settings, filter, |_| None)?;
+    Ok((tower, headers))
+}
+
+/// [`load_tower`], taking the channels from `kept` when it has them for
+/// the store's undo floor (a standby's warm copy) instead of reading them;
+/// also returns whether it did.
+pub(crate) fn load_tower_keeping(
+    store: &Store,
+    settings: EngineSettings,
+    filter: Arc<WatchFilter>,
+    kept: impl FnOnce(u32) -> Option<Vec<TrackedChannel>>,
+) -> Result<(Tower, Vec<HeaderRecord>, bool), StoreError> {
     let headers = store.recent_headers(crate::chain::headers::WINDOW)?;
     let tip = headers.last().copied();
-    let channels = store.tracked_channels(super::standby::undo_floor(tip.as_ref()))?;
+    let undo_above = super::standby::undo_floor(tip.as_ref());
+    let (channels, warm) = match kept(undo_above) {
+        Some(channels) => (channels, true),
+        None => (store.tracked_channels(undo_above)?, false),
+    };
     let mut tower = Tower::with_watch_filter(settings, tip, channels, filter);
     tower.resume_reorg(store.pending_reorg()?);
-    Ok((tower, headers))
+    Ok((tower, headers, warm))
 }
 
 /// What the broadcaster needs to send channel `key`'s close: the latest

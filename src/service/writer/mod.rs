@@ -22,7 +22,7 @@ use group::{Group, PaymentReplyTo, MAX_GROUP};
 use outage::{OwnChange, StoreOutage};
 
 use super::{broadcaster, engine_settings, persist, Command, ServiceHandle, WriterInput};
-use crate::chain::headers::{HeaderRecord, WINDOW};
+use crate::chain::headers::HeaderRecord;
 use crate::chain::{ChainEvent, Network};
 use crate::channel::{Custody, MerchantSigner};
 use crate::config::Config;
@@ -104,26 +104,12 @@ impl Writer {
         let merchants = store.merchants()?.into_iter().map(|m| (m.id, m)).collect();
         // A standby taking over brings the channels it kept warm; otherwise
         // the engine is rebuilt from the store, as after any restart.
-        let kept = store.recent_headers(WINDOW)?;
-        let undo_above = super::standby::undo_floor(kept.last());
-        let (tower, headers, warm) = match warm.and_then(|w| w.channels_for(undo_above)) {
-            Some(channels) => {
-                let tip = kept.last().copied();
-                let mut tower = Tower::with_watch_filter(
-                    engine_settings(config),
-                    tip,
-                    channels,
-                    handle.watch_filter.clone(),
-                );
-                tower.resume_reorg(store.pending_reorg()?);
-                (tower, kept, true)
-            }
-            None => {
-                let (tower, headers) =
-                    persist::load_tower(&store, engine_settings(config), handle.watch_filter.clone())?;
-                (tower, headers, false)
-            }
-        };
+        let (tower, headers, warm) = persist::load_tower_keeping(
+            &store,
+            engine_settings(config),
+            handle.watch_filter.clone(),
+            |undo_above| warm.and_then(|w| w.channels_for(undo_above)),
+        )?;
         tracing::info!(channels = tower.channels().count(), processed_height = ?tower.tip().map(|t| t.height), warm, "store loaded");
         let mut writer = Writer {
             network,
