@@ -246,6 +246,21 @@ pub fn load_signers(store: &Store, network: Network) -> anyhow::Result<HashMap<i
     Ok(signers)
 }
 
+/// The key of signer merchant `merchant`, read from its xprv file now; a
+/// file that cannot be used answers `signer_unavailable`, naming the merchant.
+pub(crate) fn merchant_signer(
+    merchant: &crate::store::Merchant,
+    network: Network,
+) -> Result<MerchantSigner, Refusal> {
+    let path = merchant.xprv_file.as_deref().unwrap_or_default();
+    crate::key_file::load_signer(std::path::Path::new(path), network).map_err(|e| {
+        Refusal::new(
+            ErrorCode::SignerUnavailable,
+            format!("merchant {}: {e}", merchant.name),
+        )
+    })
+}
+
 pub(crate) fn engine_settings(config: &Config) -> EngineSettings {
     EngineSettings {
         network: config.network,

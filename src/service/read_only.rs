@@ -129,16 +129,7 @@ pub fn latest_close(
         .ok_or_else(|| Refusal::internal("the channel's merchant is missing"))?;
     let custody = match merchant.custody {
         CustodyMode::Presigned => Custody::Presigned,
-        CustodyMode::Signer => {
-            let path = merchant.xprv_file.as_deref().unwrap_or_default();
-            let signer = crate::key_file::load_signer(std::path::Path::new(path), network).map_err(|e| {
-                Refusal::new(
-                    ErrorCode::SignerUnavailable,
-                    format!("merchant {}: {e}", merchant.name),
-                )
-            })?;
-            Custody::Signer(signer)
-        }
+        CustodyMode::Signer => Custody::Signer(super::merchant_signer(&merchant, network)?),
     };
     let job = super::broadcaster::CloseJob {
         key: record.key,

@@ -217,14 +217,7 @@ impl Writer {
             .cloned()
             .ok_or_else(|| Refusal::new(ErrorCode::Unauthorized, "unknown merchant"))?;
         if merchant.custody == CustodyMode::Signer && !self.signers.contains_key(&merchant_id) {
-            let path = merchant.xprv_file.as_deref().unwrap_or_default();
-            let signer =
-                crate::key_file::load_signer(std::path::Path::new(path), self.network).map_err(|e| {
-                    Refusal::new(
-                        ErrorCode::SignerUnavailable,
-                        format!("merchant {}: {e}", merchant.name),
-                    )
-                })?;
+            let signer = crate::service::merchant_signer(&merchant, self.network)?;
             self.signers.insert(merchant_id, signer);
         }
         Ok(merchant)
