@@ -34,15 +34,8 @@ struct SmallDisk {
 impl SmallDisk {
     fn mount(size: &str) -> SmallDisk {
         let dir = tempfile::tempdir().unwrap();
-        let root = is_root();
-        let mut command = if root {
-            Command::new("mount")
-        } else {
-            let mut sudo = Command::new("sudo");
-            sudo.args(["-n", "mount"]);
-            sudo
-        };
-        let status = command
+        let sudo = !is_root();
+        let status = as_root(sudo, "mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0777"), "tmpfs"])
             .arg(dir.path())
             .status()
@@ -51,7 +44,7 @@ impl SmallDisk {
             status.success(),
             "mounting a {size} tmpfs needs root or passwordless sudo (the test command runs as root in CI)"
         );
-        SmallDisk { dir, sudo: !root }
+        SmallDisk { dir, sudo }
     }
 
     fn path(&self) -> &Path {
@@ -83,16 +76,21 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let mut command = if self.sudo {
-            let mut sudo = Command::new("sudo");
-            sudo.args(["-n", "umount", "-l"]);
-            sudo
-        } else {
-            let mut umount = Command::new("umount");
-            umount.arg("-l");
-            umount
-        };
-        let _ = command.arg(self.dir.path()).status();
+        let _ = as_root(self.sudo, "umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// `program`, through passwordless `sudo` when `sudo`.
+fn as_root(sudo: bool, program: &str) -> Command {
+    if sudo {
+        let mut command = Command::new("sudo");
+        command.args(["-n", program]);
+        command
+    } else {
+        Command::new(program)
     }
 }
 

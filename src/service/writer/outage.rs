@@ -175,7 +175,6 @@ impl Writer {
             return Ok(());
         }
         outage.next_try = Instant::now() + retry_interval();
-        let outage = self.outage.as_mut().expect("checked above");
         if outage.unwritten.is_empty() {
             if let Err(error) = self.store.write(|tx| tx.probe_write()) {
                 return self.store_failed(error);
@@ -198,7 +197,7 @@ impl Writer {
                 self.metrics.actions(&held.actions);
             }
         }
-        let outage = self.outage.take().expect("checked above");
+        let outage = self.outage.take().expect("the outage of this call");
         self.retry_ticking.store(false, Ordering::SeqCst);
         tracing::warn!(
             seconds = outage.started.elapsed().as_secs(),
