@@ -30,6 +30,7 @@ pub mod postgres;
 pub mod scratch_db;
 pub(crate) mod sql;
 pub mod tokens;
+pub mod webhooks;
 
 pub use channels::{ChannelRecord, NewChannel, PaymentRecord};
 pub use merchants::{CustodyMode, Merchant};
