@@ -292,6 +292,11 @@ pub struct NotifyConfig {
     /// A delivery still failing this long after its event is dropped.
     pub give_up_after_secs: u64,
     pub request_timeout_secs: u64,
+    /// Whether merchants' webhooks (`POST /v1/webhooks`) may point at
+    /// loopback, private, link-local and other non-public addresses
+    /// (`notify::targets`). Off: a merchant cannot make the tower reach
+    /// into its operator's network.
+    pub allow_private_targets: bool,
 }
 
 impl Default for NotifyConfig {
@@ -301,6 +306,7 @@ impl Default for NotifyConfig {
             retry_max_secs: 600,
             give_up_after_secs: 3 * 24 * 60 * 60,
             request_timeout_secs: 10,
+            allow_private_targets: false,
         }
     }
 }

@@ -50,6 +50,7 @@ const ALL_KEYS: &[&str] = &[
     "notify.retry_max_secs",
     "notify.give_up_after_secs",
     "notify.request_timeout_secs",
+    "notify.allow_private_targets",
     "webhooks.url",
     "webhooks.secret",
     "webhooks.events",

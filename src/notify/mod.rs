@@ -1,29 +1,50 @@
 //! Webhook delivery from the outbox (API.md "Webhooks"): every event the
-//! service wrote, POSTed to every configured endpoint that wants its type,
-//! signed with HMAC-SHA256, retried with capped exponential backoff and
-//! jitter until a 2xx, given up (counted and logged) only after the
-//! configured age. Events of one channel reach an endpoint in order: while
-//! one waits for a retry, the later ones of that channel wait too.
+//! service wrote, POSTed to every configured endpoint that wants its type
+//! and to the endpoints its merchant made (`POST /v1/webhooks`), signed with
+//! HMAC-SHA256 (with and without a timestamp), retried with capped
+//! exponential backoff and jitter until a 2xx, given up (counted and logged)
+//! only after the configured age. Events of one channel reach an endpoint in
+//! order: while one waits for a retry, the later ones of that channel wait
+//! too. Both kinds of endpoint go through one delivery pass
+//! ([`deliver_due`]) and one retry rule ([`next_step`]); they differ only in
+//! where their state is kept ([`Queue`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitcoin::hashes::{hmac, sha256, Hash, HashEngine};
 use bitcoin::secp256k1::rand::{self, Rng};
+use reqwest::Url;
 use tokio::sync::watch;
 
 use crate::config::{Config, NotifyConfig, WebhookConfig};
 use crate::ha::HaState;
 use crate::metrics::Metrics;
+use crate::store::webhooks::{AttemptRecord, DeliveryState, WebhookTarget};
 use crate::store::{OutboxEvent, Store};
+
+pub mod targets;
+
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
+    let mut engine = hmac::HmacEngine::<sha256::Hash>::new(secret.as_bytes());
+    for part in parts {
+        engine.input(part);
+    }
+    hex::encode(hmac::Hmac::<sha256::Hash>::from_engine(engine).to_byte_array())
+}
 
 /// `sha256=<hex HMAC-SHA256 of body with secret>`, the `X-Dogetower-Signature` header.
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut engine = hmac::HmacEngine::<sha256::Hash>::new(secret.as_bytes());
-    engine.input(body);
-    let mac = hmac::Hmac::<sha256::Hash>::from_engine(engine);
-    format!("sha256={}", hex::encode(mac.to_byte_array()))
+    format!("sha256={}", hmac_hex(secret, &[body]))
+}
+
+/// `t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`, the
+/// `X-Dogetower-Signature-V2` header. Signing the time with the body lets a
+/// receiver refuse a captured request replayed later.
+pub fn signature_v2(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let t = timestamp.to_string();
+    format!("t={t},v1={}", hmac_hex(secret, &[t.as_bytes(), b".", body]))
 }
 
 /// Delay before attempt `attempt + 1`: initial · 2^attempt, capped, with
@@ -36,16 +57,239 @@ pub fn backoff(config: &NotifyConfig, attempt: u32, jitter: f64) -> Duration {
     Duration::from_secs_f64(base * (1.0 + 0.2 * jitter.clamp(0.0, 1.0)))
 }
 
-/// Retry bookkeeping for one event at one endpoint (in memory only).
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The endpoint answered with this non-2xx status.
+    Status(u16),
+    /// No answer: a refused connection, a timeout, a refused target.
+    Transport(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Status(code) => write!(f, "HTTP {code}"),
+            Failure::Transport(error) => f.write_str(error),
+        }
+    }
+}
+
+/// What comes after an attempt: the one rule of retries and giving up, for
+/// both kinds of endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    Delivered,
+    /// Failed; the next attempt at this unix time in milliseconds.
+    RetryAt(i64),
+    /// Failed, and the run of attempts began `notify.give_up_after_secs` ago.
+    GivenUp,
+}
+
+/// The step after attempt number `attempts` of a run that began at
+/// `started_at` (unix seconds), at `now_ms`.
+pub fn next_step(
+    notify: &NotifyConfig,
+    result: &Result<u16, Failure>,
+    attempts: u32,
+    started_at: i64,
+    now_ms: i64,
+    jitter: f64,
+) -> Next {
+    if result.is_ok() {
+        return Next::Delivered;
+    }
+    if now_ms.div_euclid(1000) - started_at >= notify.give_up_after_secs as i64 {
+        return Next::GivenUp;
+    }
+    let delay = backoff(notify, attempts.saturating_sub(1), jitter);
+    Next::RetryAt(now_ms.saturating_add(delay.as_millis() as i64))
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One event due at one endpoint, with the attempts made so far.
+struct Due {
+    /// The delivery's row (merchant endpoints only).
+    delivery_id: Option<String>,
+    event: OutboxEvent,
+    attempts: u32,
+    /// Unix milliseconds; `None`: now.
+    next_attempt_ms: Option<i64>,
+    /// When this run of attempts began, in unix seconds.
+    started_at: i64,
+}
+
+/// Retry bookkeeping of an operator endpoint's event (in memory only).
 #[derive(Debug, Clone, Copy)]
 struct Retry {
     attempts: u32,
-    next: Instant,
+    next_attempt_ms: i64,
 }
 
-struct Endpoint {
-    config: WebhookConfig,
-    retries: HashMap<i64, Retry>,
+/// An endpoint and where its deliveries are kept; the delivery itself
+/// ([`deliver_due`]) is the same for both kinds.
+enum Queue {
+    /// A `[[webhooks]]` entry: every event, finished deliveries in
+    /// `webhook_deliveries`, retry timing in memory (a restart starts over).
+    Operator {
+        config: WebhookConfig,
+        retries: HashMap<i64, Retry>,
+    },
+    /// A merchant's endpoint: that merchant's events only, each delivery a
+    /// row with its attempts and next attempt (`store::webhooks`).
+    Merchant { target: WebhookTarget, url: Url },
+}
+
+impl Queue {
+    fn secret(&self) -> &str {
+        match self {
+            Queue::Operator { config, .. } => config.secret.expose(),
+            Queue::Merchant { target, .. } => &target.secret,
+        }
+    }
+
+    fn url(&self) -> &Url {
+        match self {
+            Queue::Operator { config, .. } => &config.url,
+            Queue::Merchant { url, .. } => url,
+        }
+    }
+
+    /// How log lines name it: an operator's URL is the operator's own; a
+    /// merchant's endpoint is named by its id, never by a URL it chose.
+    fn name(&self) -> String {
+        match self {
+            Queue::Operator { config, .. } => config.url.to_string(),
+            Queue::Merchant { target, .. } => target.webhook.id.clone(),
+        }
+    }
+
+    /// Its deliveries not yet finished, oldest event first.
+    fn due(&mut self, store: &mut Store) -> anyhow::Result<Vec<Due>> {
+        Ok(match self {
+            Queue::Operator { config, retries } => store
+                .outbox_pending(config.url.as_str(), 1000)?
+                .into_iter()
+                .map(|event| {
+                    let retry = retries.get(&event.seq);
+                    Due {
+                        delivery_id: None,
+                        attempts: retry.map_or(0, |r| r.attempts),
+                        next_attempt_ms: retry.map(|r| r.next_attempt_ms),
+                        started_at: event.created_at,
+                        event,
+                    }
+                })
+                .collect(),
+            Queue::Merchant { target, .. } => {
+                store.write(|tx| tx.scan_webhook_events(target, 1000))?;
+                store
+                    .open_deliveries(&target.webhook.id, 1000)?
+                    .into_iter()
+                    .map(|open| Due {
+                        delivery_id: Some(open.id),
+                        event: open.event,
+                        attempts: open.attempts,
+                        next_attempt_ms: open.next_attempt_ms,
+                        started_at: open.started_at,
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    /// Whether it wants this event (a merchant endpoint's filter was applied
+    /// when its deliveries were made); an unwanted one is marked finished.
+    fn wants(&self, store: &mut Store, due: &Due) -> anyhow::Result<bool> {
+        match self {
+            Queue::Operator { config, .. } if !config.accepts(&due.event.kind) => {
+                store.write(|tx| {
+                    tx.finish_delivery(config.url.as_str(), due.event.seq, "filtered", 0, None)
+                })?;
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// Keeps what attempt number `attempts` came to.
+    fn record(
+        &mut self,
+        store: &mut Store,
+        due: &Due,
+        attempts: u32,
+        result: &Result<u16, Failure>,
+        next: Next,
+    ) -> anyhow::Result<()> {
+        match self {
+            Queue::Operator { config, retries } => {
+                let url = config.url.as_str();
+                let status = result.as_ref().err().map(ToString::to_string);
+                match next {
+                    Next::Delivered => {
+                        store.write(|tx| {
+                            tx.finish_delivery(url, due.event.seq, "delivered", attempts, Some("2xx"))
+                        })?;
+                        retries.remove(&due.event.seq);
+                    }
+                    Next::GivenUp => {
+                        store.write(|tx| {
+                            tx.finish_delivery(url, due.event.seq, "given_up", attempts, status.as_deref())
+                        })?;
+                        retries.remove(&due.event.seq);
+                    }
+                    Next::RetryAt(next_attempt_ms) => {
+                        retries.insert(
+                            due.event.seq,
+                            Retry {
+                                attempts,
+                                next_attempt_ms,
+                            },
+                        );
+                    }
+                }
+            }
+            Queue::Merchant { .. } => {
+                let (state, next_attempt_ms) = match next {
+                    Next::Delivered => (DeliveryState::Delivered, None),
+                    Next::GivenUp => (DeliveryState::GivenUp, None),
+                    Next::RetryAt(at) => (DeliveryState::FailedRetrying, Some(at)),
+                };
+                let (status_code, error) = match result {
+                    Ok(code) | Err(Failure::Status(code)) => (Some(*code), None),
+                    Err(Failure::Transport(error)) => (None, Some(error.as_str())),
+                };
+                let id = due.delivery_id.as_deref().unwrap_or_default();
+                store.write(|tx| {
+                    tx.record_attempt(
+                        id,
+                        &AttemptRecord {
+                            state,
+                            attempts,
+                            status_code,
+                            error,
+                            next_attempt_ms,
+                        },
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP clients: the operator's endpoints keep reqwest's defaults
+/// (redirects, proxies); merchants' go through `targets::merchant_client`.
+struct Clients {
+    operator: reqwest::Client,
+    merchant: reqwest::Client,
+    /// `notify.allow_private_targets`.
+    allow_private: bool,
 }
 
 /// Delivers until `shutdown` turns true. Opens its own store connection.
@@ -55,22 +299,23 @@ pub async fn run(
     ha: Arc<HaState>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    if config.webhooks.is_empty() {
-        return Ok(());
-    }
-    // Only the leader of a high-availability group delivers.
+    // Only the leader of a high-availability group delivers. It runs even
+    // without [[webhooks]]: merchants can add endpoints at any time.
     tokio::select! {
         () = ha.wait_for_leadership() => {}
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
     }
     let mut store = Store::open_config(&config.store)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.notify.request_timeout_secs))
-        .build()?;
-    let mut endpoints: Vec<Endpoint> = config
+    let timeout = Duration::from_secs(config.notify.request_timeout_secs);
+    let clients = Clients {
+        operator: reqwest::Client::builder().timeout(timeout).build()?,
+        merchant: targets::merchant_client(timeout, config.notify.allow_private_targets)?,
+        allow_private: config.notify.allow_private_targets,
+    };
+    let mut operator: Vec<Queue> = config
         .webhooks
         .iter()
-        .map(|w| Endpoint {
+        .map(|w| Queue::Operator {
             config: w.clone(),
             retries: HashMap::new(),
         })
@@ -79,14 +324,26 @@ pub async fn run(
     let mut store_failing = false;
     loop {
         let mut pending_total = Some(0usize);
-        for endpoint in &mut endpoints {
-            match deliver_due(&mut store, &http, &config.notify, endpoint, &metrics, &ha).await {
+        // Merchants' endpoints are read again on every pass: a new one is
+        // served within a pass, a deleted one no more.
+        let mut merchant = match store.webhook_targets() {
+            Ok(targets) => merchant_queues(targets),
+            Err(error) => {
+                pending_total = None;
+                if !store_failing {
+                    tracing::warn!(%error, "webhook delivery paused: the store cannot be read or written; retrying");
+                }
+                Vec::new()
+            }
+        };
+        for queue in operator.iter_mut().chain(merchant.iter_mut()) {
+            match deliver_due(&mut store, &clients, &config.notify, queue, &metrics, &ha).await {
                 Ok(pending) => pending_total = pending_total.map(|total| total + pending),
                 // A store that takes no writes (a full disk) pauses delivery
                 // rather than ending it: an event delivered but not marked
                 // is delivered again, which receivers dedupe by its id.
                 Err(error) => {
-                    if !store_failing {
+                    if !store_failing && pending_total.is_some() {
                         tracing::warn!(%error, "webhook delivery paused: the store cannot be read or written; retrying");
                     }
                     pending_total = None;
@@ -116,35 +373,44 @@ pub async fn run(
     }
 }
 
+fn merchant_queues(targets: Vec<WebhookTarget>) -> Vec<Queue> {
+    targets
+        .into_iter()
+        .filter_map(|target| match Url::parse(&target.webhook.url) {
+            Ok(url) => Some(Queue::Merchant { target, url }),
+            // Checked when it was made; a row that no longer parses is skipped, loudly.
+            Err(error) => {
+                tracing::error!(webhook = %target.webhook.id, %error, "a stored webhook url does not parse; skipped");
+                None
+            }
+        })
+        .collect()
+}
+
 /// One pass over an endpoint's pending events; returns how many are still pending.
 async fn deliver_due(
     store: &mut Store,
-    http: &reqwest::Client,
+    clients: &Clients,
     notify: &NotifyConfig,
-    endpoint: &mut Endpoint,
+    queue: &mut Queue,
     metrics: &Metrics,
     ha: &HaState,
 ) -> anyhow::Result<usize> {
-    let url = endpoint.config.url.to_string();
-    let pending = store.outbox_pending(&url, 1000)?;
+    let pending = queue.due(store)?;
     let mut still_pending = 0usize;
     // Channels whose earlier event is still waiting: their later events wait too.
     let mut held: HashSet<Option<String>> = HashSet::new();
-    let now_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    for event in pending {
-        if !endpoint.config.accepts(&event.kind) {
-            store.write(|tx| tx.finish_delivery(&url, event.seq, "filtered", 0, None))?;
+    let name = queue.name();
+    for due in pending {
+        if !queue.wants(store, &due)? {
             continue;
         }
-        if held.contains(&event.channel_id) {
+        if held.contains(&due.event.channel_id) {
             still_pending += 1;
             continue;
         }
-        let retry = endpoint.retries.get(&event.seq).copied();
-        if retry.is_some_and(|r| r.next > Instant::now()) {
-            held.insert(event.channel_id.clone());
+        if due.next_attempt_ms.is_some_and(|at| at > unix_ms()) {
+            held.insert(due.event.channel_id.clone());
             still_pending += 1;
             continue;
         }
@@ -154,63 +420,90 @@ async fn deliver_due(
             still_pending += 1;
             continue;
         }
-        let attempts = retry.map_or(0, |r| r.attempts) + 1;
-        match post(http, &endpoint.config, &event).await {
-            Ok(()) => {
-                store.write(|tx| tx.finish_delivery(&url, event.seq, "delivered", attempts, Some("2xx")))?;
-                endpoint.retries.remove(&event.seq);
-                metrics.webhook_delivery("delivered");
-                tracing::debug!(event = %event.event_id, %url, attempts, "webhook delivered");
-            }
-            Err(status) => {
-                metrics.webhook_delivery("failed");
-                let age = now_unix - event.created_at;
-                if age >= notify.give_up_after_secs as i64 {
-                    store.write(|tx| {
-                        tx.finish_delivery(&url, event.seq, "given_up", attempts, Some(&status))
-                    })?;
-                    endpoint.retries.remove(&event.seq);
-                    metrics.webhook_delivery("given_up");
-                    tracing::error!(event = %event.event_id, %url, attempts, %status, age, "webhook given up");
-                    continue;
+        let attempts = due.attempts + 1;
+        let result = match queue {
+            Queue::Operator { .. } => post(&clients.operator, queue.url(), queue.secret(), &due.event).await,
+            Queue::Merchant { .. } => {
+                // An IP host is never resolved, so the resolver's guard misses it.
+                let guard = match clients.allow_private {
+                    true => Ok(()),
+                    false => targets::check_ip_host(queue.url()).map_err(Failure::Transport),
+                };
+                match guard {
+                    Ok(()) => post(&clients.merchant, queue.url(), queue.secret(), &due.event).await,
+                    Err(refused) => Err(refused),
                 }
-                let delay = backoff(notify, attempts - 1, rand::thread_rng().gen::<f64>());
-                endpoint.retries.insert(
-                    event.seq,
-                    Retry {
-                        attempts,
-                        next: Instant::now() + delay,
-                    },
-                );
-                tracing::warn!(event = %event.event_id, %url, attempts, %status, retry_in = ?delay, "webhook failed");
-                held.insert(event.channel_id.clone());
+            }
+        };
+        let next = next_step(
+            notify,
+            &result,
+            attempts,
+            due.started_at,
+            unix_ms(),
+            rand::thread_rng().gen::<f64>(),
+        );
+        queue.record(store, &due, attempts, &result, next)?;
+        let event = &due.event.event_id;
+        match (next, &result) {
+            (Next::Delivered, _) => {
+                metrics.webhook_delivery("delivered");
+                tracing::debug!(%event, endpoint = %name, attempts, "webhook delivered");
+            }
+            (Next::GivenUp, Err(status)) => {
+                metrics.webhook_delivery("failed");
+                metrics.webhook_delivery("given_up");
+                let age = unix_ms().div_euclid(1000) - due.started_at;
+                tracing::error!(%event, endpoint = %name, attempts, %status, age, "webhook given up");
+            }
+            (Next::RetryAt(at), Err(status)) => {
+                metrics.webhook_delivery("failed");
+                let retry_in = Duration::from_millis(at.saturating_sub(unix_ms()).max(0) as u64);
+                tracing::warn!(%event, endpoint = %name, attempts, %status, ?retry_in, "webhook failed");
+                held.insert(due.event.channel_id.clone());
                 still_pending += 1;
             }
+            (Next::GivenUp | Next::RetryAt(_), Ok(_)) => unreachable!("next_step delivers every 2xx"),
         }
     }
     Ok(still_pending)
 }
 
-/// POSTs the stored body as it is; Err carries the status or transport error.
-async fn post(http: &reqwest::Client, endpoint: &WebhookConfig, event: &OutboxEvent) -> Result<(), String> {
+/// The error's text and its causes, without the URL (a merchant's URL is
+/// not logged, and the endpoint is named anyway).
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// POSTs the stored body as it is, signed both ways; Ok carries the 2xx status.
+async fn post(http: &reqwest::Client, url: &Url, secret: &str, event: &OutboxEvent) -> Result<u16, Failure> {
+    let timestamp = unix_ms().div_euclid(1000);
+    let body = event.payload.as_bytes();
     let response = http
-        .post(endpoint.url.clone())
+        .post(url.clone())
         .header("content-type", "application/json")
         .header("x-dogetower-event", &event.kind)
         .header("x-dogetower-delivery", &event.event_id)
-        .header(
-            "x-dogetower-signature",
-            signature(endpoint.secret.expose(), event.payload.as_bytes()),
-        )
+        .header("x-dogetower-signature", signature(secret, body))
+        .header("x-dogetower-timestamp", timestamp.to_string())
+        .header("x-dogetower-signature-v2", signature_v2(secret, timestamp, body))
         .body(event.payload.clone())
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::Transport(describe(e)))?;
     let status = response.status();
     if status.is_success() {
-        Ok(())
+        Ok(status.as_u16())
     } else {
-        Err(format!("HTTP {}", status.as_u16()))
+        Err(Failure::Status(status.as_u16()))
     }
 }
 
@@ -229,12 +522,59 @@ mod tests {
     }
 
     #[test]
+    fn signature_v2_signs_the_timestamp_with_the_body() {
+        // Computed independently: python3 -c 'import hmac,hashlib;
+        // print(hmac.new(b"whsec_test", b"1700000000.{\"id\":\"evt_1\"}", hashlib.sha256).hexdigest())'
+        let sig = signature_v2("whsec_test", 1_700_000_000, br#"{"id":"evt_1"}"#);
+        assert_eq!(
+            sig,
+            "t=1700000000,v1=c89214b5b5da833daed6f0b8c5bb6bd58cea9022bd80ccc78230f3942d632925"
+        );
+        // Another time, another signature: a replay with a new time fails.
+        assert_ne!(
+            signature_v2("whsec_test", 1_700_000_001, br#"{"id":"evt_1"}"#),
+            sig
+        );
+    }
+
+    #[test]
+    fn failures_retry_with_backoff_until_the_run_is_old_enough() {
+        let config = NotifyConfig {
+            retry_initial_secs: 1,
+            retry_max_secs: 60,
+            give_up_after_secs: 100,
+            request_timeout_secs: 5,
+            allow_private_targets: false,
+        };
+        let failed = Err(Failure::Status(500));
+        let start = 1_000;
+        assert_eq!(
+            next_step(&config, &Ok(200), 7, start, 2_000_000, 0.0),
+            Next::Delivered
+        );
+        assert_eq!(
+            next_step(&config, &failed, 1, start, 1_000_500, 0.0),
+            Next::RetryAt(1_001_500)
+        );
+        assert_eq!(
+            next_step(&config, &failed, 4, start, 1_050_000, 0.0),
+            Next::RetryAt(1_058_000)
+        );
+        assert_eq!(
+            next_step(&config, &failed, 9, start, 1_100_000, 0.0),
+            Next::GivenUp
+        );
+        assert_eq!(Failure::Status(503).to_string(), "HTTP 503");
+    }
+
+    #[test]
     fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
         let config = NotifyConfig {
             retry_initial_secs: 1,
             retry_max_secs: 60,
             give_up_after_secs: 3600,
             request_timeout_secs: 5,
+            allow_private_targets: false,
         };
         assert_eq!(backoff(&config, 0, 0.0), Duration::from_secs(1));
         assert_eq!(backoff(&config, 3, 0.0), Duration::from_secs(8));
