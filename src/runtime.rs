@@ -72,6 +72,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         rate_limits: crate::api::rate_limits(&config.api),
         network: config.network,
         identity: Arc::new(identity),
+        allow_private_webhook_targets: config.notify.allow_private_targets,
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

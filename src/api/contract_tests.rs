@@ -1016,6 +1016,40 @@ fn cases() -> Vec<Case> {
             )
         },
         case("POST", "/v1/channels/2Nabc/close", true, 503, Some(Unavailable)),
+        // Merchants' webhooks (no private targets in this router).
+        Case {
+            body: Some(r#"{"url": "ftp://example.com/"}"#),
+            ..case("POST", "/v1/webhooks", true, 422, Some(InvalidWebhookUrl))
+        },
+        Case {
+            body: Some(r#"{"url": "http://10.0.0.1/"}"#),
+            ..case("POST", "/v1/webhooks", true, 422, Some(WebhookTargetRefused))
+        },
+        Case {
+            body: Some(r#"{"url": "https://93.184.215.14/", "events": ["channel.paid"]}"#),
+            ..case("POST", "/v1/webhooks", true, 400, Some(InvalidRequest))
+        },
+        Case {
+            body: Some(r#"{"url": "https://93.184.215.14/hook", "events": ["channel.payment"]}"#),
+            ..case("POST", "/v1/webhooks", true, 201, None)
+        },
+        case("GET", "/v1/webhooks", true, 200, None),
+        case("GET", "/v1/webhooks", false, 401, Some(Unauthorized)),
+        case("DELETE", "/v1/webhooks/wh_nope", true, 404, Some(WebhookNotFound)),
+        case(
+            "GET",
+            "/v1/webhooks/wh_nope/deliveries",
+            true,
+            404,
+            Some(WebhookNotFound),
+        ),
+        case(
+            "POST",
+            "/v1/webhooks/deliveries/dlv_nope/redeliver",
+            true,
+            404,
+            Some(DeliveryNotFound),
+        ),
         case("GET", "/v2/channels", true, 404, Some(NotFound)),
     ]
 }
@@ -1053,6 +1087,7 @@ async fn the_router_answers_as_documented() {
         identity: Arc::new(
             crate::identity::TowerIdentity::load_or_create(&key_dir.path().join("k")).unwrap(),
         ),
+        allow_private_webhook_targets: false,
     };
     let app = router(state.clone(), 64 * 1024);
 

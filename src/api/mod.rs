@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,6 +20,9 @@ use tokio::sync::oneshot;
 mod contract_tests;
 mod request_log;
 pub mod server;
+mod webhooks;
+
+pub use webhooks::MAX_WEBHOOKS_PER_MERCHANT;
 
 use crate::engine::ChannelState;
 use crate::error::{ErrorCode, Refusal};
@@ -42,6 +45,9 @@ pub struct ApiState {
     pub network: crate::chain::Network,
     /// The tower's own key (`tower_pubkey` in the status).
     pub identity: Arc<crate::identity::TowerIdentity>,
+    /// `notify.allow_private_targets`: merchants' webhooks may point at
+    /// private addresses.
+    pub allow_private_webhook_targets: bool,
 }
 
 /// Requests allowed per API token: one bucket per token id, so one
@@ -140,6 +146,23 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("POST", "/v1/channels/{id}/payments", true, 200, post(pay)),
         endpoint("POST", "/v1/channels/{id}/close", true, 202, post(close)),
         endpoint("GET", "/v1/channels/{id}/close", true, 200, get(latest_close)),
+        endpoint("POST", "/v1/webhooks", true, 201, post(webhooks::create)),
+        endpoint("GET", "/v1/webhooks", true, 200, get(webhooks::list)),
+        endpoint("DELETE", "/v1/webhooks/{id}", true, 200, delete(webhooks::delete)),
+        endpoint(
+            "GET",
+            "/v1/webhooks/{id}/deliveries",
+            true,
+            200,
+            get(webhooks::deliveries),
+        ),
+        endpoint(
+            "POST",
+            "/v1/webhooks/deliveries/{delivery_id}/redeliver",
+            true,
+            202,
+            post(webhooks::redeliver),
+        ),
         endpoint("GET", "/v1/status", true, 200, get(status)),
         endpoint("GET", "/healthz", false, 200, get(healthz)),
         endpoint("GET", "/readyz", false, 200, get(readyz)),
@@ -315,6 +338,33 @@ async fn read_store<T: Send + 'static>(
             .lock()
             .map_err(|_| Refusal::new(ErrorCode::InternalError, "store lock poisoned"))?;
         read(&store)
+    })
+    .await
+    .map_err(|e| ApiError(Refusal::internal(e)))?
+    .map_err(ApiError)
+}
+
+/// Runs a write transaction on the API's store connection, on the blocking
+/// pool. A store that takes no writes answers `store_unavailable`.
+async fn write_store<T: Send + 'static>(
+    state: &ApiState,
+    write: impl FnOnce(&crate::store::WriteTx<'_>) -> crate::store::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = store
+            .lock()
+            .map_err(|_| Refusal::new(ErrorCode::InternalError, "store lock poisoned"))?;
+        store.write(write).map_err(|e| {
+            if e.is_unavailable() {
+                Refusal::new(
+                    ErrorCode::StoreUnavailable,
+                    format!("the store takes no writes: {e}"),
+                )
+            } else {
+                Refusal::internal(e)
+            }
+        })
     })
     .await
     .map_err(|e| ApiError(Refusal::internal(e)))?

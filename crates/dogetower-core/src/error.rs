@@ -82,6 +82,12 @@ error_codes! {
     CloseNotSignable => ("close_not_signable", 422, "Signer custody: the tower cannot sign and finalize this payment's close with the merchant's key."),
     ChannelClosed => ("channel_closed", 409, "The channel is closing or finished: it takes no more payments, and a finished channel cannot be closed."),
     NothingToClose => ("nothing_to_close", 409, "The channel has no payment yet, so there is no close to broadcast."),
+    // Merchants' webhook endpoints.
+    InvalidWebhookUrl => ("invalid_webhook_url", 422, "The url is not an absolute http:// or https:// URL without credentials of at most 2048 characters, or its host does not resolve."),
+    WebhookTargetRefused => ("webhook_target_refused", 422, "The url's host is or resolves to a loopback, private, link-local or other non-public address, which the tower does not send webhooks to unless notify.allow_private_targets is true."),
+    WebhookLimitReached => ("webhook_limit_reached", 409, "The merchant has 10 webhook endpoints already, the most it may have; delete one first."),
+    WebhookNotFound => ("webhook_not_found", 404, "No webhook endpoint with this id belongs to the calling merchant."),
+    DeliveryNotFound => ("delivery_not_found", 404, "No delivery with this id belongs to a webhook endpoint of the calling merchant."),
     // The tower.
     SignerUnavailable => ("signer_unavailable", 500, "The merchant's key file cannot be read; the operator must fix it."),
     InternalError => ("internal_error", 500, "The tower failed; nothing was stored. Retry, and tell the operator if it persists."),
