@@ -22,6 +22,7 @@ mod follower;
 mod ha;
 mod integration_docs;
 mod logging;
+mod merchant_webhooks;
 mod node_rpc;
 mod node_zmq;
 mod promql;

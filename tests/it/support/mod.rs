@@ -25,7 +25,7 @@ pub use devnet::DevnetProcess;
 pub use ha::{HaGroup, RENEW_SECS, TTL_SECS};
 pub use postgres_server::PostgresServer;
 pub use tower::{Shop, TowerDir, TowerProcess, TEST_POLICY};
-pub use webhook::webhook_receiver;
+pub use webhook::{start_receiver, webhook_receiver, Received, WEBHOOK_SECRET};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_dogetower");
