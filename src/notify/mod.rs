@@ -187,7 +187,9 @@ impl Queue {
                 })
                 .collect(),
             Queue::Merchant { target, .. } => {
-                store.write(|tx| tx.scan_webhook_events(target, 1000))?;
+                if store.webhook_has_new_events(target)? {
+                    store.write(|tx| tx.scan_webhook_events(target, 1000))?;
+                }
                 store
                     .open_deliveries(&target.webhook.id, 1000)?
                     .into_iter()

@@ -376,6 +376,17 @@ impl Store {
         )
     }
 
+    /// Whether the endpoint's merchant has outbox events it has not scanned:
+    /// a read, so the sender's idle passes take no write lock.
+    pub fn webhook_has_new_events(&self, target: &WebhookTarget) -> Result<bool> {
+        let found = self.exec().opt_row(
+            "SELECT seq FROM outbox WHERE merchant_id = ?1 AND seq > ?2 LIMIT 1",
+            params![target.webhook.merchant_id, target.scanned_seq],
+            |r| r.int(0),
+        )?;
+        Ok(found.is_some())
+    }
+
     /// Endpoint `webhook_id`'s deliveries still to be made, oldest event first.
     pub fn open_deliveries(&self, webhook_id: &str, limit: usize) -> Result<Vec<OpenDelivery>> {
         self.exec().rows(
@@ -469,6 +480,7 @@ mod tests {
                 store.write(|tx| tx.enqueue_event(&event(3), Some(b))).unwrap();
                 store.write(|tx| tx.enqueue_event(&event(4), None)).unwrap();
                 for target in store.webhook_targets().unwrap() {
+                    assert!(store.webhook_has_new_events(&target).unwrap());
                     store.write(|tx| tx.scan_webhook_events(&target, 100)).unwrap();
                 }
                 let open = store.open_deliveries(&created.webhook.id, 10).unwrap();
@@ -487,6 +499,7 @@ mod tests {
                 assert_eq!(open_b[0].event.event_id, event(3).id);
                 // Scanning again adds nothing.
                 for target in store.webhook_targets().unwrap() {
+                    assert!(!store.webhook_has_new_events(&target).unwrap());
                     assert_eq!(store.write(|tx| tx.scan_webhook_events(&target, 100)).unwrap(), 0);
                 }
 
