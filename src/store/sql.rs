@@ -33,6 +33,27 @@ pub enum Param<'a> {
     Int(Option<i64>),
     Text(Option<&'a str>),
     Blob(Option<&'a [u8]>),
+    /// Text that must never be logged (see [`SecretText`]).
+    Secret(SecretText<'a>),
+}
+
+/// Text bound as any other, but printed as `<redacted>`: tokio-postgres
+/// logs every statement's parameters (their `Debug`) at debug level, so a
+/// secret the tower must keep as it is (a merchant webhook's HMAC key)
+/// would otherwise reach a trace log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SecretText<'a>(pub &'a str);
+
+impl std::fmt::Debug for SecretText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'a> From<SecretText<'a>> for Param<'a> {
+    fn from(v: SecretText<'a>) -> Self {
+        Param::Secret(v)
+    }
 }
 
 /// `params![a, b, ...]`: the values of a statement's placeholders, in order.
@@ -106,7 +127,9 @@ impl rusqlite::ToSql for Param<'_> {
         use rusqlite::types::{ToSqlOutput, Value, ValueRef};
         Ok(match *self {
             Param::Int(Some(v)) => ToSqlOutput::Owned(Value::Integer(v)),
-            Param::Text(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Param::Text(Some(v)) | Param::Secret(SecretText(v)) => {
+                ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes()))
+            }
             Param::Blob(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
             Param::Int(None) | Param::Text(None) | Param::Blob(None) => ToSqlOutput::Owned(Value::Null),
         })
@@ -128,7 +151,7 @@ impl ToSql for Param<'_> {
                 Type::BOOL => (v != 0).to_sql(ty, out),
                 _ => v.to_sql(ty, out),
             },
-            Param::Text(Some(v)) => v.to_sql(ty, out),
+            Param::Text(Some(v)) | Param::Secret(SecretText(v)) => v.to_sql(ty, out),
             Param::Blob(Some(v)) => v.to_sql(ty, out),
             Param::Int(None) | Param::Text(None) | Param::Blob(None) => Ok(IsNull::Yes),
         }

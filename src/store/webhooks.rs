@@ -7,7 +7,7 @@
 use bitcoin::secp256k1::rand::{self, RngCore};
 
 use super::channels::now;
-use super::sql::{params, SqlRow};
+use super::sql::{params, SecretText, SqlRow};
 use super::{OutboxEvent, Result, Store, StoreError, WriteTx};
 
 /// A live endpoint as its merchant sees it (no secret).
@@ -212,7 +212,7 @@ impl WriteTx<'_> {
                 merchant_id,
                 url,
                 &events_json(events),
-                &secret,
+                SecretText(&secret),
                 scanned_seq,
                 webhook.created_at
             ],
@@ -573,6 +573,13 @@ mod tests {
                     .is_some());
             },
         );
+    }
+
+    #[test]
+    fn a_secret_parameter_never_shows_in_debug() {
+        let param = crate::store::sql::Param::from(SecretText("whsec_abc"));
+        let shown = format!("{:?}", [param]);
+        assert!(!shown.contains("whsec_abc"), "{shown}");
     }
 
     #[test]

@@ -52,7 +52,8 @@ fn run_in_child(name: &str) {
 /// tower registering, paying, closing, delivering webhooks, refusing a bad
 /// token, stopping), its every log line searched for every secret it was
 /// given: the node's RPC password, the API token (and its secret half), the
-/// webhook secret, a signer's xprv and the store's password.
+/// webhook secret, a merchant's own webhook secret, a signer's xprv and the
+/// store's password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_a_log_line_at_trace_level() {
     use std::time::Duration;
@@ -63,12 +64,16 @@ async fn no_secret_reaches_a_log_line_at_trace_level() {
     use serde_json::json;
 
     use crate::support::{
-        free_port, wait_for, webhook_receiver, DevnetProcess, TestChannel, TowerDir, TowerProcess,
+        free_port, start_receiver, wait_for, webhook_receiver, DevnetProcess, TestChannel, TowerDir,
+        TowerProcess,
     };
 
     const STORE_PASSWORD: &str = "store-pw-never-logged-4711";
     let devnet = DevnetProcess::spawn();
     let (received, webhooks) = webhook_receiver(false).await;
+    // The merchant's own endpoint is a loopback receiver too.
+    let webhooks = webhooks.replacen("[notify]\n", "[notify]\nallow_private_targets = true\n", 1);
+    let (merchant_received, merchant_url) = start_receiver(false).await;
     // PostgreSQL when the tests have one (its URL then carries a password,
     // which the trust-auth test server never asks for), else SQLite.
     let db = dogetower::store::pg_test_db::fresh("no_secret_reaches_a_log_line");
@@ -106,6 +111,11 @@ async fn no_secret_reaches_a_log_line_at_trace_level() {
     let tower = TowerProcess::spawn_in(dir, api, metrics, token.clone());
     tower.wait_ready().await;
 
+    let (status, hook) = tower.post("/v1/webhooks", json!({"url": merchant_url})).await;
+    assert_eq!(status, 201, "{hook}");
+    let merchant_secret = hook["secret"].as_str().unwrap().to_string();
+    merchant_received.lock().unwrap().secret = merchant_secret.clone();
+
     let channel = TestChannel::open(&devnet, &merchant, &payout, devnet.height().await + 400, false).await;
     let (status, body) = tower
         .post("/v1/channels", json!({"psbt": channel.announcement()}))
@@ -132,9 +142,27 @@ async fn no_secret_reaches_a_log_line_at_trace_level() {
         .await;
     assert_eq!(status, 401);
     wait_for("webhooks delivered", Duration::from_secs(30), async || {
-        (received.lock().unwrap().accepted.len() >= 4).then_some(())
+        (received.lock().unwrap().accepted.len() >= 4
+            && merchant_received.lock().unwrap().accepted.len() >= 3)
+            .then_some(())
     })
     .await;
+    // The merchant's listing and a redelivery are logged too.
+    let deliveries = format!("/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap());
+    let (status, page) = tower.get(&deliveries).await;
+    assert_eq!(status, 200, "{page}");
+    let redeliver = format!(
+        "/v1/webhooks/deliveries/{}/redeliver",
+        page["deliveries"][0]["id"].as_str().unwrap()
+    );
+    let (status, _) = tower.post(&redeliver, json!({})).await;
+    assert_eq!(status, 202);
+    wait_for("the redelivery", Duration::from_secs(30), async || {
+        let r = merchant_received.lock().unwrap();
+        (r.accepted.values().any(|(_, times)| *times == 2)).then_some(())
+    })
+    .await;
+    assert_eq!(merchant_received.lock().unwrap().bad_signatures, 0);
     let pid = tower.child.id().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -173,6 +201,7 @@ async fn no_secret_reaches_a_log_line_at_trace_level() {
         ("the API token's secret", token_secret.to_string()),
         ("the wrong token", wrong),
         ("the webhook secret", "webhook-test-secret".to_string()),
+        ("a merchant's webhook secret", merchant_secret),
         ("the xprv", xprv_text),
         (
             "the tower's identity key",
