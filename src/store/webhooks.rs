@@ -112,7 +112,7 @@ pub struct OpenDelivery {
     pub id: String,
     pub event: OutboxEvent,
     pub attempts: u32,
-    /// Unix milliseconds; `None`: now.
+    /// Unix milliseconds; `None` (a row of no other writer): now.
     pub next_attempt_ms: Option<i64>,
     pub started_at: i64,
 }
@@ -246,19 +246,22 @@ impl WriteTx<'_> {
             return Ok(0);
         };
         let created = now();
+        // Due at once: a pending delivery always shows when it is next tried.
+        let due_ms = created.saturating_mul(1000);
         for (seq, kind, event_created) in &events {
             if !target.webhook.accepts(kind) {
                 continue;
             }
             self.exec(
                 "INSERT INTO merchant_webhook_deliveries
-                    (id, webhook_id, outbox_seq, state, attempts, started_at, created_at)
-                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5)
+                    (id, webhook_id, outbox_seq, state, attempts, next_attempt_ms, started_at, created_at)
+                 VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6)
                  ON CONFLICT (webhook_id, outbox_seq) DO NOTHING",
                 params![
                     &format!("dlv_{}", random_hex(16)),
                     &target.webhook.id,
                     *seq,
+                    due_ms,
                     *event_created,
                     created
                 ],
@@ -487,6 +490,10 @@ mod tests {
                 assert_eq!(open.len(), 1);
                 assert_eq!(open[0].event.event_id, event(2).id);
                 assert_eq!(open[0].attempts, 0);
+                assert!(
+                    open[0].next_attempt_ms.is_some(),
+                    "a pending delivery is due at a time"
+                );
                 let targets = store.webhook_targets().unwrap();
                 let other = targets
                     .iter()
