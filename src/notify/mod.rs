@@ -399,11 +399,12 @@ async fn deliver_due(
     ha: &HaState,
 ) -> anyhow::Result<usize> {
     let pending = queue.due(store)?;
+    let total = pending.len();
     let mut still_pending = 0usize;
     // Channels whose earlier event is still waiting: their later events wait too.
     let mut held: HashSet<Option<String>> = HashSet::new();
     let name = queue.name();
-    for due in pending {
+    for (index, due) in pending.into_iter().enumerate() {
         if !queue.wants(store, &due)? {
             continue;
         }
@@ -447,6 +448,7 @@ async fn deliver_due(
         );
         queue.record(store, &due, attempts, &result, next)?;
         let event = &due.event.event_id;
+        let failed = result.is_err();
         match (next, &result) {
             (Next::Delivered, _) => {
                 metrics.webhook_delivery("delivered");
@@ -466,6 +468,14 @@ async fn deliver_due(
                 still_pending += 1;
             }
             (Next::GivenUp | Next::RetryAt(_), Ok(_)) => unreachable!("next_step delivers every 2xx"),
+        }
+        // A merchant's endpoint is the merchant's to make slow: one failed
+        // attempt (up to notify.request_timeout_secs) ends its pass, so an
+        // endpoint that times out on many channels costs every other
+        // endpoint one timeout per pass, not one per channel.
+        if failed && matches!(queue, Queue::Merchant { .. }) {
+            still_pending += total - index - 1;
+            break;
         }
     }
     Ok(still_pending)
@@ -567,6 +577,88 @@ mod tests {
             Next::GivenUp
         );
         assert_eq!(Failure::Status(503).to_string(), "HTTP 503");
+    }
+
+    /// One pass over a merchant endpoint that never answers, with events of
+    /// three channels due: one attempt times out, then the pass ends, so
+    /// the endpoint cannot hold up the others for a timeout per channel.
+    #[tokio::test]
+    async fn a_merchant_endpoint_that_times_out_costs_one_attempt_per_pass() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use crate::engine::{Event, EventData};
+        use crate::store::CustodyMode;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(socket); // read nothing, answer nothing
+            }
+        });
+        let mut store = Store::open_in_memory().unwrap();
+        let merchant = store
+            .write(|tx| tx.insert_merchant("m", None, CustodyMode::Presigned, None))
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}/hook");
+        store
+            .write(|tx| tx.create_webhook(merchant, &url, &[], 10))
+            .unwrap()
+            .unwrap();
+        for n in 0..3u32 {
+            let event = Event::new(
+                Some(&format!("2Nchannel{n}")),
+                "1",
+                EventData::NodeUp {
+                    processed_height: Some(n),
+                },
+            );
+            store
+                .write(|tx| tx.enqueue_event(&event, Some(merchant)))
+                .unwrap();
+        }
+        let notify = NotifyConfig {
+            retry_initial_secs: 60,
+            retry_max_secs: 60,
+            give_up_after_secs: 3600,
+            request_timeout_secs: 1,
+            allow_private_targets: true,
+        };
+        let timeout = Duration::from_secs(1);
+        let clients = Clients {
+            operator: reqwest::Client::builder().timeout(timeout).build().unwrap(),
+            merchant: targets::merchant_client(timeout, true).unwrap(),
+            allow_private: true,
+        };
+        let metrics = Arc::new(Metrics::new("regtest"));
+        let ha = HaState::alone("t".into(), "http://127.0.0.1:1".into(), metrics.clone());
+        let mut queue = merchant_queues(store.webhook_targets().unwrap()).remove(0);
+
+        let started = std::time::Instant::now();
+        let pending = deliver_due(&mut store, &clients, &notify, &mut queue, &metrics, &ha)
+            .await
+            .unwrap();
+        assert_eq!(pending, 3, "all three still to deliver");
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "one attempt");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let target = &store.webhook_targets().unwrap()[0];
+        let listed = store.deliveries(&target.webhook.id, None, 10).unwrap();
+        let tried: Vec<_> = listed.iter().filter(|d| d.attempts == 1).collect();
+        assert_eq!(tried.len(), 1);
+        assert_eq!(tried[0].state, DeliveryState::FailedRetrying);
+        assert!(
+            tried[0].last_error.as_deref().is_some_and(|e| !e.contains(&url)),
+            "{:?}",
+            tried[0].last_error
+        );
     }
 
     #[test]
