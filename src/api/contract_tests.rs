@@ -879,15 +879,44 @@ fn the_channel_object_and_payment_reply_match_their_schemas() {
         assert_eq!(funding, listed, "a funding entry and docs/API.md differ");
     }
 
-    let reply = json(&PaymentReply {
-        channel: channel_sample("open", None),
-        sequence: 1,
-        merchant_amount: 150_000_000,
-    });
+    let receipt = receipt_sample();
+    let reply = super::attach_receipt(
+        &PaymentReply {
+            channel: channel_sample("open", None),
+            sequence: 1,
+            merchant_amount: 150_000_000,
+        },
+        &receipt,
+    )
+    .unwrap();
     let schema = component(&doc, "PaymentReply");
     assert_eq!(keys(&reply), property_names(schema), "PaymentReply");
     assert_eq!(keys(&reply), required_names(schema), "PaymentReply");
     assert_valid(&doc, schema, &reply, "the payment reply");
+    assert_valid(&doc, component(&doc, "Receipt"), &reply["receipt"], "the receipt");
+
+    let registered = super::attach_receipt(&channel_sample("open", None), &receipt).unwrap();
+    let schema = component(&doc, "RegisteredChannel");
+    assert_eq!(keys(&registered), property_names(schema), "RegisteredChannel");
+    assert_eq!(keys(&registered), required_names(schema), "RegisteredChannel");
+    assert_valid(&doc, schema, &registered, "the registration answer");
+}
+
+/// A receipt signed by a fresh identity key.
+fn receipt_sample() -> crate::receipt::Receipt {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = crate::identity::TowerIdentity::load_or_create(&dir.path().join("id.key")).unwrap();
+    let facts = crate::receipt::ReceiptFacts {
+        network: "regtest".into(),
+        channel: "2N8hwP1WmJrFF5QWABn38y63uYLhnJYJYTF".into(),
+        kind: crate::receipt::ReceiptKind::Payment,
+        sequence: 1,
+        merchant_amount: 150_000_000,
+        close_txid: Some(txid(5)),
+        psbt_sha256: crate::receipt::psbt_sha256(b"psbt"),
+        accepted_at: 1_796_205_600,
+    };
+    crate::receipt::Receipt::issue(&identity, &facts)
 }
 
 #[test]

@@ -402,7 +402,13 @@ async fn register(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(channel)).into_response())
+    let network = state.network;
+    let id = channel.id.clone();
+    let answer = with_receipt(&state, &channel, move |store| {
+        read_only::registration_receipt(store, &id, network)
+    })
+    .await?;
+    Ok((status, Json(answer)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -432,7 +438,41 @@ async fn pay(
         reply,
     })
     .await??;
-    Ok(Json(reply).into_response())
+    let (network, id, sequence) = (state.network, reply.channel.id.clone(), reply.sequence);
+    let answer = with_receipt(&state, &reply, move |store| {
+        read_only::payment_receipt(store, &id, sequence, network)
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// `answer` with the signed receipt of what the store holds for it. Read
+/// from the store, not from the writer's answer, so asking again for the
+/// same state gives the same receipt; read and signed on the blocking pool,
+/// off the writer's thread.
+async fn with_receipt(
+    state: &ApiState,
+    answer: &impl serde::Serialize,
+    facts: impl FnOnce(&Store) -> Result<crate::receipt::ReceiptFacts, Refusal> + Send + 'static,
+) -> Result<Value, ApiError> {
+    let identity = state.identity.clone();
+    let receipt = read_store(state, move |store| {
+        facts(store).map(|facts| crate::receipt::Receipt::issue(&identity, &facts))
+    })
+    .await?;
+    attach_receipt(answer, &receipt).map_err(|e| ApiError(Refusal::internal(e)))
+}
+
+/// The JSON object `answer` with its `receipt` field.
+pub(crate) fn attach_receipt(
+    answer: &impl serde::Serialize,
+    receipt: &crate::receipt::Receipt,
+) -> Result<Value, serde_json::Error> {
+    let mut answer = serde_json::to_value(answer)?;
+    if let Value::Object(fields) = &mut answer {
+        fields.insert("receipt".into(), serde_json::to_value(receipt)?);
+    }
+    Ok(answer)
 }
 
 async fn close(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {

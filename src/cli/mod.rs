@@ -17,6 +17,7 @@ pub mod check_node;
 pub mod client;
 mod ha;
 pub mod psbt;
+pub mod receipt;
 pub mod run;
 pub mod sim;
 
@@ -71,6 +72,9 @@ pub enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// Check the tower's signed receipts (offline).
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
     /// Manage merchants (needs --config).
     #[command(subcommand)]
     Merchant(admin::MerchantCommand),
@@ -195,6 +199,7 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
             }
         }),
+        Command::Receipt(command) => receipt::run(command),
         Command::Merchant(command) => admin::merchant(command, ctx),
         Command::Token(command) => admin::token(command, ctx),
         Command::Ha(command) => ha::run(command, ctx),

@@ -31,7 +31,7 @@ pub mod scratch_db;
 pub(crate) mod sql;
 pub mod tokens;
 
-pub use channels::{ChannelRecord, NewChannel, PaymentRecord};
+pub use channels::{rfc3339, unix_from_rfc3339, ChannelRecord, NewChannel, PaymentRecord, StoredPayment};
 pub use merchants::{CustodyMode, Merchant};
 pub use outbox::OutboxEvent;
 

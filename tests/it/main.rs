@@ -25,5 +25,6 @@ mod logging;
 mod node_rpc;
 mod node_zmq;
 mod promql;
+mod receipts;
 mod tower;
 mod webhooks;
