@@ -27,4 +27,5 @@ mod node_zmq;
 mod promql;
 mod receipts;
 mod tower;
+mod transfer;
 mod webhooks;
