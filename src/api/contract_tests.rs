@@ -36,10 +36,11 @@ use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::node::zmq::ZmqStats;
 use crate::node::{RpcClient, RpcCredentials, RpcSettings};
+use crate::service::channel_keys::ChannelKeyReply;
 use crate::service::view::{ChannelView, FundingView};
 use crate::service::{PaymentReply, ServiceStatus};
 use crate::status::StatusReply;
-use crate::store::{CustodyMode, Store};
+use crate::store::{CustodyMode, IssuedKey, Store};
 
 const OPENAPI_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
 const API_MD_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md");
@@ -952,6 +953,55 @@ fn the_status_object_matches_its_schema() {
     );
 }
 
+#[test]
+fn the_channel_key_reply_matches_its_schema() {
+    let doc = openapi();
+    let schema = component(&doc, "ChannelKey");
+    let xpub = bitcoin::bip32::Xpub::from_priv(
+        &bitcoin::secp256k1::Secp256k1::new(),
+        &bitcoin::bip32::Xpriv::new_master(bitcoin::NetworkKind::Test, &[4; 32]).unwrap(),
+    );
+    let (pubkey, origin) = crate::channel::custody::channel_key(&xpub, 12).unwrap();
+    let value = json(&ChannelKeyReply::from(&IssuedKey {
+        merchant_id: 1,
+        index: 12,
+        pubkey,
+        origin,
+        issued_at: 1_700_000_000,
+        expires_at: 1_700_086_400,
+        channel: None,
+        used_at: None,
+    }));
+    let (fields, properties) = (keys(&value), property_names(schema));
+    assert_eq!(
+        fields,
+        properties,
+        "the channel key and openapi.json's ChannelKey differ: {}",
+        difference(&fields, &properties, ("ChannelKeyReply", "openapi.json"))
+    );
+    assert_eq!(
+        fields,
+        required_names(schema),
+        "every channel key field is always sent"
+    );
+    let origin_schema = &schema["properties"]["origin"];
+    assert_eq!(keys(&value["origin"]), property_names(origin_schema), "origin");
+    assert_eq!(keys(&value["origin"]), required_names(origin_schema), "origin");
+    assert_valid(&doc, schema, &value, "the channel key");
+    assert_eq!(value["origin"]["path"], "m/0/12");
+    assert_eq!(value["expires_at"], "2023-11-15T22:13:20Z");
+    let listed = md_fields(
+        &api_md(),
+        "### `POST /v1/channel-keys`: a fresh merchant key for a new channel",
+    );
+    assert_eq!(
+        fields,
+        listed,
+        "the channel key and docs/API.md differ: {}",
+        difference(&fields, &listed, ("ChannelKeyReply", "API.md"))
+    );
+}
+
 /// One request to the real router and what it must answer.
 struct Case {
     method: &'static str,
@@ -1045,6 +1095,9 @@ fn cases() -> Vec<Case> {
             )
         },
         case("POST", "/v1/channels/2Nabc/close", true, 503, Some(Unavailable)),
+        // The merchant is presigned and has no xpub yet.
+        case("POST", "/v1/channel-keys", true, 409, Some(NoExtendedKey)),
+        case("POST", "/v1/channel-keys", false, 401, Some(Unauthorized)),
         case("GET", "/v2/channels", true, 404, Some(NotFound)),
     ]
 }
@@ -1082,6 +1135,7 @@ async fn the_router_answers_as_documented() {
         identity: Arc::new(
             crate::identity::TowerIdentity::load_or_create(&key_dir.path().join("k")).unwrap(),
         ),
+        channel_key_ttl_secs: 86_400,
     };
     let app = router(state.clone(), 64 * 1024);
 
@@ -1133,6 +1187,38 @@ async fn the_router_answers_as_documented() {
         if let Some(code) = case.code {
             assert_eq!(body["error"]["code"], code.as_str(), "{what}: {body}");
         }
+    }
+
+    // With an xpub, a channel key as documented, at the next index each time.
+    let xpub = bitcoin::bip32::Xpub::from_priv(
+        &bitcoin::secp256k1::Secp256k1::new(),
+        &bitcoin::bip32::Xpriv::new_master(bitcoin::NetworkKind::Test, &[9; 32]).unwrap(),
+    );
+    state
+        .store
+        .lock()
+        .unwrap()
+        .write(|tx| {
+            let encoded = crate::chain::keys::encode_xpub(&xpub, crate::chain::Network::Regtest);
+            tx.set_merchant_xpub(1, Some(&encoded))
+        })
+        .unwrap();
+    let schema = component(&doc, "ChannelKey");
+    for index in 0..2 {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v1/channel-keys")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), 201, "POST /v1/channel-keys");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_valid(&doc, schema, &body, "POST /v1/channel-keys");
+        let (key, _) = crate::channel::custody::channel_key(&xpub, index).unwrap();
+        assert_eq!(body["pubkey"], key.to_string(), "{body}");
+        assert_eq!(body["origin"]["path"], format!("m/0/{index}"), "{body}");
     }
 
     // A known path with a method it does not serve: 405, no body, an Allow header.

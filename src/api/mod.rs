@@ -42,6 +42,8 @@ pub struct ApiState {
     pub network: crate::chain::Network,
     /// The tower's own key (`tower_pubkey` in the status).
     pub identity: Arc<crate::identity::TowerIdentity>,
+    /// `policy.channel_key_ttl_secs`: how long an issued channel key is valid.
+    pub channel_key_ttl_secs: u64,
 }
 
 /// Requests allowed per API token: one bucket per token id, so one
@@ -140,6 +142,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("POST", "/v1/channels/{id}/payments", true, 200, post(pay)),
         endpoint("POST", "/v1/channels/{id}/close", true, 202, post(close)),
         endpoint("GET", "/v1/channels/{id}/close", true, 200, get(latest_close)),
+        endpoint("POST", "/v1/channel-keys", true, 201, post(issue_channel_key)),
         endpoint("GET", "/v1/status", true, 200, get(status)),
         endpoint("GET", "/healthz", false, 200, get(healthz)),
         endpoint("GET", "/readyz", false, 200, get(readyz)),
@@ -315,6 +318,24 @@ async fn read_store<T: Send + 'static>(
             .lock()
             .map_err(|_| Refusal::new(ErrorCode::InternalError, "store lock poisoned"))?;
         read(&store)
+    })
+    .await
+    .map_err(|e| ApiError(Refusal::internal(e)))?
+    .map_err(ApiError)
+}
+
+/// Runs a write on the API's store connection (one transaction of its own),
+/// on the blocking pool.
+async fn write_store<T: Send + 'static>(
+    state: &ApiState,
+    write: impl FnOnce(&mut Store) -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = store
+            .lock()
+            .map_err(|_| Refusal::new(ErrorCode::InternalError, "store lock poisoned"))?;
+        write(&mut store)
     })
     .await
     .map_err(|e| ApiError(Refusal::internal(e)))?
@@ -570,6 +591,19 @@ async fn list(
         .then(|| last_key.map(|k| k.to_string()))
         .flatten();
     Ok(Json(json!({"channels": channels, "next_cursor": next_cursor})).into_response())
+}
+
+/// A fresh channel key for the calling merchant. No body is needed (any
+/// body is ignored, as for a close).
+async fn issue_channel_key(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    let merchant_id = merchant(&state, &headers).await?;
+    let (network, ttl) = (state.network, state.channel_key_ttl_secs);
+    let issued = write_store(&state, move |store| {
+        crate::service::channel_keys::issue(store, merchant_id, network, ttl)
+    })
+    .await?;
+    let reply = crate::service::channel_keys::ChannelKeyReply::from(&issued);
+    Ok((StatusCode::CREATED, Json(reply)).into_response())
 }
 
 async fn status(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {

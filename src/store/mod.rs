@@ -18,6 +18,7 @@ use bitcoin::BlockHash;
 use rusqlite::Connection;
 
 pub mod bulk;
+pub mod channel_keys;
 pub mod channels;
 pub mod lease;
 pub mod merchants;
@@ -31,6 +32,7 @@ pub mod scratch_db;
 pub(crate) mod sql;
 pub mod tokens;
 
+pub use channel_keys::IssuedKey;
 pub use channels::{rfc3339, unix_from_rfc3339, ChannelRecord, NewChannel, PaymentRecord, StoredPayment};
 pub use merchants::{CustodyMode, Merchant};
 pub use outbox::OutboxEvent;
@@ -369,6 +371,7 @@ impl Store {
             "webhook_deliveries",
             "headers",
             "chain_log",
+            "channel_keys",
         ] {
             let count = self
                 .exec()
@@ -381,6 +384,12 @@ impl Store {
             |r| Ok((r.opt_int(0)?, r.opt_int(1)?)),
         )?;
         out.push_str(&format!("updated={updated:?};sequences={sequences:?}"));
+        let used_keys = self.exec().one_row(
+            "SELECT COUNT(*) FROM channel_keys WHERE channel_id IS NOT NULL",
+            &[],
+            |r| r.int(0),
+        )?;
+        out.push_str(&format!(";used_keys={used_keys}"));
         Ok(out)
     }
 

@@ -12,6 +12,7 @@ mod support;
 mod api;
 mod bench;
 mod chain_fixtures;
+mod channel_keys;
 mod check_node;
 mod cli_block;
 mod cli_psbt;
