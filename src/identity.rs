@@ -52,6 +52,13 @@ impl TowerIdentity {
             tracing::info!(path = %path.display(), "tower identity key created");
             return Ok(TowerIdentity::from_secret(secret));
         }
+        TowerIdentity::load(path)
+    }
+
+    /// Reads the key at `path`, which must exist (tools that sign for a
+    /// tower, such as `dogetower export`, never create one).
+    pub fn load(path: &Path) -> Result<TowerIdentity, IdentityError> {
+        let shown = path.display().to_string();
         check_private_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| KeyFileError::Read {
             path: shown.clone(),

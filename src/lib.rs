@@ -27,6 +27,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod notify;
+pub mod receipt;
 pub mod runtime;
 pub mod service;
 pub mod sim;

@@ -72,6 +72,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         rate_limits: crate::api::rate_limits(&config.api),
         network: config.network,
         identity: Arc::new(identity),
+        channel_key_ttl_secs: config.policy.channel_key_ttl_secs,
         allow_private_webhook_targets: config.notify.allow_private_targets,
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)

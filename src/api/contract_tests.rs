@@ -36,10 +36,11 @@ use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::node::zmq::ZmqStats;
 use crate::node::{RpcClient, RpcCredentials, RpcSettings};
+use crate::service::channel_keys::ChannelKeyReply;
 use crate::service::view::{ChannelView, FundingView};
 use crate::service::{PaymentReply, ServiceStatus};
 use crate::status::StatusReply;
-use crate::store::{CustodyMode, Store};
+use crate::store::{CustodyMode, IssuedKey, Store};
 
 const OPENAPI_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
 const API_MD_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md");
@@ -879,15 +880,44 @@ fn the_channel_object_and_payment_reply_match_their_schemas() {
         assert_eq!(funding, listed, "a funding entry and docs/API.md differ");
     }
 
-    let reply = json(&PaymentReply {
-        channel: channel_sample("open", None),
-        sequence: 1,
-        merchant_amount: 150_000_000,
-    });
+    let receipt = receipt_sample();
+    let reply = super::attach_receipt(
+        &PaymentReply {
+            channel: channel_sample("open", None),
+            sequence: 1,
+            merchant_amount: 150_000_000,
+        },
+        &receipt,
+    )
+    .unwrap();
     let schema = component(&doc, "PaymentReply");
     assert_eq!(keys(&reply), property_names(schema), "PaymentReply");
     assert_eq!(keys(&reply), required_names(schema), "PaymentReply");
     assert_valid(&doc, schema, &reply, "the payment reply");
+    assert_valid(&doc, component(&doc, "Receipt"), &reply["receipt"], "the receipt");
+
+    let registered = super::attach_receipt(&channel_sample("open", None), &receipt).unwrap();
+    let schema = component(&doc, "RegisteredChannel");
+    assert_eq!(keys(&registered), property_names(schema), "RegisteredChannel");
+    assert_eq!(keys(&registered), required_names(schema), "RegisteredChannel");
+    assert_valid(&doc, schema, &registered, "the registration answer");
+}
+
+/// A receipt signed by a fresh identity key.
+fn receipt_sample() -> crate::receipt::Receipt {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = crate::identity::TowerIdentity::load_or_create(&dir.path().join("id.key")).unwrap();
+    let facts = crate::receipt::ReceiptFacts {
+        network: "regtest".into(),
+        channel: "2N8hwP1WmJrFF5QWABn38y63uYLhnJYJYTF".into(),
+        kind: crate::receipt::ReceiptKind::Payment,
+        sequence: 1,
+        merchant_amount: 150_000_000,
+        close_txid: Some(txid(5)),
+        psbt_sha256: crate::receipt::psbt_sha256(b"psbt"),
+        accepted_at: 1_796_205_600,
+    };
+    crate::receipt::Receipt::issue(&identity, &facts)
 }
 
 #[test]
@@ -920,6 +950,55 @@ fn the_status_object_matches_its_schema() {
         listed,
         "the status object and docs/API.md differ: {}",
         difference(&fields, &listed, ("StatusReply", "API.md"))
+    );
+}
+
+#[test]
+fn the_channel_key_reply_matches_its_schema() {
+    let doc = openapi();
+    let schema = component(&doc, "ChannelKey");
+    let xpub = bitcoin::bip32::Xpub::from_priv(
+        &bitcoin::secp256k1::Secp256k1::new(),
+        &bitcoin::bip32::Xpriv::new_master(bitcoin::NetworkKind::Test, &[4; 32]).unwrap(),
+    );
+    let (pubkey, origin) = crate::channel::custody::channel_key(&xpub, 12).unwrap();
+    let value = json(&ChannelKeyReply::from(&IssuedKey {
+        merchant_id: 1,
+        index: 12,
+        pubkey,
+        origin,
+        issued_at: 1_700_000_000,
+        expires_at: 1_700_086_400,
+        channel: None,
+        used_at: None,
+    }));
+    let (fields, properties) = (keys(&value), property_names(schema));
+    assert_eq!(
+        fields,
+        properties,
+        "the channel key and openapi.json's ChannelKey differ: {}",
+        difference(&fields, &properties, ("ChannelKeyReply", "openapi.json"))
+    );
+    assert_eq!(
+        fields,
+        required_names(schema),
+        "every channel key field is always sent"
+    );
+    let origin_schema = &schema["properties"]["origin"];
+    assert_eq!(keys(&value["origin"]), property_names(origin_schema), "origin");
+    assert_eq!(keys(&value["origin"]), required_names(origin_schema), "origin");
+    assert_valid(&doc, schema, &value, "the channel key");
+    assert_eq!(value["origin"]["path"], "m/0/12");
+    assert_eq!(value["expires_at"], "2023-11-15T22:13:20Z");
+    let listed = md_fields(
+        &api_md(),
+        "### `POST /v1/channel-keys`: a fresh merchant key for a new channel",
+    );
+    assert_eq!(
+        fields,
+        listed,
+        "the channel key and docs/API.md differ: {}",
+        difference(&fields, &listed, ("ChannelKeyReply", "API.md"))
     );
 }
 
@@ -1016,6 +1095,9 @@ fn cases() -> Vec<Case> {
             )
         },
         case("POST", "/v1/channels/2Nabc/close", true, 503, Some(Unavailable)),
+        // The merchant is presigned and has no xpub yet.
+        case("POST", "/v1/channel-keys", true, 409, Some(NoExtendedKey)),
+        case("POST", "/v1/channel-keys", false, 401, Some(Unauthorized)),
         // Merchants' webhooks (no private targets in this router).
         Case {
             body: Some(r#"{"url": "ftp://example.com/"}"#),
@@ -1087,6 +1169,7 @@ async fn the_router_answers_as_documented() {
         identity: Arc::new(
             crate::identity::TowerIdentity::load_or_create(&key_dir.path().join("k")).unwrap(),
         ),
+        channel_key_ttl_secs: 86_400,
         allow_private_webhook_targets: false,
     };
     let app = router(state.clone(), 64 * 1024);
@@ -1139,6 +1222,38 @@ async fn the_router_answers_as_documented() {
         if let Some(code) = case.code {
             assert_eq!(body["error"]["code"], code.as_str(), "{what}: {body}");
         }
+    }
+
+    // With an xpub, a channel key as documented, at the next index each time.
+    let xpub = bitcoin::bip32::Xpub::from_priv(
+        &bitcoin::secp256k1::Secp256k1::new(),
+        &bitcoin::bip32::Xpriv::new_master(bitcoin::NetworkKind::Test, &[9; 32]).unwrap(),
+    );
+    state
+        .store
+        .lock()
+        .unwrap()
+        .write(|tx| {
+            let encoded = crate::chain::keys::encode_xpub(&xpub, crate::chain::Network::Regtest);
+            tx.set_merchant_xpub(1, Some(&encoded))
+        })
+        .unwrap();
+    let schema = component(&doc, "ChannelKey");
+    for index in 0..2 {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v1/channel-keys")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), 201, "POST /v1/channel-keys");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_valid(&doc, schema, &body, "POST /v1/channel-keys");
+        let (key, _) = crate::channel::custody::channel_key(&xpub, index).unwrap();
+        assert_eq!(body["pubkey"], key.to_string(), "{body}");
+        assert_eq!(body["origin"]["path"], format!("m/0/{index}"), "{body}");
     }
 
     // A known path with a method it does not serve: 405, no body, an Allow header.

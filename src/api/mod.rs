@@ -45,6 +45,8 @@ pub struct ApiState {
     pub network: crate::chain::Network,
     /// The tower's own key (`tower_pubkey` in the status).
     pub identity: Arc<crate::identity::TowerIdentity>,
+    /// `policy.channel_key_ttl_secs`: how long an issued channel key is valid.
+    pub channel_key_ttl_secs: u64,
     /// `notify.allow_private_targets`: merchants' webhooks may point at
     /// private addresses.
     pub allow_private_webhook_targets: bool,
@@ -146,6 +148,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("POST", "/v1/channels/{id}/payments", true, 200, post(pay)),
         endpoint("POST", "/v1/channels/{id}/close", true, 202, post(close)),
         endpoint("GET", "/v1/channels/{id}/close", true, 200, get(latest_close)),
+        endpoint("POST", "/v1/channel-keys", true, 201, post(issue_channel_key)),
         endpoint("POST", "/v1/webhooks", true, 201, post(webhooks::create)),
         endpoint("GET", "/v1/webhooks", true, 200, get(webhooks::list)),
         endpoint("DELETE", "/v1/webhooks/{id}", true, 200, delete(webhooks::delete)),
@@ -344,27 +347,18 @@ async fn read_store<T: Send + 'static>(
     .map_err(ApiError)
 }
 
-/// Runs a write transaction on the API's store connection, on the blocking
-/// pool. A store that takes no writes answers `store_unavailable`.
+/// Runs a write on the API's store connection (one transaction of its own),
+/// on the blocking pool.
 async fn write_store<T: Send + 'static>(
     state: &ApiState,
-    write: impl FnOnce(&crate::store::WriteTx<'_>) -> crate::store::Result<T> + Send + 'static,
+    write: impl FnOnce(&mut Store) -> Result<T, Refusal> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || {
         let mut store = store
             .lock()
             .map_err(|_| Refusal::new(ErrorCode::InternalError, "store lock poisoned"))?;
-        store.write(write).map_err(|e| {
-            if e.is_unavailable() {
-                Refusal::new(
-                    ErrorCode::StoreUnavailable,
-                    format!("the store takes no writes: {e}"),
-                )
-            } else {
-                Refusal::internal(e)
-            }
-        })
+        write(&mut store)
     })
     .await
     .map_err(|e| ApiError(Refusal::internal(e)))?
@@ -452,7 +446,13 @@ async fn register(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(channel)).into_response())
+    let network = state.network;
+    let id = channel.id.clone();
+    let answer = with_receipt(&state, &channel, move |store| {
+        read_only::registration_receipt(store, &id, network)
+    })
+    .await?;
+    Ok((status, Json(answer)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -482,7 +482,41 @@ async fn pay(
         reply,
     })
     .await??;
-    Ok(Json(reply).into_response())
+    let (network, id, sequence) = (state.network, reply.channel.id.clone(), reply.sequence);
+    let answer = with_receipt(&state, &reply, move |store| {
+        read_only::payment_receipt(store, &id, sequence, network)
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// `answer` with the signed receipt of what the store holds for it. Read
+/// from the store, not from the writer's answer, so asking again for the
+/// same state gives the same receipt; read and signed on the blocking pool,
+/// off the writer's thread.
+async fn with_receipt(
+    state: &ApiState,
+    answer: &impl serde::Serialize,
+    facts: impl FnOnce(&Store) -> Result<crate::receipt::ReceiptFacts, Refusal> + Send + 'static,
+) -> Result<Value, ApiError> {
+    let identity = state.identity.clone();
+    let receipt = read_store(state, move |store| {
+        facts(store).map(|facts| crate::receipt::Receipt::issue(&identity, &facts))
+    })
+    .await?;
+    attach_receipt(answer, &receipt).map_err(|e| ApiError(Refusal::internal(e)))
+}
+
+/// The JSON object `answer` with its `receipt` field.
+pub(crate) fn attach_receipt(
+    answer: &impl serde::Serialize,
+    receipt: &crate::receipt::Receipt,
+) -> Result<Value, serde_json::Error> {
+    let mut answer = serde_json::to_value(answer)?;
+    if let Value::Object(fields) = &mut answer {
+        fields.insert("receipt".into(), serde_json::to_value(receipt)?);
+    }
+    Ok(answer)
 }
 
 async fn close(State(state): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
@@ -580,6 +614,19 @@ async fn list(
         .then(|| last_key.map(|k| k.to_string()))
         .flatten();
     Ok(Json(json!({"channels": channels, "next_cursor": next_cursor})).into_response())
+}
+
+/// A fresh channel key for the calling merchant. No body is needed (any
+/// body is ignored, as for a close).
+async fn issue_channel_key(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    let merchant_id = merchant(&state, &headers).await?;
+    let (network, ttl) = (state.network, state.channel_key_ttl_secs);
+    let issued = write_store(&state, move |store| {
+        crate::service::channel_keys::issue(store, merchant_id, network, ttl)
+    })
+    .await?;
+    let reply = crate::service::channel_keys::ChannelKeyReply::from(&issued);
+    Ok((StatusCode::CREATED, Json(reply)).into_response())
 }
 
 async fn status(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {

@@ -19,6 +19,7 @@ use crate::error::{ErrorCode, Refusal};
 use crate::notify::targets::{self, UrlProblem};
 use crate::store::channels::rfc3339;
 use crate::store::webhooks::{DeliveryRecord, MerchantWebhook};
+use crate::store::WriteTx;
 
 /// The most live endpoints one merchant may have: each costs the sender a
 /// pass per poll, and no real integration needs more.
@@ -49,6 +50,27 @@ fn delivery_json(delivery: &DeliveryRecord) -> Value {
         "next_attempt_at": delivery.next_attempt_ms.map(|ms| rfc3339((ms + 999).div_euclid(1000))),
         "created_at": rfc3339(delivery.created_at),
     })
+}
+
+/// One write transaction on the API's store connection; a store that takes
+/// no writes answers `store_unavailable`, as the writer's changes do.
+async fn write_tx<T: Send + 'static>(
+    state: &ApiState,
+    write: impl FnOnce(&WriteTx<'_>) -> crate::store::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    write_store(state, move |store| {
+        store.write(write).map_err(|e| {
+            if e.is_unavailable() {
+                Refusal::new(
+                    ErrorCode::StoreUnavailable,
+                    "the tower's store takes no writes now (see /v1/status store_error); nothing was stored",
+                )
+            } else {
+                Refusal::internal(e)
+            }
+        })
+    })
+    .await
 }
 
 fn webhook_not_found(id: &str) -> ApiError {
@@ -97,7 +119,7 @@ pub(super) async fn create(
         .await
         .map_err(problem)?;
     let url = url.to_string();
-    let created = write_store(&state, move |tx| {
+    let created = write_tx(&state, move |tx| {
         tx.create_webhook(merchant_id, &url, &events, MAX_WEBHOOKS_PER_MERCHANT)
     })
     .await?
@@ -133,7 +155,7 @@ pub(super) async fn delete(
 ) -> ApiResult {
     let merchant_id = merchant(&state, &headers).await?;
     let target = id.clone();
-    let deleted = write_store(&state, move |tx| tx.delete_webhook(merchant_id, &target)).await?;
+    let deleted = write_tx(&state, move |tx| tx.delete_webhook(merchant_id, &target)).await?;
     if !deleted {
         return Err(webhook_not_found(&id));
     }
@@ -198,7 +220,7 @@ pub(super) async fn redeliver(
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let delivery = write_store(&state, move |tx| tx.redeliver(merchant_id, &target, now_ms))
+    let delivery = write_tx(&state, move |tx| tx.redeliver(merchant_id, &target, now_ms))
         .await?
         .ok_or_else(|| {
             ApiError(Refusal::new(

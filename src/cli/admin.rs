@@ -15,8 +15,11 @@ use crate::store::{CustodyMode, Store};
 pub enum MerchantCommand {
     /// Add a merchant.
     Add(MerchantAddArgs),
-    /// List merchants.
+    /// List merchants (id, name, custody, default payout, whether channel keys can be issued).
     List,
+    /// Set a presigned merchant's extended public key, which
+    /// `POST /v1/channel-keys` derives channel keys from.
+    SetXpub { name: String, xpub: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -38,6 +41,11 @@ pub struct MerchantAddArgs {
     /// The merchant's extended private key file (signer custody; mode 0600).
     #[arg(long)]
     pub xprv_file: Option<PathBuf>,
+    /// Presigned custody: the merchant's extended public key (the tower's
+    /// network's encoding), which `POST /v1/channel-keys` derives channel
+    /// keys from. Signer custody derives them from the xprv file.
+    #[arg(long)]
+    pub xpub: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,16 +74,29 @@ pub fn merchant(command: MerchantCommand, ctx: &Context) -> anyhow::Result<ExitC
                     (CustodyMode::Signer, Some(path.display().to_string()))
                 }
             };
+            let xpub = match (&args.xpub, custody) {
+                (None, _) => None,
+                (Some(_), CustodyMode::Signer) => {
+                    anyhow::bail!(
+                        "--xpub is for --custody presigned; a signer's keys come from its xprv file"
+                    )
+                }
+                (Some(xpub), CustodyMode::Presigned) => {
+                    Some(checked_xpub(&store, xpub, config.network, None)?)
+                }
+            };
             if store.merchant_by_name(&args.name)?.is_some() {
                 anyhow::bail!("merchant {} already exists", args.name);
             }
             let id = store.write(|tx| {
-                tx.insert_merchant(
+                let id = tx.insert_merchant(
                     &args.name,
                     args.payout_address.as_deref(),
                     custody,
                     xprv_file.as_deref(),
-                )
+                )?;
+                tx.set_merchant_xpub(id, xpub.as_deref())?;
+                Ok(id)
             })?;
             println!(
                 "merchant {} added (id {id}, {} custody)",
@@ -85,8 +106,14 @@ pub fn merchant(command: MerchantCommand, ctx: &Context) -> anyhow::Result<ExitC
         }
         MerchantCommand::List => {
             for m in store.merchants()? {
+                // Whether POST /v1/channel-keys can issue keys for it.
+                let keys = match (m.custody, &m.xpub) {
+                    (CustodyMode::Signer, _) => "keys:xprv",
+                    (CustodyMode::Presigned, Some(_)) => "keys:xpub",
+                    (CustodyMode::Presigned, None) => "keys:none",
+                };
                 println!(
-                    "{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{keys}",
                     m.id,
                     m.name,
                     m.custody.as_str(),
@@ -94,8 +121,38 @@ pub fn merchant(command: MerchantCommand, ctx: &Context) -> anyhow::Result<ExitC
                 );
             }
         }
+        MerchantCommand::SetXpub { name, xpub } => {
+            let m = store
+                .merchant_by_name(&name)?
+                .with_context(|| format!("no merchant named {name}"))?;
+            if m.custody == CustodyMode::Signer {
+                anyhow::bail!("merchant {name} has signer custody: its channel keys come from its xprv file");
+            }
+            let xpub = checked_xpub(&store, &xpub, config.network, Some(m.id))?;
+            store.write(|tx| tx.set_merchant_xpub(m.id, Some(&xpub)))?;
+            println!("merchant {name}: channel keys now derive from this xpub (next index unchanged)");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An xpub of the tower's network, in its canonical encoding, that no
+/// other merchant uses (two merchants deriving the same keys would hand
+/// out each other's channel keys).
+fn checked_xpub(
+    store: &Store,
+    text: &str,
+    network: crate::chain::Network,
+    merchant: Option<i64>,
+) -> anyhow::Result<String> {
+    let xpub = crate::chain::keys::decode_xpub(text, network).context("--xpub / XPUB")?;
+    let canonical = crate::chain::keys::encode_xpub(&xpub, network);
+    for other in store.merchants()? {
+        if Some(other.id) != merchant && other.xpub.as_deref() == Some(canonical.as_str()) {
+            anyhow::bail!("merchant {} already uses this xpub", other.name);
+        }
+    }
+    Ok(canonical)
 }
 
 pub fn token(command: TokenCommand, ctx: &Context) -> anyhow::Result<ExitCode> {

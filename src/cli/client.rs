@@ -48,14 +48,14 @@ pub enum ChannelsCommand {
     Close { id: String },
 }
 
-struct Client {
+pub(crate) struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
 }
 
 impl Client {
-    fn new(api: &ApiArgs, ctx: &Context) -> anyhow::Result<Client> {
+    pub(crate) fn new(api: &ApiArgs, ctx: &Context) -> anyhow::Result<Client> {
         let base = match &api.url {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("http://{}", ctx.config().context("no --url given")?.api.listen),
@@ -77,33 +77,51 @@ impl Client {
         })
     }
 
+    /// A request whose error answer is an error here.
     async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        let body = (method == reqwest::Method::POST).then(|| serde_json::json!({}));
+        let (status, body) = self.send(method, path, body.as_ref()).await?;
+        if !(200..300).contains(&status) {
+            anyhow::bail!("{}", error_text(status, &body));
+        }
+        Ok(body)
+    }
+
+    /// A request with an optional JSON body; the answer's status and JSON,
+    /// whatever the status.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut request = self
             .http
-            .request(method.clone(), format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token);
-        if method == reqwest::Method::POST {
-            request = request.json(&serde_json::json!({}));
+        if let Some(body) = body {
+            request = request.json(body);
         }
         let response = request
             .send()
             .await
             .with_context(|| format!("cannot reach the tower at {}", self.base))?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let body: Value = response
             .json()
             .await
             .context("the tower answered something that is not JSON")?;
-        if !status.is_success() {
-            anyhow::bail!(
-                "{} ({}): {}",
-                body["error"]["code"].as_str().unwrap_or("error"),
-                status.as_u16(),
-                body["error"]["message"].as_str().unwrap_or("")
-            );
-        }
-        Ok(body)
+        Ok((status, body))
     }
+}
+
+/// An API error answer as one line: `code (status): message`.
+pub(crate) fn error_text(status: u16, body: &Value) -> String {
+    format!(
+        "{} ({status}): {}",
+        body["error"]["code"].as_str().unwrap_or("error"),
+        body["error"]["message"].as_str().unwrap_or("")
+    )
 }
 
 pub fn channels(command: ChannelsCommand, api: &ApiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {

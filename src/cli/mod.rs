@@ -17,8 +17,10 @@ pub mod check_node;
 pub mod client;
 mod ha;
 pub mod psbt;
+pub mod receipt;
 pub mod run;
 pub mod sim;
+pub mod transfer;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +73,16 @@ pub enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// Check the tower's signed receipts (offline).
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
+    /// Write a merchant's live channels, latest states and receipts to a
+    /// file (JSON lines), to take them to another tower (needs --config).
+    Export(transfer::ExportArgs),
+    /// Load an export into a tower through its API: every channel is
+    /// registered and its latest state paid again, checked against that
+    /// tower's node and rules.
+    Import(transfer::ImportArgs),
     /// Manage merchants (needs --config).
     #[command(subcommand)]
     Merchant(admin::MerchantCommand),
@@ -195,6 +207,9 @@ fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
             }
         }),
+        Command::Receipt(command) => receipt::run(command),
+        Command::Export(args) => transfer::export(&args, ctx),
+        Command::Import(args) => transfer::import(&args, ctx),
         Command::Merchant(command) => admin::merchant(command, ctx),
         Command::Token(command) => admin::token(command, ctx),
         Command::Ha(command) => ha::run(command, ctx),

@@ -224,6 +224,12 @@ pub struct PolicyConfig {
     /// Each output below this must add `soft_dust_fee` to the fee.
     pub soft_dust_limit: u64,
     pub soft_dust_fee: u64,
+    /// Seconds a channel key (`POST /v1/channel-keys`) stays valid for a
+    /// new channel.
+    pub channel_key_ttl_secs: u64,
+    /// Refuse (`unknown_merchant_key`) a new channel whose merchant key the
+    /// tower did not issue, or that expired unused.
+    pub require_issued_keys: bool,
 }
 
 impl NodeConfig {
@@ -279,6 +285,10 @@ impl Default for PolicyConfig {
             hard_dust_limit: 100_000,
             soft_dust_limit: 1_000_000,
             soft_dust_fee: 1_000_000,
+            channel_key_ttl_secs: 86_400,
+            // Off by default: channels registered before the tower issued
+            // keys (or with keys the merchant hands out itself) still work.
+            require_issued_keys: false,
         }
     }
 }

@@ -46,6 +46,8 @@ const ALL_KEYS: &[&str] = &[
     "policy.hard_dust_limit",
     "policy.soft_dust_limit",
     "policy.soft_dust_fee",
+    "policy.channel_key_ttl_secs",
+    "policy.require_issued_keys",
     "notify.retry_initial_secs",
     "notify.retry_max_secs",
     "notify.give_up_after_secs",
@@ -151,6 +153,8 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(p.hard_dust_limit, 100_000);
     assert_eq!(p.soft_dust_limit, 1_000_000);
     assert_eq!(p.soft_dust_fee, 1_000_000);
+    assert_eq!(p.channel_key_ttl_secs, 86_400);
+    assert!(!p.require_issued_keys);
     let n = &c.notify;
     assert_eq!(n.retry_initial_secs, 1);
     assert_eq!(n.retry_max_secs, 600);

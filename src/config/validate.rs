@@ -20,6 +20,7 @@ impl Config {
         positive("api.body_limit_bytes", self.api.body_limit_bytes as u64);
         positive("api.header_read_timeout_secs", self.api.header_read_timeout_secs);
         positive("api.request_timeout_secs", self.api.request_timeout_secs);
+        positive("policy.channel_key_ttl_secs", self.policy.channel_key_ttl_secs);
         if let Some(rate) = self.api.rate_limit_per_second {
             positive("api.rate_limit_per_second", rate.into());
         }

@@ -11,6 +11,7 @@
 //! - [`run`] wires the node, the follower and the writer together.
 
 pub mod broadcaster;
+pub mod channel_keys;
 pub(crate) mod persist;
 pub mod read_only;
 mod standby;

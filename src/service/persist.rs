@@ -109,6 +109,13 @@ pub(crate) fn store_registration(
         warning_height: channel.warning_height,
     };
     let key = tx.insert_channel(&record, &channel)?;
+    // A key the tower issued now serves this channel (and no other).
+    tx.use_channel_key(
+        merchant_id,
+        &terms.script.merchant(),
+        key,
+        super::channel_keys::unix_now(),
+    )?;
     channel.key = key;
     let actions = tower.apply_registration(channel);
     let broadcasts = apply_actions(tx, tower, &actions)?;

@@ -2,8 +2,10 @@
 //! high-availability group (which runs no writer): the leader's last
 //! committed state, as of the last block the leader processed.
 
+use crate::chain::Network;
 use crate::engine::ChannelState;
 use crate::error::Refusal;
+use crate::receipt::{psbt_sha256, ReceiptFacts, ReceiptKind};
 use crate::store::{ChannelRecord, Store};
 
 use super::{ChannelPage, ChannelView};
@@ -148,5 +150,52 @@ pub fn latest_close(
         close_tx: bitcoin::consensus::encode::serialize_hex(&close),
         close_txid: close.compute_txid().to_string(),
         locktime: close.lock_time.to_consensus_u32(),
+    })
+}
+
+/// What the receipt of channel `address`'s registration states: its stored
+/// announcement and the time the store took it.
+pub fn registration_receipt(store: &Store, address: &str, network: Network) -> Result<ReceiptFacts, Refusal> {
+    let record = store
+        .channel_record(address)
+        .map_err(Refusal::internal)?
+        .ok_or_else(|| Refusal::channel_not_found(address))?;
+    Ok(ReceiptFacts {
+        network: network.as_str().to_string(),
+        channel: record.address,
+        kind: ReceiptKind::Registration,
+        sequence: 0,
+        merchant_amount: 0,
+        close_txid: None,
+        psbt_sha256: psbt_sha256(&record.announcement),
+        accepted_at: record.created_at,
+    })
+}
+
+/// What the receipt of payment state `sequence` of channel `address`
+/// states: the stored PSBT, its close and the time the store took it.
+pub fn payment_receipt(
+    store: &Store,
+    address: &str,
+    sequence: u64,
+    network: Network,
+) -> Result<ReceiptFacts, Refusal> {
+    let record = store
+        .channel_record(address)
+        .map_err(Refusal::internal)?
+        .ok_or_else(|| Refusal::channel_not_found(address))?;
+    let stored = store
+        .payment(record.key, sequence)
+        .map_err(Refusal::internal)?
+        .ok_or_else(|| Refusal::internal(format!("payment {sequence} of {address} is not stored")))?;
+    Ok(ReceiptFacts {
+        network: network.as_str().to_string(),
+        channel: record.address,
+        kind: ReceiptKind::Payment,
+        sequence,
+        merchant_amount: stored.record.merchant_amount,
+        close_txid: Some(stored.record.unsigned_txid),
+        psbt_sha256: psbt_sha256(&stored.record.psbt),
+        accepted_at: stored.received_at,
     })
 }

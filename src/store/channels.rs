@@ -231,6 +231,46 @@ pub fn rfc3339(unix: i64) -> String {
     )
 }
 
+/// The inverse of [`rfc3339`]: only its exact form (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn unix_from_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let shape_ok = b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape_ok {
+        return None;
+    }
+    let field = |range: std::ops::Range<usize>| text[range].parse::<i64>().ok();
+    let (year, month, day) = (field(0..4)?, field(5..7)?, field(8..10)?);
+    let (hour, minute, second) = (field(11..13)?, field(14..16)?, field(17..19)?);
+    if !(1..=12).contains(&month) || day < 1 || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days-from-civil (Howard Hinnant's algorithm), the inverse of rfc3339's.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let unix = (era * 146_097 + doe - 719_468) * 86_400 + hour * 3600 + minute * 60 + second;
+    // A day past the month's end ("02-30") would name another date.
+    (rfc3339(unix) == text).then_some(unix)
+}
+
+/// A stored payment state with the time the store took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPayment {
+    pub record: PaymentRecord,
+    /// Unix seconds.
+    pub received_at: i64,
+}
+
 impl Store {
     pub fn channel_record(&self, address: &str) -> Result<Option<ChannelRecord>> {
         self.exec().opt_row(
@@ -276,6 +316,27 @@ impl Store {
                     merchant_amount: row.u64(2)?,
                     fee: row.int(3)?,
                     unsigned_txid: txid_from(row.blob(4)?, "payments.unsigned_txid")?,
+                })
+            },
+        )
+    }
+
+    /// Payment state `sequence` of channel `key`, with its receive time.
+    pub fn payment(&self, key: i64, sequence: u64) -> Result<Option<StoredPayment>> {
+        self.exec().opt_row(
+            "SELECT sequence, psbt, merchant_amount, fee, unsigned_txid, received_at FROM payments
+             WHERE channel_id = ?1 AND sequence = ?2",
+            params![key, sequence],
+            |row| {
+                Ok(StoredPayment {
+                    record: PaymentRecord {
+                        sequence: row.u64(0)?,
+                        psbt: row.blob(1)?,
+                        merchant_amount: row.u64(2)?,
+                        fee: row.int(3)?,
+                        unsigned_txid: txid_from(row.blob(4)?, "payments.unsigned_txid")?,
+                    },
+                    received_at: row.int(5)?,
                 })
             },
         )
@@ -732,5 +793,30 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn rfc3339_reads_back_exactly_what_it_wrote() {
+        for unix in [
+            0,
+            1_700_000_000,
+            951_782_400,
+            1_796_205_600,
+            4_102_444_799,
+            86_399,
+        ] {
+            assert_eq!(unix_from_rfc3339(&rfc3339(unix)), Some(unix), "{unix}");
+        }
+        for bad in [
+            "2001-02-29T00:00:00Z",
+            "2000-13-01T00:00:00Z",
+            "2000-01-01T24:00:00Z",
+            "2000-01-01 00:00:00Z",
+            "2000-01-01T00:00:00+00:00",
+            "2000-1-01T00:00:00Z",
+            "",
+        ] {
+            assert_eq!(unix_from_rfc3339(bad), None, "{bad}");
+        }
     }
 }

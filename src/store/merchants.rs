@@ -27,6 +27,9 @@ pub struct Merchant {
     pub payout_address: Option<String>,
     pub custody: CustodyMode,
     pub xprv_file: Option<String>,
+    /// Presigned custody: the extended public key channel keys are derived
+    /// from (Dogecoin encoding of the tower's network).
+    pub xpub: Option<String>,
 }
 
 impl WriteTx<'_> {
@@ -43,20 +46,35 @@ impl WriteTx<'_> {
             params![name, payout_address, custody.as_str(), xprv_file, now()],
         )
     }
+
+    /// Sets (or clears) the extended public key merchant `id`'s channel
+    /// keys are derived from; false when there is no such merchant.
+    pub fn set_merchant_xpub(&self, id: i64, xpub: Option<&str>) -> Result<bool> {
+        let changed = self.exec("UPDATE merchants SET xpub = ?2 WHERE id = ?1", params![id, xpub])?;
+        Ok(changed > 0)
+    }
 }
 
 impl Store {
     pub fn merchant_by_name(&self, name: &str) -> Result<Option<Merchant>> {
         self.exec().opt_row(
-            "SELECT id, name, payout_address, custody, xprv_file FROM merchants WHERE name = ?1",
+            "SELECT id, name, payout_address, custody, xprv_file, xpub FROM merchants WHERE name = ?1",
             params![name],
+            merchant_from_row,
+        )
+    }
+
+    pub fn merchant_by_id(&self, id: i64) -> Result<Option<Merchant>> {
+        self.exec().opt_row(
+            "SELECT id, name, payout_address, custody, xprv_file, xpub FROM merchants WHERE id = ?1",
+            params![id],
             merchant_from_row,
         )
     }
 
     pub fn merchants(&self) -> Result<Vec<Merchant>> {
         self.exec().rows(
-            "SELECT id, name, payout_address, custody, xprv_file FROM merchants ORDER BY id",
+            "SELECT id, name, payout_address, custody, xprv_file, xpub FROM merchants ORDER BY id",
             &[],
             merchant_from_row,
         )
@@ -75,5 +93,6 @@ fn merchant_from_row(row: &SqlRow<'_>) -> Result<Merchant> {
         payout_address: row.opt_text(2)?,
         custody,
         xprv_file: row.opt_text(4)?,
+        xpub: row.opt_text(5)?,
     })
 }

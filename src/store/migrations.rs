@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "api_tokens", "0004_api_tokens.sql"),
     migration!(5, "webhook_deliveries", "0005_webhook_deliveries.sql"),
     migration!(6, "high_availability", "0006_high_availability.sql"),
+    migration!(7, "channel_keys", "0007_channel_keys.sql"),
     migration!(8, "merchant_webhooks", "0008_merchant_webhooks.sql"),
 ];
 

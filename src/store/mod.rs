@@ -18,6 +18,7 @@ use bitcoin::BlockHash;
 use rusqlite::Connection;
 
 pub mod bulk;
+pub mod channel_keys;
 pub mod channels;
 pub mod lease;
 pub mod merchants;
@@ -32,7 +33,8 @@ pub(crate) mod sql;
 pub mod tokens;
 pub mod webhooks;
 
-pub use channels::{ChannelRecord, NewChannel, PaymentRecord};
+pub use channel_keys::IssuedKey;
+pub use channels::{rfc3339, unix_from_rfc3339, ChannelRecord, NewChannel, PaymentRecord, StoredPayment};
 pub use merchants::{CustodyMode, Merchant};
 pub use outbox::OutboxEvent;
 
@@ -370,6 +372,7 @@ impl Store {
             "webhook_deliveries",
             "headers",
             "chain_log",
+            "channel_keys",
         ] {
             let count = self
                 .exec()
@@ -382,6 +385,12 @@ impl Store {
             |r| Ok((r.opt_int(0)?, r.opt_int(1)?)),
         )?;
         out.push_str(&format!("updated={updated:?};sequences={sequences:?}"));
+        let used_keys = self.exec().one_row(
+            "SELECT COUNT(*) FROM channel_keys WHERE channel_id IS NOT NULL",
+            &[],
+            |r| r.int(0),
+        )?;
+        out.push_str(&format!(";used_keys={used_keys}"));
         Ok(out)
     }
 

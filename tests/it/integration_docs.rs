@@ -6,14 +6,29 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{repo_path, Shop};
+use crate::support::{repo_path, Shop, TowerProcess, BIN};
+
+/// Runs a `dogetower` command that needs no config; its stdout.
+fn command(args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN).args(args).output().unwrap();
+    assert!(out.status.success(), "dogetower {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
 
 /// Long base64 and hex strings shortened for reading.
 fn shorten(value: &Value) -> Value {
     match value {
         Value::String(s) if s.len() > 70 => Value::String(format!("{}…", &s[..40])),
         Value::Array(items) => Value::Array(items.iter().map(shorten).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), shorten(v))).collect()),
+        // A receipt's message is shown whole: it is the text that is signed.
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| match (k.as_str(), v) {
+                    ("message", Value::String(_)) => (k.clone(), v.clone()),
+                    _ => (k.clone(), shorten(v)),
+                })
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -84,6 +99,51 @@ async fn integration_guide_examples_come_from_a_real_run() {
         .map(|(_, _, payload)| serde_json::from_str::<Value>(&payload).unwrap())
         .find(|p| p["type"] == "channel.payment")
         .unwrap();
+
+    // Receipts: the payment's, checked by the command line.
+    let receipt_file = shop.tower.dir.path().join("paid.json");
+    std::fs::write(&receipt_file, serde_json::to_vec_pretty(&paid).unwrap()).unwrap();
+    let tower_pubkey = status["tower_pubkey"].as_str().unwrap();
+    let verified = command(&[
+        "receipt",
+        "verify",
+        receipt_file.to_str().unwrap(),
+        "--tower-pubkey",
+        tower_pubkey,
+    ]);
+
+    // A way out: a second, open channel's latest state, exported and
+    // imported into a fresh tower on the same node.
+    let moving = shop.channel(100, true).await;
+    shop.register(&moving).await;
+    shop.pay(&moving, 250_000_000).await;
+    let (_, latest_close) = shop.tower.get(&format!("/v1/channels/{}/close", moving.id)).await;
+    let export_file = shop.tower.dir.path().join("shop.jsonl");
+    shop.tower.dir.run(&[
+        "export",
+        "--merchant",
+        "shop",
+        "--out",
+        export_file.to_str().unwrap(),
+    ]);
+    let export_text = std::fs::read_to_string(&export_file).unwrap();
+    let export_lines: Vec<Value> = export_text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let exported = export_lines
+        .iter()
+        .find(|l| l["channel"] == moving.id.as_str())
+        .unwrap();
+    let other = TowerProcess::start(&shop.devnet, &shop.payout.to_string()).await;
+    let imported = command(&[
+        "import",
+        export_file.to_str().unwrap(),
+        "--url",
+        &other.base_url,
+        "--token",
+        &other.token,
+    ]);
 
     let id = &ch.id;
     let doc = format!(
@@ -156,7 +216,47 @@ Each event is POSTed to the configured endpoints with the headers
 endpoint's secret>`. Verify the signature over the raw bytes before parsing,
 answer 2xx once the event is stored on your side, and deduplicate on `id`:
 delivery is at least once, retried with backoff, in order per channel.
-{webhook}"#,
+{webhook}
+## 7. Receipts
+
+Every accepted registration and payment answer carries a `receipt` (see the
+answers above): the tower's signature, with its identity key
+(`tower_pubkey` in the status), over what it accepted. Store it with the
+state. The signed message of the payment above:
+
+```text
+{receipt_message}```
+
+Check one with `dogetower receipt verify FILE --tower-pubkey <tower_pubkey>`
+(FILE: the receipt or the whole answer; exit 0 when it verifies, 1 when
+not), or in code: secp256k1 ECDSA, the DER `signature` over SHA-256 of
+`message`, against `tower_pubkey`. The same state sent again gets the same
+receipt.
+
+```text
+$ dogetower receipt verify paid.json --tower-pubkey {tower_pubkey}
+{verified}```
+
+## 8. Taking channels elsewhere
+
+Whatever happens to the tower or its operator, the merchant can leave with
+its channels. The latest state of one channel, and the close it makes
+(broadcast it yourself, or hand the PSBT to another tower):
+
+`GET /v1/channels/{{id}}/close`
+{latest_close}
+An operator moves all of a merchant's live channels at once with
+`dogetower export --merchant shop --out shop.jsonl`: a header line, then one
+line per channel, with the receipts:
+{export_header}{export_line}
+`dogetower import shop.jsonl --url <new tower> --token <merchant's token
+there>` checks every receipt against the file, then registers each channel
+and pays its latest state through the new tower's API, which checks them
+against its own node:
+
+```text
+{imported}```
+"#,
         register = block(&register),
         registered = block(&registered),
         pay = block(&pay),
@@ -167,8 +267,16 @@ delivery is at least once, retried with backoff, in order per channel.
         closing = block(&closing),
         status = block(&status),
         webhook = block(&webhook),
+        receipt_message = paid["receipt"]["message"].as_str().unwrap(),
+        tower_pubkey = tower_pubkey,
+        verified = verified,
+        latest_close = block(&latest_close),
+        export_header = block(&export_lines[0]),
+        export_line = block(exported),
+        imported = imported,
         id = id,
     )
+    .replace(&moving.id, "2N…")
     .replace(&format!("/v1/channels/{id}/"), "/v1/channels/{id}/")
     .replace(&format!("/v1/channels/{id}`"), "/v1/channels/{id}`");
 

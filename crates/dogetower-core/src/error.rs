@@ -60,9 +60,11 @@ error_codes! {
     RateLimited => ("rate_limited", 429, "This token sent more requests than api.rate_limit_per_second allows; retry after the Retry-After header's seconds."),
     RequestTimeout => ("request_timeout", 408, "The request was not received and answered within api.request_timeout_secs; send it again (a payment or registration sent twice is answered the same way twice)."),
     BodyTooLarge => ("body_too_large", 413, "The body is over the configured limit (api.body_limit_bytes, 1 MiB by default)."),
+    // Channel keys.
+    NoExtendedKey => ("no_extended_key", 409, "The merchant has no extended key to derive channel keys from (presigned custody without an xpub); the operator sets one with dogetower merchant set-xpub."),
     // The announcement (registration).
     UnsupportedScript => ("unsupported_script", 422, "The redeem script is not one of the channel templates; the message names the first position that differs."),
-    UnknownMerchantKey => ("unknown_merchant_key", 422, "The channel's merchant key is not this merchant's (or not the one given as merchant_pubkey)."),
+    UnknownMerchantKey => ("unknown_merchant_key", 422, "The channel's merchant key is not this merchant's (or not the one given as merchant_pubkey; or, with policy.require_issued_keys, not a key the tower issued this merchant, expired unused, or used by another channel)."),
     FundingMismatch => ("funding_mismatch", 422, "An input's funding output does not match the channel script or its previous transaction."),
     LocktimeTooSoon => ("locktime_too_soon", 422, "The channel's locktime leaves fewer blocks than policy.min_channel_lifetime_blocks."),
     PayoutAddressRequired => ("payout_address_required", 422, "No payout_address was given and the merchant has no default one."),

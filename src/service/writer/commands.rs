@@ -10,7 +10,7 @@ use super::{PaymentChecked, Writer};
 use crate::channel::psbt::DecodedPsbt;
 use crate::engine::{
     Action, ChannelState, CheckedPayment, FundingLookup, Input, MerchantProfile, PaymentDecision,
-    RegistrationDecision, RegistrationRequest,
+    RegisteredChannel, RegistrationDecision, RegistrationRequest,
 };
 use crate::error::{ErrorCode, Refusal};
 use crate::service::persist;
@@ -162,7 +162,10 @@ impl Writer {
         );
         match decided {
             Ok((merchant_name, RegistrationDecision::New(new))) => {
-                self.group.registration(merchant_id, merchant_name, new, reply)
+                match self.check_issued_key(merchant_id, &new) {
+                    Ok(()) => self.group.registration(merchant_id, merchant_name, new, reply),
+                    Err(refusal) => drop(reply.send(Err(refusal))),
+                }
             }
             Ok((_, RegistrationDecision::Repeat { key })) => {
                 let _ = reply.send(self.view_of(key).map(|view| (view, false)));
@@ -172,6 +175,24 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// With `policy.require_issued_keys`, a new channel's merchant key must
+    /// be one the tower issued this merchant, unused and unexpired. Checked
+    /// on new channels only: an identical repeat is answered as before.
+    fn check_issued_key(&self, merchant_id: i64, new: &RegisteredChannel) -> Result<(), Refusal> {
+        if !self.require_issued_keys {
+            return Ok(());
+        }
+        let key = new.terms.script.merchant();
+        let pending = self.group.uses_merchant_key(merchant_id, &key);
+        crate::service::channel_keys::check_issued(
+            &self.store,
+            merchant_id,
+            &key,
+            pending,
+            crate::service::channel_keys::unix_now(),
+        )
     }
 
     /// Reads what the registration rules need and lets the engine decide;

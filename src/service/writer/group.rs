@@ -124,6 +124,15 @@ impl Group {
         })
     }
 
+    /// Whether a registration of merchant `merchant_id` waiting in the
+    /// group uses merchant key `key` (an issued key serves one channel).
+    pub(super) fn uses_merchant_key(&self, merchant_id: i64, key: &bitcoin::PublicKey) -> bool {
+        self.changes.iter().any(|c| {
+            matches!(c, Change::Registration { merchant_id: m, new, .. }
+                if *m == merchant_id && new.terms.script.merchant() == *key)
+        })
+    }
+
     /// Whether a registration of channel `id` waits in the group.
     pub(super) fn registers(&self, id: &str) -> bool {
         self.changes

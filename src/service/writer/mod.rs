@@ -19,6 +19,7 @@ mod group;
 mod outage;
 
 use group::{Group, PaymentReplyTo, MAX_GROUP};
+pub(crate) use outage::store_unavailable;
 use outage::{OwnChange, StoreOutage};
 
 use super::{broadcaster, engine_settings, persist, Command, ServiceHandle, WriterInput};
@@ -83,6 +84,8 @@ pub(super) struct Writer {
     /// What the engine is rebuilt with after a group commit failed.
     settings: EngineSettings,
     watch_filter: Arc<WatchFilter>,
+    /// `policy.require_issued_keys`: new channels only with issued merchant keys.
+    require_issued_keys: bool,
 }
 
 impl Writer {
@@ -133,6 +136,7 @@ impl Writer {
             retry_ticking: Arc::default(),
             settings: engine_settings(config),
             watch_filter: handle.watch_filter.clone(),
+            require_issued_keys: config.policy.require_issued_keys,
         };
         writer.refresh_channels();
         Ok((writer, headers))

@@ -97,7 +97,7 @@ impl StoreOutage {
 }
 
 /// The refusal of a change while the store takes no writes.
-pub(super) fn store_unavailable() -> Refusal {
+pub(crate) fn store_unavailable() -> Refusal {
     Refusal::new(
         ErrorCode::StoreUnavailable,
         "the tower's store takes no writes now (see /v1/status store_error); nothing was stored",
