@@ -6,7 +6,9 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{repo_path, Shop, TowerProcess, BIN};
+use std::time::Duration;
+
+use crate::support::{repo_path, start_receiver, wait_for, Shop, TowerProcess, BIN};
 
 /// Runs a `dogetower` command that needs no config; its stdout.
 fn command(args: &[&str]) -> String {
@@ -66,7 +68,26 @@ fn json_blocks(markdown: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integration_guide_examples_come_from_a_real_run() {
-    let shop = Shop::start().await;
+    // The webhook receiver below listens on loopback.
+    let shop = Shop::start_with("[notify]\nallow_private_targets = true\n").await;
+
+    // Channel keys, from the merchant's xpub.
+    let xprv = bitcoin::bip32::Xpriv::new_master(bitcoin::NetworkKind::Test, &[7; 32]).unwrap();
+    let xpub = bitcoin::bip32::Xpub::from_priv(&bitcoin::secp256k1::Secp256k1::new(), &xprv);
+    shop.tower.dir.run(&[
+        "merchant",
+        "set-xpub",
+        "shop",
+        &dogetower::chain::keys::encode_xpub(&xpub, dogetower::chain::Network::Regtest),
+    ]);
+    let (_, channel_key) = shop.tower.post("/v1/channel-keys", json!({})).await;
+
+    // The merchant's own webhook endpoint, before anything happens.
+    let (received, hook_url) = start_receiver(false).await;
+    let new_hook = json!({"url": hook_url, "events": ["channel.registered", "channel.payment"]});
+    let (_, hook) = shop.tower.post("/v1/webhooks", new_hook.clone()).await;
+    received.lock().unwrap().secret = hook["secret"].as_str().unwrap().to_string();
+
     let ch = shop.channel(100, false).await;
     let register = json!({"psbt": ch.announcement()});
     let (_, registered) = shop.tower.post("/v1/channels", register.clone()).await;
@@ -99,6 +120,23 @@ async fn integration_guide_examples_come_from_a_real_run() {
         .map(|(_, _, payload)| serde_json::from_str::<Value>(&payload).unwrap())
         .find(|p| p["type"] == "channel.payment")
         .unwrap();
+
+    // The merchant endpoint's deliveries, once both events are there.
+    let hook_id = hook["id"].as_str().unwrap();
+    let deliveries = wait_for("both deliveries", Duration::from_secs(30), async || {
+        let (_, page) = shop
+            .tower
+            .get(&format!("/v1/webhooks/{hook_id}/deliveries"))
+            .await;
+        let delivered = page["deliveries"]
+            .as_array()?
+            .iter()
+            .filter(|d| d["state"] == "delivered")
+            .count();
+        (delivered == 2).then_some(page)
+    })
+    .await;
+    assert_eq!(received.lock().unwrap().bad_signatures, 0);
 
     // Receipts: the payment's, checked by the command line.
     let receipt_file = shop.tower.dir.path().join("paid.json");
@@ -157,7 +195,22 @@ devnet by `tests/it/integration_docs.rs`; long base64 and hex strings are
 shortened. Every call carries `Authorization: Bearer <token>` (from
 `dogetower token create NAME`).
 
-## 1. The payer announces the channel
+## 1. A key for the payer
+
+The payer first asks the merchant for a fresh public key and builds the
+channel's script around it. Ask the tower for the next one (from the xprv it
+holds in signer custody, or from the xpub registered with `dogetower
+merchant set-xpub NAME XPUB` in presigned custody); no key is handed out
+twice:
+
+`POST /v1/channel-keys` → `201`
+{channel_key}
+`origin` is the key's place below the merchant's extended key, to put in the
+announcement's BIP32 derivation. With `policy.require_issued_keys = true`
+the tower registers only channels built on a key it issued and that was not
+used or expired (`unknown_merchant_key` otherwise).
+
+## 2. The payer announces the channel
 
 When the payer has funded the channel's P2SH address, it sends the
 announcement PSBT (funding inputs only, each with `redeem_script` and the whole
@@ -172,7 +225,7 @@ the tower broadcasts the close at the latest. Refusals carry a stable code:
 `invalid_psbt`, `unsupported_script`, `unknown_merchant_key`,
 `funding_mismatch`, `locktime_too_soon`, `already_registered`.
 
-## 2. The payer pays
+## 3. The payer pays
 
 For each purchase the payer sends a PSBT that spends the funding and pays the
 merchant the running total, signed by the payer (and, in presigned custody,
@@ -189,26 +242,26 @@ Other codes: `wrong_inputs`, `funding_mismatch`, `missing_signature`,
 `bad_signature`, `high_s_signature`, `replaceable_input`, `fee_too_low`,
 `dust_output`, `not_final`, `too_close_to_deadline`, `channel_closed`.
 
-## 3. Reading channels
+## 4. Reading channels
 
 `GET /v1/channels/{id}`
 {one}
 `GET /v1/channels?state=open&limit=10` (pass `next_cursor` as `cursor` for the next page):
 {page}
 
-## 4. Closing early
+## 5. Closing early
 
 The tower closes by itself at `deadline_height`. To close now:
 
 `POST /v1/channels/{id}/close` → `202`
 {closing}
 
-## 5. The tower's view
+## 6. The tower's view
 
 `GET /v1/status`
 {status}
 
-## 6. Webhooks
+## 7. Webhooks
 
 Each event is POSTed to the configured endpoints with the headers
 `X-Dogetower-Event` (the type), `X-Dogetower-Delivery` (the event id) and
@@ -216,8 +269,23 @@ Each event is POSTed to the configured endpoints with the headers
 endpoint's secret>`. Verify the signature over the raw bytes before parsing,
 answer 2xx once the event is stored on your side, and deduplicate on `id`:
 delivery is at least once, retried with backoff, in order per channel.
+Every delivery also carries `X-Dogetower-Timestamp: <unix seconds>` and
+`X-Dogetower-Signature-V2: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+"<t>.<raw body>">`: check it and refuse a `t` more than 5 minutes from your
+clock, so a captured delivery cannot be replayed later.
 {webhook}
-## 7. Receipts
+The operator's endpoints (in the tower's config) hear every event,
+`node.down` included. A merchant registers its own, which hear only its
+channels' events (here two types of them):
+
+`POST /v1/webhooks` → `201`; the secret is shown this once:
+{new_hook}{hook}
+Each event's delivery to it, with its attempts, can be listed (and one sent
+again with `POST /v1/webhooks/deliveries/{{delivery_id}}/redeliver`):
+
+`GET /v1/webhooks/{{webhook_id}}/deliveries`
+{deliveries}
+## 8. Receipts
 
 Every accepted registration and payment answer carries a `receipt` (see the
 answers above): the tower's signature, with its identity key
@@ -237,7 +305,7 @@ receipt.
 $ dogetower receipt verify paid.json --tower-pubkey {tower_pubkey}
 {verified}```
 
-## 8. Taking channels elsewhere
+## 9. Taking channels elsewhere
 
 Whatever happens to the tower or its operator, the merchant can leave with
 its channels. The latest state of one channel, and the close it makes
@@ -267,6 +335,10 @@ against its own node:
         closing = block(&closing),
         status = block(&status),
         webhook = block(&webhook),
+        channel_key = block(&channel_key),
+        new_hook = block(&new_hook),
+        hook = block(&hook),
+        deliveries = block(&deliveries),
         receipt_message = paid["receipt"]["message"].as_str().unwrap(),
         tower_pubkey = tower_pubkey,
         verified = verified,

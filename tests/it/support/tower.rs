@@ -326,13 +326,18 @@ pub struct Shop {
 
 impl Shop {
     pub async fn start() -> Shop {
+        Self::start_with("").await
+    }
+
+    /// `extra`: more tower config, appended as is (see [`TowerProcess::start_with`]).
+    pub async fn start_with(extra: &str) -> Shop {
         let devnet = DevnetProcess::spawn();
         let merchant = SecretKey::new(&mut rand::thread_rng());
         let payout = Address::p2pkh(
             Network::Regtest,
             &PublicKey::new(merchant.public_key(&Secp256k1::new())),
         );
-        let tower = TowerProcess::start(&devnet, &payout.to_string()).await;
+        let tower = TowerProcess::start_with(&devnet, &payout.to_string(), extra).await;
         Shop {
             devnet,
             tower,
