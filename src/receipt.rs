@@ -96,6 +96,41 @@ const KEYS: [&str; 8] = [
 /// `close_txid` of a registration.
 const NO_CLOSE: &str = "none";
 
+/// How a payment state was taken: what its receipt states beyond the
+/// payment answer. The writer knows it when it commits a new state, so the
+/// API signs that state's receipt without reading the store back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acceptance {
+    /// The unsigned close's txid.
+    pub close_txid: Txid,
+    /// SHA-256 of the PSBT as stored.
+    pub psbt_sha256: [u8; 32],
+    /// The `received_at` stored with it (unix seconds).
+    pub accepted_at: i64,
+}
+
+impl ReceiptFacts {
+    /// The facts of payment state `sequence` of `channel`.
+    pub fn payment(
+        network: crate::chain::Network,
+        channel: &str,
+        sequence: u64,
+        merchant_amount: u64,
+        acceptance: &Acceptance,
+    ) -> ReceiptFacts {
+        ReceiptFacts {
+            network: network.as_str().to_string(),
+            channel: channel.to_string(),
+            kind: ReceiptKind::Payment,
+            sequence,
+            merchant_amount,
+            close_txid: Some(acceptance.close_txid),
+            psbt_sha256: acceptance.psbt_sha256,
+            accepted_at: acceptance.accepted_at,
+        }
+    }
+}
+
 /// `psbt_sha256` of a PSBT as stored.
 pub fn psbt_sha256(stored_psbt: &[u8]) -> [u8; 32] {
     sha256::Hash::hash(stored_psbt).to_byte_array()

@@ -886,6 +886,7 @@ fn the_channel_object_and_payment_reply_match_their_schemas() {
             channel: channel_sample("open", None),
             sequence: 1,
             merchant_amount: 150_000_000,
+            acceptance: None,
         },
         &receipt,
     )

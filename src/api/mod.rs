@@ -27,6 +27,7 @@ pub use webhooks::MAX_WEBHOOKS_PER_MERCHANT;
 use crate::engine::ChannelState;
 use crate::error::{ErrorCode, Refusal};
 use crate::ha::{HaState, Role};
+use crate::receipt::{Receipt, ReceiptFacts};
 use crate::service::{read_only, Command, RegisterRequest, ServiceHandle};
 use crate::status::StatusReply;
 use crate::store::Store;
@@ -483,25 +484,37 @@ async fn pay(
     })
     .await??;
     let (network, id, sequence) = (state.network, reply.channel.id.clone(), reply.sequence);
-    let answer = with_receipt(&state, &reply, move |store| {
-        read_only::payment_receipt(store, &id, sequence, network)
-    })
-    .await?;
+    let answer = match &reply.acceptance {
+        // A new state: everything its receipt states came with the answer.
+        Some(acceptance) => {
+            let facts = ReceiptFacts::payment(network, &id, sequence, reply.merchant_amount, acceptance);
+            attach_receipt(&reply, &Receipt::issue(&state.identity, &facts))
+                .map_err(|e| ApiError(Refusal::internal(e)))?
+        }
+        // A repeat: the receipt of the stored state, as it was first given.
+        None => {
+            with_receipt(&state, &reply, move |store| {
+                read_only::payment_receipt(store, &id, sequence, network)
+            })
+            .await?
+        }
+    };
     Ok(Json(answer).into_response())
 }
 
-/// `answer` with the signed receipt of what the store holds for it. Read
-/// from the store, not from the writer's answer, so asking again for the
-/// same state gives the same receipt; read and signed on the blocking pool,
-/// off the writer's thread.
+/// `answer` with the signed receipt of what the store holds for it: for a
+/// registration, and for a repeated payment (a new state's receipt comes
+/// from the writer's answer, which carries what was stored). Every value is
+/// the stored one, so asking again gives the same receipt. Read and signed
+/// on the blocking pool, never on the writer's thread.
 async fn with_receipt(
     state: &ApiState,
     answer: &impl serde::Serialize,
-    facts: impl FnOnce(&Store) -> Result<crate::receipt::ReceiptFacts, Refusal> + Send + 'static,
+    facts: impl FnOnce(&Store) -> Result<ReceiptFacts, Refusal> + Send + 'static,
 ) -> Result<Value, ApiError> {
     let identity = state.identity.clone();
     let receipt = read_store(state, move |store| {
-        facts(store).map(|facts| crate::receipt::Receipt::issue(&identity, &facts))
+        facts(store).map(|facts| Receipt::issue(&identity, &facts))
     })
     .await?;
     attach_receipt(answer, &receipt).map_err(|e| ApiError(Refusal::internal(e)))
@@ -510,7 +523,7 @@ async fn with_receipt(
 /// The JSON object `answer` with its `receipt` field.
 pub(crate) fn attach_receipt(
     answer: &impl serde::Serialize,
-    receipt: &crate::receipt::Receipt,
+    receipt: &Receipt,
 ) -> Result<Value, serde_json::Error> {
     let mut answer = serde_json::to_value(answer)?;
     if let Value::Object(fields) = &mut answer {

@@ -49,6 +49,10 @@ pub struct PaymentReply {
     pub channel: ChannelView,
     pub sequence: u64,
     pub merchant_amount: u64,
+    /// How a new state was taken (its receipt is signed from this); `None`
+    /// for a repeat, whose receipt is read from the store.
+    #[serde(skip)]
+    pub acceptance: Option<crate::receipt::Acceptance>,
 }
 
 /// A registration as the API received it.

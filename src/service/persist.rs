@@ -70,15 +70,17 @@ pub(crate) fn apply_actions_at(
 }
 
 /// Stores an accepted payment (already applied to the engine, which
-/// answered `actions`) and those actions; returns the channels to broadcast.
+/// answered `actions`), taken at `received_at`, and those actions; returns
+/// the channels to broadcast.
 pub(crate) fn store_payment(
     tx: &WriteTx<'_>,
     tower: &Tower,
     key: i64,
     record: &PaymentRecord,
     actions: &[Action],
+    received_at: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    tx.insert_payment(key, record)?;
+    tx.insert_payment(key, record, received_at)?;
     apply_actions(tx, tower, actions)
 }
 

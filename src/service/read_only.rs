@@ -5,7 +5,7 @@
 use crate::chain::Network;
 use crate::engine::ChannelState;
 use crate::error::Refusal;
-use crate::receipt::{psbt_sha256, ReceiptFacts, ReceiptKind};
+use crate::receipt::{psbt_sha256, Acceptance, ReceiptFacts, ReceiptKind};
 use crate::store::{ChannelRecord, Store};
 
 use super::{ChannelPage, ChannelView};
@@ -188,14 +188,16 @@ pub fn payment_receipt(
         .payment(record.key, sequence)
         .map_err(Refusal::internal)?
         .ok_or_else(|| Refusal::internal(format!("payment {sequence} of {address} is not stored")))?;
-    Ok(ReceiptFacts {
-        network: network.as_str().to_string(),
-        channel: record.address,
-        kind: ReceiptKind::Payment,
-        sequence,
-        merchant_amount: stored.record.merchant_amount,
-        close_txid: Some(stored.record.unsigned_txid),
+    let acceptance = Acceptance {
+        close_txid: stored.record.unsigned_txid,
         psbt_sha256: psbt_sha256(&stored.record.psbt),
         accepted_at: stored.received_at,
-    })
+    };
+    Ok(ReceiptFacts::payment(
+        network,
+        &record.address,
+        sequence,
+        stored.record.merchant_amount,
+        &acceptance,
+    ))
 }

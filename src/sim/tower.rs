@@ -437,7 +437,10 @@ impl SimTower {
                 if skip_store {
                     broadcasts.extend(persist::apply_actions(tx, tower, &g.actions)?);
                 } else {
-                    broadcasts.extend(persist::store_payment(tx, tower, g.key, &g.record, &g.actions)?);
+                    // No wall clock in the simulation: every state is taken at 0.
+                    broadcasts.extend(persist::store_payment(
+                        tx, tower, g.key, &g.record, &g.actions, 0,
+                    )?);
                 }
             }
             Ok(broadcasts)

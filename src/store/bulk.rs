@@ -44,7 +44,7 @@ impl Store {
                 for c in chunk {
                     let key = tx.insert_channel(&c.record, &c.channel)?;
                     if let Some(payment) = &c.payment {
-                        tx.insert_payment(key, payment)?;
+                        tx.insert_payment(key, payment, super::channels::now())?;
                     }
                     written.push(key);
                 }

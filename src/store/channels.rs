@@ -41,7 +41,8 @@ pub struct ChannelRecord {
 
 pub use crate::engine::PaymentRecord;
 
-pub(super) fn now() -> i64 {
+/// Unix seconds now.
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -161,7 +162,9 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    pub fn insert_payment(&self, key: i64, p: &PaymentRecord) -> Result<()> {
+    /// Stores payment state `p` of channel `key`, taken at `received_at`
+    /// (unix seconds; the writer chooses it, so it can answer with it).
+    pub fn insert_payment(&self, key: i64, p: &PaymentRecord, received_at: i64) -> Result<()> {
         self.exec(
             "INSERT INTO payments (channel_id, sequence, psbt, merchant_amount, fee, unsigned_txid, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -172,7 +175,7 @@ impl WriteTx<'_> {
                 p.merchant_amount,
                 p.fee,
                 txid_bytes(&p.unsigned_txid),
-                now()
+                received_at
             ],
         )?;
         Ok(())
@@ -706,12 +709,24 @@ mod tests {
                 fee: 5,
                 unsigned_txid: funding_tx.compute_txid(),
             };
-            store.write(|tx| tx.insert_payment(key, &payment)).unwrap();
+            store
+                .write(|tx| tx.insert_payment(key, &payment, 1_796_205_600))
+                .unwrap();
             assert!(
-                store.write(|tx| tx.insert_payment(key, &payment)).is_err(),
+                store
+                    .write(|tx| tx.insert_payment(key, &payment, 1_796_205_601))
+                    .is_err(),
                 "a sequence is stored once"
             );
-            assert_eq!(store.latest_payment(key).unwrap(), Some(payment));
+            assert_eq!(store.latest_payment(key).unwrap(), Some(payment.clone()));
+            assert_eq!(
+                store.payment(key, 1).unwrap(),
+                Some(StoredPayment {
+                    record: payment,
+                    received_at: 1_796_205_600
+                })
+            );
+            assert_eq!(store.payment(key, 2).unwrap(), None);
         });
     }
 

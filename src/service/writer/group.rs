@@ -54,6 +54,8 @@ enum Answer {
         key: i64,
         sequence: u64,
         merchant_amount: u64,
+        /// A new state's unsigned close txid and PSBT hash; `None` for a repeat.
+        new_state: Option<(bitcoin::Txid, [u8; 32])>,
         reply: PaymentReplyTo,
     },
     /// The registration at this index of the group's changes.
@@ -77,7 +79,13 @@ impl Group {
         actions: Vec<Action>,
         reply: PaymentReplyTo,
     ) {
-        self.answer_payment(key, record.sequence, record.merchant_amount, reply);
+        self.answers.push(Answer::Payment {
+            key,
+            sequence: record.sequence,
+            merchant_amount: record.merchant_amount,
+            new_state: Some((record.unsigned_txid, crate::receipt::psbt_sha256(&record.psbt))),
+            reply,
+        });
         self.changes.push(Change::Payment { key, record, actions });
     }
 
@@ -94,6 +102,7 @@ impl Group {
             key,
             sequence,
             merchant_amount,
+            new_state: None,
             reply,
         });
     }
@@ -154,12 +163,14 @@ impl Writer {
         }
         let Group { changes, answers } = std::mem::take(&mut self.group);
         let tower = &mut self.tower;
+        // Every new state of the group is taken at this time; its receipt says so.
+        let received_at = crate::store::channels::now();
         let committed = self.store.write(|tx| {
             let (mut keys, mut all_actions, mut broadcasts) = (Vec::new(), Vec::new(), Vec::new());
             for change in changes {
                 match change {
                     Change::Payment { key, record, actions } => {
-                        broadcasts.extend(persist::store_payment(tx, tower, key, &record, &actions)?);
+                        broadcasts.extend(persist::store_payment(tx, tower, key, &record, &actions, received_at)?);
                         all_actions.extend(actions);
                         keys.push(key);
                     }
@@ -208,12 +219,19 @@ impl Writer {
                     key,
                     sequence,
                     merchant_amount,
+                    new_state,
                     reply,
                 } => {
+                    let acceptance = new_state.map(|(close_txid, psbt_sha256)| crate::receipt::Acceptance {
+                        close_txid,
+                        psbt_sha256,
+                        accepted_at: received_at,
+                    });
                     let answer = self.view_of(key).map(|channel| PaymentReply {
                         channel,
                         sequence,
                         merchant_amount,
+                        acceptance,
                     });
                     let _ = reply.send(answer);
                 }
