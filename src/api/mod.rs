@@ -599,15 +599,7 @@ async fn list(
             })
         })
         .transpose()?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError(Refusal::new(ErrorCode::InvalidRequest, "bad cursor")))
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (after, limit) = page_bounds(q.cursor.as_deref(), q.limit)?;
     let (channels, last_key) = if state.ha.role() == Role::Leader {
         ask(&state, |reply| Command::List {
             merchant_id,
@@ -640,6 +632,21 @@ async fn issue_channel_key(State(state): State<ApiState>, headers: HeaderMap) ->
     .await?;
     let reply = crate::service::channel_keys::ChannelKeyReply::from(&issued);
     Ok((StatusCode::CREATED, Json(reply)).into_response())
+}
+
+/// A page's cursor (an opaque number the previous page answered) and its
+/// size: 100 by default, clamped into 1 to 1000.
+pub(super) fn page_bounds(
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> Result<(Option<i64>, usize), ApiError> {
+    let cursor = cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError(Refusal::new(ErrorCode::InvalidRequest, "bad cursor")))
+        })
+        .transpose()?;
+    Ok((cursor, limit.unwrap_or(100).clamp(1, 1000)))
 }
 
 async fn status(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult {

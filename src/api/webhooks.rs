@@ -59,16 +59,7 @@ async fn write_tx<T: Send + 'static>(
     write: impl FnOnce(&WriteTx<'_>) -> crate::store::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     write_store(state, move |store| {
-        store.write(write).map_err(|e| {
-            if e.is_unavailable() {
-                Refusal::new(
-                    ErrorCode::StoreUnavailable,
-                    "the tower's store takes no writes now (see /v1/status store_error); nothing was stored",
-                )
-            } else {
-                Refusal::internal(e)
-            }
-        })
+        store.write(write).map_err(|e| crate::service::write_refusal(&e))
     })
     .await
 }
@@ -177,15 +168,7 @@ pub(super) async fn deliveries(
 ) -> ApiResult {
     let merchant_id = merchant(&state, &headers).await?;
     let Query(q) = query.map_err(|e| ApiError(Refusal::new(ErrorCode::InvalidRequest, e.body_text())))?;
-    let before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError(Refusal::new(ErrorCode::InvalidRequest, "bad cursor")))
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (before, limit) = super::page_bounds(q.cursor.as_deref(), q.limit)?;
     let webhook = id.clone();
     let page = read_store(&state, move |store| {
         // Another merchant's endpoint is answered as no endpoint at all.

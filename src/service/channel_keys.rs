@@ -98,13 +98,7 @@ pub fn issue(
     let expires_at = issued_at.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
     let issued = store
         .write(|tx| tx.issue_channel_key(merchant_id, issued_at, expires_at, |i| channel_key(&xpub, i)))
-        .map_err(|e| {
-            if e.is_unavailable() {
-                crate::service::writer::store_unavailable()
-            } else {
-                Refusal::internal(e)
-            }
-        })?
+        .map_err(|e| crate::service::write_refusal(&e))?
         .map_err(|e| Refusal::internal(format!("merchant {}: no channel key: {e}", merchant.name)))?;
     tracing::info!(
         merchant = %merchant.name,

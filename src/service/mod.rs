@@ -17,6 +17,7 @@ pub mod read_only;
 mod standby;
 pub mod view;
 mod writer;
+pub(crate) use writer::write_refusal;
 
 use std::collections::HashMap;
 use std::sync::Arc;

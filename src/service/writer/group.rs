@@ -193,11 +193,7 @@ impl Writer {
         let (keys, actions, broadcasts) = match committed {
             Ok(committed) => committed,
             Err(e) => {
-                let refusal = if e.is_unavailable() {
-                    super::outage::store_unavailable()
-                } else {
-                    Refusal::internal(&e)
-                };
+                let refusal = super::outage::write_refusal(&e);
                 for answer in answers {
                     match answer {
                         Answer::Payment { reply, .. } => drop(reply.send(Err(refusal.clone()))),

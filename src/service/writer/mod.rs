@@ -19,7 +19,7 @@ mod group;
 mod outage;
 
 use group::{Group, PaymentReplyTo, MAX_GROUP};
-pub(crate) use outage::store_unavailable;
+pub(crate) use outage::write_refusal;
 use outage::{OwnChange, StoreOutage};
 
 use super::{broadcaster, engine_settings, persist, Command, ServiceHandle, WriterInput};

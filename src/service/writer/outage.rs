@@ -104,6 +104,16 @@ pub(crate) fn store_unavailable() -> Refusal {
     )
 }
 
+/// The answer to a change whose store write failed: `store_unavailable`
+/// when the store only takes no writes for now, else an internal error.
+pub(crate) fn write_refusal(error: &crate::store::StoreError) -> Refusal {
+    if error.is_unavailable() {
+        store_unavailable()
+    } else {
+        Refusal::internal(error)
+    }
+}
+
 fn retry_interval() -> Duration {
     Duration::from_secs(STORE_RETRY_SECS)
 }
