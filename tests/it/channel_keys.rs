@@ -10,15 +10,12 @@ use std::time::Duration;
 
 use bitcoin::bip32::{DerivationPath, Xpriv, Xpub};
 use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
-use bitcoin::{Amount, PublicKey, ScriptBuf, Transaction, TxOut};
+use bitcoin::PublicKey;
 use dogetower::chain::{keys, Address, Network};
-use dogetower::channel::payer::{Funding, Payer};
-use dogetower::channel::psbt::encode_base64;
-use dogetower::channel::Locktime;
 use dogetower::store::Store;
 use serde_json::{json, Value};
 
-use crate::support::{DevnetProcess, Shop, TestChannel, TowerDir, TowerProcess, BIN, CAPACITY, FEE};
+use crate::support::{DevnetProcess, Shop, TestChannel, TowerDir, TowerProcess, BIN};
 
 fn random_xprv() -> Xpriv {
     Xpriv::new_master(bitcoin::NetworkKind::Test, &rand::random::<[u8; 32]>()).unwrap()
@@ -46,9 +43,7 @@ fn token(dir: &TowerDir, merchant: &str) -> String {
 }
 
 async fn issue(tower: &TowerProcess, token: &str) -> (u16, Value) {
-    tower
-        .request(reqwest::Method::POST, "/v1/channel-keys", None, Some(token))
-        .await
+    tower.post_as(token, "/v1/channel-keys", None).await
 }
 
 /// Issues a key, which must be handed out: (pubkey, path, expires_at).
@@ -131,67 +126,32 @@ async fn signer_keys_are_issued_in_order_never_again_after_a_restart_and_close_a
         DerivationPath::from_str(&path).unwrap(),
     );
     let payout = Address::p2pkh(Network::Regtest, &merchant_pub);
-    let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
     let locktime = w.devnet.height().await + 60;
-    let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
-    let id = script.address(Network::Regtest).to_string();
-    let funded = w.devnet.call("devnet_fund", json!([id, CAPACITY, true])).await;
-    let tx: Transaction =
-        bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
-    let funding = vec![Funding {
-        tx,
-        vout: funded["vout"].as_u64().unwrap() as u32,
-    }];
-    let announcement = encode_base64(&payer.announcement(&script, &funding, Some(&origin)));
+    let ch = TestChannel::open_signer(&w.devnet, merchant_pub, origin, &payout, locktime).await;
+    let id = ch.id.clone();
     let (status, body) = w
         .tower
-        .request(
-            reqwest::Method::POST,
+        .post_as(
+            &vault,
             "/v1/channels",
-            Some(json!({"psbt": announcement, "payout_address": payout.to_string()})),
-            Some(&vault),
+            Some(json!({"psbt": ch.announcement(), "payout_address": payout.to_string()})),
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let outputs = vec![
-        TxOut {
-            value: Amount::from_sat(300_000_000),
-            script_pubkey: payout.script_pubkey(),
-        },
-        TxOut {
-            value: Amount::from_sat(CAPACITY - 300_000_000 - FEE),
-            script_pubkey: ScriptBuf::new_p2pkh(&payer.public_key().pubkey_hash()),
-        },
-    ];
-    let payment = encode_base64(&payer.payment(&script, &funding, outputs));
     let (status, body) = w
         .tower
-        .request(
-            reqwest::Method::POST,
+        .post_as(
+            &vault,
             &format!("/v1/channels/{id}/payments"),
-            Some(json!({"psbt": payment})),
-            Some(&vault),
+            Some(json!({"psbt": ch.payment(300_000_000)})),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = w
         .tower
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/channels/{id}/close"),
-            None,
-            Some(&vault),
-        )
+        .post_as(&vault, &format!("/v1/channels/{id}/close"), None)
         .await;
     assert_eq!(status, 202);
-    let ch = TestChannel {
-        payer,
-        merchant: SecretKey::new(&mut rand::thread_rng()),
-        script,
-        funding,
-        payout: payout.script_pubkey(),
-        id,
-    };
     let close = w.close_in_mempool(&ch).await;
     ch.verify_close(&close);
     assert_eq!(close.output[0].value.to_sat(), 300_000_000);
@@ -282,32 +242,25 @@ async fn a_presigned_merchant_with_an_xpub_gets_its_wallets_keys_and_closes_a_ch
     let ch = TestChannel::open(&w.devnet, &secrets[1], &w.payout, locktime, true).await;
     let (status, body) = w
         .tower
-        .request(
-            reqwest::Method::POST,
+        .post_as(
+            &till,
             "/v1/channels",
             Some(json!({"psbt": ch.announcement(), "merchant_pubkey": public(&secrets[1]).to_string()})),
-            Some(&till),
         )
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = w
         .tower
-        .request(
-            reqwest::Method::POST,
+        .post_as(
+            &till,
             &format!("/v1/channels/{}/payments", ch.id),
             Some(json!({"psbt": ch.payment(250_000_000)})),
-            Some(&till),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = w
         .tower
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/channels/{}/close", ch.id),
-            None,
-            Some(&till),
-        )
+        .post_as(&till, &format!("/v1/channels/{}/close", ch.id), None)
         .await;
     assert_eq!(status, 202);
     let close = w.close_in_mempool(&ch).await;

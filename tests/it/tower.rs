@@ -7,11 +7,8 @@
 use std::time::Duration;
 
 use bitcoin::secp256k1::{rand, SecretKey};
-use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
+use bitcoin::Transaction;
 use dogetower::chain::{Address, Network};
-use dogetower::channel::payer::{Funding, Payer};
-use dogetower::channel::psbt::encode_base64;
-use dogetower::channel::Locktime;
 use serde_json::{json, Value};
 
 use crate::support::{kill, wait_for, Shop, TestChannel, CAPACITY, FEE};
@@ -395,47 +392,25 @@ async fn signer_custody_closes_with_the_towers_own_signature() {
         .derive(&DerivationPath::from_str("m/0/7").unwrap())
         .unwrap();
     let payout = Address::p2pkh(Network::Regtest, &merchant_pub);
-    let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
     let locktime = w.devnet.height().await + 60;
-    let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
-    let id = script.address(Network::Regtest).to_string();
-    let funded = w.devnet.call("devnet_fund", json!([id, CAPACITY, true])).await;
-    let tx: Transaction =
-        bitcoin::consensus::deserialize(&hex::decode(funded["hex"].as_str().unwrap()).unwrap()).unwrap();
-    let funding = vec![Funding {
-        tx,
-        vout: funded["vout"].as_u64().unwrap() as u32,
-    }];
-    let announcement = encode_base64(&payer.announcement(&script, &funding, Some(&origin)));
+    let ch = Channel::open_signer(&w.devnet, merchant_pub, origin, &payout, locktime).await;
+    let id = ch.id.clone();
     let (status, body) = w
         .tower
-        .request(
-            reqwest::Method::POST,
+        .post_as(
+            &token,
             "/v1/channels",
-            Some(json!({"psbt": announcement, "payout_address": payout.to_string()})),
-            Some(&token),
+            Some(json!({"psbt": ch.announcement(), "payout_address": payout.to_string()})),
         )
         .await;
     assert_eq!(status, 201, "{body}");
     // Payments carry only the payer's signature.
-    let outputs = vec![
-        TxOut {
-            value: Amount::from_sat(200_000_000),
-            script_pubkey: payout.script_pubkey(),
-        },
-        TxOut {
-            value: Amount::from_sat(CAPACITY - 200_000_000 - FEE),
-            script_pubkey: ScriptBuf::new_p2pkh(&payer.public_key().pubkey_hash()),
-        },
-    ];
-    let payment = encode_base64(&payer.payment(&script, &funding, outputs));
     let (status, body) = w
         .tower
-        .request(
-            reqwest::Method::POST,
+        .post_as(
+            &token,
             &format!("/v1/channels/{id}/payments"),
-            Some(json!({"psbt": payment})),
-            Some(&token),
+            Some(json!({"psbt": ch.payment(200_000_000)})),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -445,35 +420,14 @@ async fn signer_custody_closes_with_the_towers_own_signature() {
     let (status, _) = w.tower.get(&format!("/v1/channels/{id}/close")).await;
     assert_eq!(status, 404);
     // The way out: the close the tower signs with the merchant's key.
-    let (status, way_out) = w
-        .tower
-        .request(
-            reqwest::Method::GET,
-            &format!("/v1/channels/{id}/close"),
-            None,
-            Some(&token),
-        )
-        .await;
+    let (status, way_out) = w.tower.get_as(&token, &format!("/v1/channels/{id}/close")).await;
     assert_eq!(status, 200, "{way_out}");
 
     let (status, _) = w
         .tower
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/channels/{id}/close"),
-            None,
-            Some(&token),
-        )
+        .post_as(&token, &format!("/v1/channels/{id}/close"), None)
         .await;
     assert_eq!(status, 202);
-    let ch = Channel {
-        payer,
-        merchant: SecretKey::new(&mut rand::thread_rng()),
-        script,
-        funding,
-        payout: payout.script_pubkey(),
-        id,
-    };
     let close = w.close_in_mempool(&ch).await;
     ch.verify_close(&close);
     assert_eq!(close.output[0].value.to_sat(), 200_000_000);

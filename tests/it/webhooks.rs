@@ -95,7 +95,7 @@ async fn every_event_type_arrives_signed_once_through_failures_and_a_restart() {
         },
     ];
     let mut psbt = d.payer.payment(&d.script, &d.funding, outputs);
-    countersign(&mut psbt, &d.script, &d.merchant);
+    countersign(&mut psbt, &d.script, d.merchant.as_ref().unwrap());
     let (status, body) = shop
         .tower
         .post(

@@ -1,5 +1,6 @@
 //! A payment channel as the payer and the merchant see it, funded on the devnet.
 
+use bitcoin::bip32::KeySource;
 use bitcoin::secp256k1::{rand, Secp256k1, SecretKey};
 use bitcoin::{Amount, PublicKey, ScriptBuf, Transaction, TxOut};
 use dogetower::chain::{Address, Network};
@@ -23,6 +24,20 @@ pub fn presigned_payment(
     merchant: &SecretKey,
     amount: u64,
 ) -> String {
+    let mut psbt = payer_signed_payment(payer, script, funding, payout, amount);
+    countersign(&mut psbt, script, merchant);
+    encode_base64(&psbt)
+}
+
+/// A payment of `amount` to `payout`, the rest of the funding back to the
+/// payer less FEE, signed by the payer only.
+fn payer_signed_payment(
+    payer: &Payer,
+    script: &ChannelScript,
+    funding: &[Funding],
+    payout: &ScriptBuf,
+    amount: u64,
+) -> bitcoin::Psbt {
     let outputs = vec![
         TxOut {
             value: Amount::from_sat(amount),
@@ -35,15 +50,18 @@ pub fn presigned_payment(
             script_pubkey: ScriptBuf::new_p2pkh(&payer.public_key().pubkey_hash()),
         },
     ];
-    let mut psbt = payer.payment(script, funding, outputs);
-    countersign(&mut psbt, script, merchant);
-    encode_base64(&psbt)
+    payer.payment(script, funding, outputs)
 }
 
 /// A payer with a funded channel to the test's merchant key.
 pub struct TestChannel {
     pub payer: Payer,
-    pub merchant: SecretKey,
+    /// The merchant's key in presigned custody (it countersigns payments);
+    /// `None` in signer custody, where the tower holds it.
+    pub merchant: Option<SecretKey>,
+    /// Signer custody: where the merchant key sits below the merchant's
+    /// xprv, as the announcement tells the tower.
+    pub origin: Option<KeySource>,
     pub script: ChannelScript,
     pub funding: Vec<Funding>,
     pub payout: ScriptBuf,
@@ -73,8 +91,36 @@ impl TestChannel {
         confirm: bool,
         rbf: bool,
     ) -> TestChannel {
-        let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
         let merchant_pub = PublicKey::new(merchant.public_key(&Secp256k1::new()));
+        let mut channel = Self::fund(devnet, merchant_pub, payout, locktime, koinu, confirm, rbf).await;
+        channel.merchant = Some(*merchant);
+        channel
+    }
+
+    /// Funds (and confirms) a new channel of CAPACITY to a signer-custody
+    /// merchant key: `merchant_pub`, at `origin` below the xprv the tower holds.
+    pub async fn open_signer(
+        devnet: &DevnetProcess,
+        merchant_pub: PublicKey,
+        origin: KeySource,
+        payout: &Address,
+        locktime: u32,
+    ) -> TestChannel {
+        let mut channel = Self::fund(devnet, merchant_pub, payout, locktime, CAPACITY, true, false).await;
+        channel.origin = Some(origin);
+        channel
+    }
+
+    async fn fund(
+        devnet: &DevnetProcess,
+        merchant_pub: PublicKey,
+        payout: &Address,
+        locktime: u32,
+        koinu: u64,
+        confirm: bool,
+        rbf: bool,
+    ) -> TestChannel {
+        let payer = Payer::new(SecretKey::new(&mut rand::thread_rng()));
         let script = payer.channel_script(merchant_pub, Locktime::Height(locktime));
         let id = script.address(Network::Regtest).to_string();
         let funded = devnet.call("devnet_fund", json!([id, koinu, confirm, rbf])).await;
@@ -86,7 +132,8 @@ impl TestChannel {
         }];
         TestChannel {
             payer,
-            merchant: *merchant,
+            merchant: None,
+            origin: None,
             script,
             funding,
             payout: payout.script_pubkey(),
@@ -95,20 +142,22 @@ impl TestChannel {
     }
 
     pub fn announcement(&self) -> String {
-        encode_base64(&self.payer.announcement(&self.script, &self.funding, None))
+        encode_base64(
+            &self
+                .payer
+                .announcement(&self.script, &self.funding, self.origin.as_ref()),
+        )
     }
 
     /// A payment of `amount` to the merchant, change to the payer, fee FEE,
-    /// countersigned by the merchant (presigned custody), as base64.
+    /// as base64: countersigned by the merchant in presigned custody, the
+    /// payer's signature alone in signer custody.
     pub fn payment(&self, amount: u64) -> String {
-        presigned_payment(
-            &self.payer,
-            &self.script,
-            &self.funding,
-            &self.payout,
-            &self.merchant,
-            amount,
-        )
+        let mut psbt = payer_signed_payment(&self.payer, &self.script, &self.funding, &self.payout, amount);
+        if let Some(merchant) = &self.merchant {
+            countersign(&mut psbt, &self.script, merchant);
+        }
+        encode_base64(&psbt)
     }
 
     /// Checks `tx` spends this channel's funding and passes libbitcoinconsensus.

@@ -286,6 +286,16 @@ impl TowerProcess {
         Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// A POST with another merchant's token (`body` `None`: no body).
+    pub async fn post_as(&self, token: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, body, Some(token)).await
+    }
+
+    /// A GET with another merchant's token.
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, None, Some(token)).await
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.request(reqwest::Method::POST, path, Some(body), Some(&self.token))
             .await
