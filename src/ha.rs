@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, StoreConfig};
 use crate::metrics::Metrics;
-use crate::store::channels::rfc3339;
+use crate::store::channels::{now_ms, rfc3339};
 use crate::store::lease::{Lease, LeaseOutcome, TowerSeen};
 use crate::store::{Fence, Store};
 
@@ -338,12 +338,6 @@ fn keep_lease(mut store: Store, state: &HaState, shutdown: watch::Receiver<bool>
             std::thread::sleep(Duration::from_millis(50).min(state.renew.saturating_sub(started.elapsed())));
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

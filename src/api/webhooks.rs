@@ -200,9 +200,7 @@ pub(super) async fn redeliver(
 ) -> ApiResult {
     let merchant_id = merchant(&state, &headers).await?;
     let target = id.clone();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = crate::store::channels::now_ms();
     let delivery = write_tx(&state, move |tx| tx.redeliver(merchant_id, &target, now_ms))
         .await?
         .ok_or_else(|| {

@@ -116,7 +116,7 @@ pub fn export(args: &ExportArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         network: config.network.as_str().to_string(),
         merchant: merchant.name.clone(),
         tower_pubkey: identity.public_hex(),
-        exported_at: rfc3339(unix_now()),
+        exported_at: rfc3339(crate::store::channels::now()),
         channels: channels.len(),
     };
     let mut out: Box<dyn Write> = if args.out.as_os_str() == "-" {
@@ -204,12 +204,6 @@ fn exported(
         registration_receipt: Receipt::issue(identity, &registration),
         latest,
     })
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn refusal(r: crate::error::Refusal) -> anyhow::Error {

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::config::{Config, NotifyConfig, WebhookConfig};
 use crate::ha::HaState;
 use crate::metrics::Metrics;
+use crate::store::channels::now_ms;
 use crate::store::webhooks::{AttemptRecord, DeliveryState, WebhookTarget};
 use crate::store::{OutboxEvent, Store};
 
@@ -104,12 +105,6 @@ pub fn next_step(
     }
     let delay = backoff(notify, attempts.saturating_sub(1), jitter);
     Next::RetryAt(now_ms.saturating_add(delay.as_millis() as i64))
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One event due at one endpoint, with the attempts made so far.
@@ -412,7 +407,7 @@ async fn deliver_due(
             still_pending += 1;
             continue;
         }
-        if due.next_attempt_ms.is_some_and(|at| at > unix_ms()) {
+        if due.next_attempt_ms.is_some_and(|at| at > now_ms()) {
             held.insert(due.event.channel_id.clone());
             still_pending += 1;
             continue;
@@ -443,7 +438,7 @@ async fn deliver_due(
             &result,
             attempts,
             due.started_at,
-            unix_ms(),
+            now_ms(),
             rand::thread_rng().gen::<f64>(),
         );
         queue.record(store, &due, attempts, &result, next)?;
@@ -457,12 +452,12 @@ async fn deliver_due(
             (Next::GivenUp, Err(status)) => {
                 metrics.webhook_delivery("failed");
                 metrics.webhook_delivery("given_up");
-                let age = unix_ms().div_euclid(1000) - due.started_at;
+                let age = now_ms().div_euclid(1000) - due.started_at;
                 tracing::error!(%event, endpoint = %name, attempts, %status, age, "webhook given up");
             }
             (Next::RetryAt(at), Err(status)) => {
                 metrics.webhook_delivery("failed");
-                let retry_in = Duration::from_millis(at.saturating_sub(unix_ms()).max(0) as u64);
+                let retry_in = Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64);
                 tracing::warn!(%event, endpoint = %name, attempts, %status, ?retry_in, "webhook failed");
                 held.insert(due.event.channel_id.clone());
                 still_pending += 1;
@@ -497,7 +492,7 @@ fn describe(error: reqwest::Error) -> String {
 
 /// POSTs the stored body as it is, signed both ways; Ok carries the 2xx status.
 async fn post(http: &reqwest::Client, url: &Url, secret: &str, event: &OutboxEvent) -> Result<u16, Failure> {
-    let timestamp = unix_ms().div_euclid(1000);
+    let timestamp = now_ms().div_euclid(1000);
     let body = event.payload.as_bytes();
     let response = http
         .post(url.clone())

@@ -51,13 +51,6 @@ impl From<&IssuedKey> for ChannelKeyReply {
     }
 }
 
-/// Unix seconds now.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The extended public key `merchant`'s channel keys come from: a signer's
 /// xprv's, or the xpub a presigned merchant registered.
 fn extended_key(merchant: &Merchant, network: Network) -> Result<Xpub, Refusal> {
@@ -94,7 +87,7 @@ pub fn issue(
         .map_err(Refusal::internal)?
         .ok_or_else(|| Refusal::new(ErrorCode::Unauthorized, "unknown merchant"))?;
     let xpub = extended_key(&merchant, network)?;
-    let issued_at = unix_now();
+    let issued_at = crate::store::channels::now();
     let expires_at = issued_at.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
     let issued = store
         .write(|tx| tx.issue_channel_key(merchant_id, issued_at, expires_at, |i| channel_key(&xpub, i)))

@@ -116,7 +116,7 @@ pub(crate) fn store_registration(
         merchant_id,
         &terms.script.merchant(),
         key,
-        super::channel_keys::unix_now(),
+        crate::store::channels::now(),
     )?;
     channel.key = key;
     let actions = tower.apply_registration(channel);

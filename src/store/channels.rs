@@ -43,9 +43,14 @@ pub use crate::engine::PaymentRecord;
 
 /// Unix seconds now.
 pub fn now() -> i64 {
+    now_ms().div_euclid(1000)
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub fn origin_to_string((fingerprint, path): &KeySource) -> String {

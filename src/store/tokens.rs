@@ -41,9 +41,7 @@ impl WriteTx<'_> {
         rand::thread_rng().fill_bytes(&mut id);
         rand::thread_rng().fill_bytes(&mut secret);
         let (id, secret) = (hex::encode(id), hex::encode(secret));
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let created = super::channels::now();
         self.exec(
             "INSERT INTO api_tokens (id, merchant_id, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![&id, merchant_id, hash(&secret).as_slice(), created],

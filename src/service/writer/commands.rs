@@ -191,7 +191,7 @@ impl Writer {
             merchant_id,
             &key,
             pending,
-            crate::service::channel_keys::unix_now(),
+            crate::store::channels::now(),
         )
     }
 
