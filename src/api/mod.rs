@@ -336,16 +336,7 @@ async fn read_store<T: Send + 'static>(
     state: &ApiState,
     read: impl FnOnce(&Store) -> Result<T, Refusal> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let store = store
-            .lock()
-            .map_err(|_| Refusal::new(ErrorCode::InternalError, "store lock poisoned"))?;
-        read(&store)
-    })
-    .await
-    .map_err(|e| ApiError(Refusal::internal(e)))?
-    .map_err(ApiError)
+    write_store(state, move |store| read(store)).await
 }
 
 /// Runs a write on the API's store connection (one transaction of its own),
