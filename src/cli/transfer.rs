@@ -149,6 +149,8 @@ fn live_channels(
     network: Network,
     identity: &TowerIdentity,
 ) -> anyhow::Result<Vec<ExportedChannel>> {
+    // Read once, when the first close needs it (a signer's xprv file, say).
+    let mut custody = None;
     let mut channels = Vec::new();
     let mut after = None;
     loop {
@@ -157,7 +159,14 @@ fn live_channels(
             if ChannelState::parse(view.state).is_none_or(ChannelState::is_terminal) {
                 continue;
             }
-            channels.push(exported(store, merchant_id, network, identity, view)?);
+            channels.push(exported(
+                store,
+                merchant_id,
+                &mut custody,
+                network,
+                identity,
+                view,
+            )?);
         }
         match last {
             Some(last) if page.len() == 500 => after = Some(last),
@@ -169,6 +178,7 @@ fn live_channels(
 fn exported(
     store: &Store,
     merchant_id: i64,
+    custody: &mut Option<crate::channel::Custody>,
     network: Network,
     identity: &TowerIdentity,
     view: &crate::service::ChannelView,
@@ -177,11 +187,18 @@ fn exported(
     let payout_address = Address::from_script(&record.payout_script, network)
         .map_err(|e| anyhow::anyhow!("channel {}: its payout script has no address: {e}", view.id))?
         .to_string();
-    let registration = read_only::registration_receipt(store, &view.id, network).map_err(refusal)?;
-    let latest = match read_only::latest_close(store, merchant_id, &view.id, network) {
+    let registration = read_only::registration_facts(&record, network);
+    // The merchant's custody, read for the first close that needs it.
+    let custody_once = || {
+        if let Some(known) = custody.as_ref() {
+            return Ok(known.clone());
+        }
+        let read = read_only::merchant_custody(store, merchant_id, network)?;
+        Ok(custody.insert(read).clone())
+    };
+    let latest = match read_only::latest_close_of(store, &record, custody_once) {
         Ok(close) => {
-            let facts =
-                read_only::payment_receipt(store, &view.id, close.sequence, network).map_err(refusal)?;
+            let facts = read_only::payment_facts(store, &record, close.sequence, network).map_err(refusal)?;
             Some(ExportedState {
                 sequence: close.sequence,
                 merchant_amount: close.merchant_amount,

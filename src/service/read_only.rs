@@ -105,11 +105,42 @@ pub fn latest_close(
     address: &str,
     network: crate::chain::Network,
 ) -> Result<LatestClose, Refusal> {
+    let record = owned(store, merchant_id, address)?;
+    latest_close_of(store, &record, || merchant_custody(store, merchant_id, network))
+}
+
+/// How merchant `merchant_id`'s side of a close is signed (in signer
+/// custody, its xprv file is read now).
+pub fn merchant_custody(
+    store: &Store,
+    merchant_id: i64,
+    network: crate::chain::Network,
+) -> Result<crate::channel::Custody, Refusal> {
     use crate::channel::Custody;
-    use crate::error::ErrorCode;
     use crate::store::CustodyMode;
 
-    let record = owned(store, merchant_id, address)?;
+    let merchant = store
+        .merchants()
+        .map_err(Refusal::internal)?
+        .into_iter()
+        .find(|m| m.id == merchant_id)
+        .ok_or_else(|| Refusal::internal("the channel's merchant is missing"))?;
+    Ok(match merchant.custody {
+        CustodyMode::Presigned => Custody::Presigned,
+        CustodyMode::Signer => Custody::Signer(super::merchant_signer(&merchant, network)?),
+    })
+}
+
+/// [`latest_close`] of the stored channel `record`, its merchant's side
+/// signed with what `custody` gives (asked only once there is a payment to
+/// close with, so `nothing_to_close` comes before a key file's trouble).
+pub fn latest_close_of(
+    store: &Store,
+    record: &ChannelRecord,
+    custody: impl FnOnce() -> Result<crate::channel::Custody, Refusal>,
+) -> Result<LatestClose, Refusal> {
+    use crate::error::ErrorCode;
+
     let payment = store
         .latest_payment(record.key)
         .map_err(Refusal::internal)?
@@ -123,16 +154,7 @@ pub fn latest_close(
         .tracked_channel(record.key)
         .map_err(Refusal::internal)?
         .ok_or_else(|| Refusal::internal(format!("the state of channel row {} is missing", record.key)))?;
-    let merchant = store
-        .merchants()
-        .map_err(Refusal::internal)?
-        .into_iter()
-        .find(|m| m.id == merchant_id)
-        .ok_or_else(|| Refusal::internal("the channel's merchant is missing"))?;
-    let custody = match merchant.custody {
-        CustodyMode::Presigned => Custody::Presigned,
-        CustodyMode::Signer => Custody::Signer(super::merchant_signer(&merchant, network)?),
-    };
+    let custody = custody()?;
     let job = super::broadcaster::CloseJob {
         key: record.key,
         channel_id: channel.id.clone(),
@@ -156,20 +178,29 @@ pub fn latest_close(
 /// What the receipt of channel `address`'s registration states: its stored
 /// announcement and the time the store took it.
 pub fn registration_receipt(store: &Store, address: &str, network: Network) -> Result<ReceiptFacts, Refusal> {
-    let record = store
+    Ok(registration_facts(&stored(store, address)?, network))
+}
+
+/// The channel `address` as stored, whoever's it is.
+fn stored(store: &Store, address: &str) -> Result<ChannelRecord, Refusal> {
+    store
         .channel_record(address)
         .map_err(Refusal::internal)?
-        .ok_or_else(|| Refusal::channel_not_found(address))?;
-    Ok(ReceiptFacts {
+        .ok_or_else(|| Refusal::channel_not_found(address))
+}
+
+/// [`registration_receipt`] of the stored channel `record`.
+pub fn registration_facts(record: &ChannelRecord, network: Network) -> ReceiptFacts {
+    ReceiptFacts {
         network: network.as_str().to_string(),
-        channel: record.address,
+        channel: record.address.clone(),
         kind: ReceiptKind::Registration,
         sequence: 0,
         merchant_amount: 0,
         close_txid: None,
         psbt_sha256: psbt_sha256(&record.announcement),
         accepted_at: record.created_at,
-    })
+    }
 }
 
 /// What the receipt of payment state `sequence` of channel `address`
@@ -180,10 +211,17 @@ pub fn payment_receipt(
     sequence: u64,
     network: Network,
 ) -> Result<ReceiptFacts, Refusal> {
-    let record = store
-        .channel_record(address)
-        .map_err(Refusal::internal)?
-        .ok_or_else(|| Refusal::channel_not_found(address))?;
+    payment_facts(store, &stored(store, address)?, sequence, network)
+}
+
+/// [`payment_receipt`] of the stored channel `record`.
+pub fn payment_facts(
+    store: &Store,
+    record: &ChannelRecord,
+    sequence: u64,
+    network: Network,
+) -> Result<ReceiptFacts, Refusal> {
+    let address = &record.address;
     let stored = store
         .payment(record.key, sequence)
         .map_err(Refusal::internal)?
