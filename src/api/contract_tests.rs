@@ -1044,7 +1044,7 @@ fn template_of(doc: &Value, uri: &str) -> Option<String> {
 
 fn cases() -> Vec<Case> {
     use ErrorCode::*;
-    vec![
+    let mut cases = vec![
         case("GET", "/healthz", false, 200, None),
         // Not ready: the node has not been reached.
         case("GET", "/readyz", false, 503, None),
@@ -1116,6 +1116,20 @@ fn cases() -> Vec<Case> {
             body: Some(r#"{"url": "https://93.184.215.14/hook", "events": ["channel.payment"]}"#),
             ..case("POST", "/v1/webhooks", true, 201, None)
         },
+    ];
+    // Up to the limit of live endpoints, then refused.
+    let hook = r#"{"url": "https://93.184.215.14/hook"}"#;
+    for _ in 1..super::MAX_WEBHOOKS_PER_MERCHANT {
+        cases.push(Case {
+            body: Some(hook),
+            ..case("POST", "/v1/webhooks", true, 201, None)
+        });
+    }
+    cases.push(Case {
+        body: Some(hook),
+        ..case("POST", "/v1/webhooks", true, 409, Some(WebhookLimitReached))
+    });
+    cases.extend([
         case("GET", "/v1/webhooks", true, 200, None),
         case("GET", "/v1/webhooks", false, 401, Some(Unauthorized)),
         case("DELETE", "/v1/webhooks/wh_nope", true, 404, Some(WebhookNotFound)),
@@ -1134,7 +1148,8 @@ fn cases() -> Vec<Case> {
             Some(DeliveryNotFound),
         ),
         case("GET", "/v2/channels", true, 404, Some(NotFound)),
-    ]
+    ]);
+    cases
 }
 
 #[tokio::test]
